@@ -1,0 +1,35 @@
+"""The application factory.
+
+``create_app()`` loads the configuration (defaults → environment → ``FLASK_*`` → test
+config), refuses to start when deliveries could not be verified, imports the job modules
+and mounts their endpoints. Nothing job-specific lives in ``app/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from app import blueprint, config
+from app.jobs import JobRegistry
+from app.jobs import registry as default_registry
+
+
+def create_app(
+    test_config: Mapping[str, Any] | None = None, *, registry: JobRegistry | None = None
+) -> Flask:
+    """Create the Flask app serving every discovered job.
+
+    ``registry`` replaces the default job registry (tests use it to mount only their own
+    jobs); with the default one, the modules of ``JOBS_PACKAGES`` are imported first.
+    """
+    app = Flask(__name__, instance_relative_config=True)
+    config.load(app, test_config)
+    config.check(app)
+    if registry is None:
+        registry = default_registry
+        registry.discover(app.config["JOBS_PACKAGES"])
+    blueprint.init_app(app, registry)
+    return app

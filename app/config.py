@@ -1,0 +1,178 @@
+"""Configuration: defaults, then the environment, then ``FLASK_*`` variables, then test config.
+
+The QStash settings use the variable names of Upstash's own SDKs (``QSTASH_TOKEN``,
+``QSTASH_URL``, ``QSTASH_CURRENT_SIGNING_KEY``, ``QSTASH_NEXT_SIGNING_KEY``), so an
+existing ``.env`` works unchanged. ``check()`` enforces *fail closed*: a server that could
+not verify deliveries refuses to start.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from app.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+#: Upstash's public development identity (QSTASH_PROTOCOL.md §6). Anyone can sign with
+#: these keys: they are only ever used when QSTASH_DEV=1 asks for them.
+DEV_IDENTITY: dict[str, str] = {
+    "QSTASH_URL": "http://127.0.0.1:8080",
+    "QSTASH_TOKEN": "eyJVc2VySUQiOiJkZWZhdWx0VXNlciIsIlBhc3N3b3JkIjoiZGVmYXVsdFBhc3N3b3JkIn0=",
+    "QSTASH_CURRENT_SIGNING_KEY": "sig_7kYjw48mhY7kAjqNGcy6cr29RJ6r",
+    "QSTASH_NEXT_SIGNING_KEY": "sig_5ZB6DVzB1wjE8S6rZ7eenA8Pdnhs",
+}
+DEV_APP_URL = "http://127.0.0.1:5000"
+
+DEFAULTS: dict[str, Any] = {
+    "QSTASH_URL": "https://qstash.upstash.io",
+    "QSTASH_TOKEN": None,
+    "QSTASH_CURRENT_SIGNING_KEY": None,
+    "QSTASH_NEXT_SIGNING_KEY": None,
+    # Public base URL QStash calls (scheme://host[:port][/prefix]); the signature's `sub`
+    # is checked against APP_URL + the request path, never against the Host header.
+    "APP_URL": None,
+    "QSTASH_CLOCK_TOLERANCE": 5,
+    "QSTASH_MAX_BODY_SIZE": 1024 * 1024,
+    "QSTASH_DEV": False,
+    "QSTASH_ALLOW_UNSIGNED": False,
+    # Packages whose modules declare jobs; each module is imported at start-up.
+    "JOBS_PACKAGES": ["jobs"],
+}
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _flag(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigurationError(f"{name} must be 1/0, true/false, yes/no or on/off, not {raw!r}")
+
+
+def _number(kind: Callable[[str], Any]) -> Callable[[str, str], Any]:
+    def parse(name: str, raw: str) -> Any:
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise ConfigurationError(f"{name} must be a number, not {raw!r}") from None
+        if value < 0:
+            raise ConfigurationError(f"{name} must not be negative, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _text(name: str, raw: str) -> str | None:
+    return raw.strip() or None
+
+
+def _packages(name: str, raw: str) -> list[str]:
+    return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+#: Plain (unprefixed) environment variables and how to parse them.
+ENVIRONMENT: dict[str, Callable[[str, str], Any]] = {
+    "QSTASH_URL": _text,
+    "QSTASH_TOKEN": _text,
+    "QSTASH_CURRENT_SIGNING_KEY": _text,
+    "QSTASH_NEXT_SIGNING_KEY": _text,
+    "APP_URL": _text,
+    "QSTASH_CLOCK_TOLERANCE": _number(float),
+    "QSTASH_MAX_BODY_SIZE": _number(int),
+    "QSTASH_DEV": _flag,
+    "QSTASH_ALLOW_UNSIGNED": _flag,
+    "JOBS_PACKAGES": _packages,
+}
+
+
+def load(
+    app: Flask,
+    test_config: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> None:
+    """Fill ``app.config``: defaults, environment, ``FLASK_*`` variables, ``test_config``."""
+    env = os.environ if environ is None else environ
+    app.config.from_mapping(DEFAULTS)
+    for name, parse in ENVIRONMENT.items():
+        if name in env:
+            app.config[name] = parse(name, env[name])
+    app.config.from_prefixed_env()
+    if test_config is not None:
+        app.config.from_mapping(test_config)
+    if app.config["QSTASH_DEV"]:
+        _apply_dev_identity(app)
+
+
+def _apply_dev_identity(app: Flask) -> None:
+    # Only what the user left unset: QSTASH_URL=http://127.0.0.1:9000 still wins.
+    for name, value in DEV_IDENTITY.items():
+        if not app.config.get(name):
+            app.config[name] = value
+    if not app.config.get("APP_URL"):
+        app.config["APP_URL"] = DEV_APP_URL
+
+
+def signing_mode(config: Mapping[str, Any]) -> str:
+    """Say how deliveries are authenticated: ``"keys"``, ``"dev-keys"`` or ``"unsigned"``."""
+    if config.get("QSTASH_DEV") and (
+        config.get("QSTASH_CURRENT_SIGNING_KEY") == DEV_IDENTITY["QSTASH_CURRENT_SIGNING_KEY"]
+    ):
+        return "dev-keys"
+    if unsigned_allowed(config) and not config.get("QSTASH_CURRENT_SIGNING_KEY"):
+        return "unsigned"
+    return "keys"
+
+
+def unsigned_allowed(config: Mapping[str, Any]) -> bool:
+    """Accept unsigned calls only with both FLASK_DEBUG=1 and QSTASH_ALLOW_UNSIGNED=1."""
+    return bool(config.get("DEBUG")) and bool(config.get("QSTASH_ALLOW_UNSIGNED"))
+
+
+def check(app: Flask) -> None:
+    """Refuse a configuration under which deliveries could not be verified; warn on dev modes."""
+    config = app.config
+    if config.get("QSTASH_ALLOW_UNSIGNED") and not config.get("DEBUG"):
+        raise ConfigurationError(
+            "QSTASH_ALLOW_UNSIGNED=1 is only honoured together with FLASK_DEBUG=1;"
+            " never accept unsigned deliveries in production"
+        )
+    missing = [
+        name
+        for name in ("QSTASH_CURRENT_SIGNING_KEY", "QSTASH_NEXT_SIGNING_KEY", "APP_URL")
+        if not config.get(name)
+    ]
+    if unsigned_allowed(config):
+        missing = [name for name in missing if name == "APP_URL"]
+    if missing:
+        raise ConfigurationError(
+            f"{', '.join(missing)} not set: refusing to start a server that cannot verify"
+            " QStash deliveries (set them from the Upstash console, or QSTASH_DEV=1 for"
+            " the local dev server)"
+        )
+    _check_app_url(config["APP_URL"])
+    if signing_mode(config) == "dev-keys":
+        app.logger.warning(
+            "QSTASH_DEV=1: using Upstash's PUBLIC development signing keys; anyone can forge"
+            " deliveries to this app. Never use this mode on a reachable server."
+        )
+    if unsigned_allowed(config):
+        app.logger.warning(
+            "QSTASH_ALLOW_UNSIGNED=1: deliveries WITHOUT a signature are accepted (debug"
+            " only); requests that carry a signature are still verified."
+        )
+
+
+def _check_app_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigurationError(f"APP_URL must be an absolute http(s) URL, not {url!r}")
+    if parts.query or parts.fragment:
+        raise ConfigurationError(f"APP_URL must not carry a query or fragment: {url!r}")

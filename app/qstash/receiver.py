@@ -1,0 +1,330 @@
+"""``with_qstash``: the guard every job endpoint runs behind.
+
+raw body (read once, size-capped) → ``verify()`` against APP_URL + path → ``Delivery`` →
+``schema.load(json)`` → handler(payload, delivery) → a status QStash understands:
+
+| outcome                                         | status                                    |
+|-------------------------------------------------|-------------------------------------------|
+| handler returned                                | 200 + JSON of the return value            |
+| missing or bad signature                        | 401 (QStash retries; a forger gets nothing)|
+| body too large, invalid JSON, schema error,     | 489 + ``Upstash-NonRetryable-Error: true``|
+| ``NonRetryableError``                           | (straight to the DLQ)                     |
+| ``RetryLater(after=…)``                         | 503 + ``Retry-After``                     |
+| any other exception                             | 500, logged with message id + traceback   |
+
+The handler never runs unless the request passed every check.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote
+
+from flask import Response, current_app, request
+from marshmallow import Schema, ValidationError
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from app import config as app_config
+from app.errors import (
+    JobError,
+    MalformedSignature,
+    MissingSignature,
+    NonRetryableError,
+    RetryLater,
+    SignatureError,
+)
+from app.qstash.signature import verify
+
+if TYPE_CHECKING:
+    from flask import Request
+
+NON_RETRYABLE_STATUS = 489
+NON_RETRYABLE_HEADER = "Upstash-NonRetryable-Error"
+
+# Headers QStash or the HTTP stack add; everything else on a delivery was forwarded by
+# the publisher (``Upstash-Forward-X: v`` arrives as ``X: v``).
+_TRANSPORT_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "content-type",
+        "user-agent",
+        "accept",
+        "accept-encoding",
+        "connection",
+        "transfer-encoding",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-real-ip",
+        "forwarded",
+        "via",
+    }
+)
+# RFC 3986 characters that may appear unescaped in a path.
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One delivery attempt of a QStash message, as the endpoint received it.
+
+    Only the body and URL are covered by the signature; the ``Upstash-*`` headers read
+    here (message id, retried, …) are QStash's word, not signed facts.
+    """
+
+    message_id: str | None
+    retried: int
+    schedule_id: str | None
+    caller_ip: str | None
+    topic_name: str | None
+    region: str | None
+    #: Headers the publisher forwarded with ``Upstash-Forward-*`` (and other non-QStash ones).
+    headers: Mapping[str, str]
+    #: The raw body, byte for byte as signed.
+    body: bytes
+    #: The public URL this delivery was verified against (the token's ``sub``).
+    url: str
+    job: str | None = None
+    #: False only for unsigned calls accepted under FLASK_DEBUG + QSTASH_ALLOW_UNSIGNED.
+    verified: bool = True
+    claims: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def attempt(self) -> int:
+        """The 1-based attempt number (``retried`` + 1)."""
+        return self.retried + 1
+
+    @classmethod
+    def from_request(
+        cls,
+        req: Request,
+        *,
+        body: bytes,
+        url: str,
+        job: str | None,
+        claims: Mapping[str, Any] | None,
+    ) -> Delivery:
+        """Build a ``Delivery`` from an incoming request's QStash headers."""
+        headers = req.headers
+        return cls(
+            message_id=headers.get("Upstash-Message-Id"),
+            retried=_non_negative_int(headers.get("Upstash-Retried")),
+            schedule_id=headers.get("Upstash-Schedule-Id"),
+            caller_ip=headers.get("Upstash-Caller-Ip"),
+            topic_name=headers.get("Upstash-Topic-Name"),
+            region=headers.get("Upstash-Region"),
+            headers={
+                name: value
+                for name, value in headers.items()
+                if name.lower() not in _TRANSPORT_HEADERS
+                and not name.lower().startswith("upstash-")
+            },
+            body=body,
+            url=url,
+            job=job,
+            verified=claims is not None,
+            claims=claims or {},
+        )
+
+
+def _non_negative_int(raw: str | None) -> int:
+    try:
+        return max(0, int(raw)) if raw is not None else 0
+    except ValueError:
+        return 0
+
+
+def _json(value: Any) -> Response:
+    response: Response = current_app.json.response(value)  # type: ignore[assignment]
+    return response
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    errors: Any = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """Return the framework's JSON error: ``{"code", "status", "message", "errors"}``."""
+    response = _json({"code": code, "status": status, "message": message, "errors": errors or {}})
+    response.status_code = status
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+def expected_url(req: Request, app_url: str) -> str:
+    """Return the public URL of this request: APP_URL + path (+ query), never Host."""
+    url = app_url.rstrip("/") + quote(req.path, safe=_PATH_SAFE)
+    if req.query_string:
+        url += "?" + req.query_string.decode("latin-1")
+    return url
+
+
+def load_payload(body: bytes, schema: Schema | None) -> Any:
+    """Parse the JSON body and load it with ``schema``; raise ``NonRetryableError`` if bad."""
+    if schema is None and not body.strip():
+        return None
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise _invalid_json(exc) from None
+    if schema is None:
+        return data
+    try:
+        return schema.load(data)
+    except ValidationError as exc:
+        raise _schema_error(exc) from None
+    except RecursionError:
+        raise NonRetryableError("the payload is nested too deeply") from None
+
+
+def _invalid_json(exc: Exception) -> NonRetryableError:
+    error = NonRetryableError(f"the body is not valid JSON: {exc}"[:300])
+    error.code = "invalid_json"
+    return error
+
+
+def _schema_error(exc: ValidationError) -> NonRetryableError:
+    error = NonRetryableError("the payload does not match the job's schema", errors=exc.messages)
+    error.code = "invalid_payload"
+    return error
+
+
+def _authenticate(req: Request, body: bytes, url: str) -> dict[str, Any] | None:
+    """Return the verified claims, or None for an unsigned call allowed in debug."""
+    config = current_app.config
+    token = req.headers.get("Upstash-Signature")
+    if token is None:
+        if app_config.unsigned_allowed(config):
+            return None
+        raise MissingSignature("the request has no Upstash-Signature header")
+    if not token.strip():
+        raise MalformedSignature("the Upstash-Signature header is empty")
+    return verify(
+        token,
+        body,
+        url=url,
+        keys=(config["QSTASH_CURRENT_SIGNING_KEY"], config["QSTASH_NEXT_SIGNING_KEY"]),
+        tolerance=config["QSTASH_CLOCK_TOLERANCE"],
+    )
+
+
+def _read_body(req: Request, limit: int) -> bytes:
+    if req.content_length is not None and req.content_length > limit:
+        raise RequestEntityTooLarge()
+    req.max_content_length = limit  # also caps chunked bodies without a Content-Length
+    return req.get_data(cache=True)
+
+
+def _job_error_response(exc: JobError) -> Response:
+    if isinstance(exc, RetryLater):
+        seconds = exc.retry_after_seconds
+        return error_response(503, exc.code, exc.message, exc.errors, {"Retry-After": str(seconds)})
+    return error_response(
+        NON_RETRYABLE_STATUS, exc.code, exc.message, exc.errors, {NON_RETRYABLE_HEADER: "true"}
+    )
+
+
+def _run(
+    handler: Callable[..., Any],
+    payload: Any,
+    delivery: Delivery,
+    view_args: dict[str, Any],
+) -> Response:
+    try:
+        result = handler(payload, delivery, **view_args)
+        if isinstance(result, Response):
+            return result
+        return _json(result)
+    except JobError as exc:
+        return _job_error_response(exc)
+    except ValidationError as exc:
+        return _job_error_response(_schema_error(exc))
+    except HTTPException as exc:
+        return error_response(exc.code or 500, "http_error", exc.description or exc.name)
+    except Exception as exc:
+        current_app.logger.exception(
+            "job %s failed: message_id=%s retried=%d",
+            delivery.job,
+            delivery.message_id,
+            delivery.retried,
+            extra={"job": delivery.job, "message_id": delivery.message_id},
+        )
+        return error_response(
+            500,
+            "internal_error",
+            f"job {delivery.job!r} raised {type(exc).__name__}; QStash will retry"
+            " (the traceback is in the app's log)",
+        )
+
+
+def guard(
+    handler: Callable[..., Any],
+    *,
+    schema: Schema | None,
+    job: str | None,
+    view_args: dict[str, Any],
+) -> Response:
+    """Run ``handler`` for the current request behind every QStash check."""
+    config = current_app.config
+    url = expected_url(request, config["APP_URL"])
+    try:
+        body = _read_body(request, config["QSTASH_MAX_BODY_SIZE"])
+    except RequestEntityTooLarge:
+        limit = config["QSTASH_MAX_BODY_SIZE"]
+        message = f"the body is larger than QSTASH_MAX_BODY_SIZE ({limit} bytes)"
+        return error_response(
+            NON_RETRYABLE_STATUS, "payload_too_large", message, None, {NON_RETRYABLE_HEADER: "true"}
+        )
+    try:
+        claims = _authenticate(request, body, url)
+    except SignatureError as exc:
+        current_app.logger.warning(
+            "rejected delivery to %s from %s: %s", url, request.remote_addr, exc
+        )
+        return error_response(401, exc.code, str(exc))
+    delivery = Delivery.from_request(request, body=body, url=url, job=job, claims=claims)
+    try:
+        payload = load_payload(body, schema)
+    except NonRetryableError as exc:
+        return _job_error_response(exc)
+    return _run(handler, payload, delivery, view_args)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def with_qstash(
+    view: Callable[..., Any] | None = None,
+    /,
+    *,
+    schema: type[Schema] | Schema | None = None,
+    job: str | None = None,
+) -> Any:
+    """Guard a Flask view so it only runs for verified QStash deliveries.
+
+    The view is called as ``view(payload, delivery, **url_args)``. Use it bare
+    (``@with_qstash``) for a JSON payload, or ``@with_qstash(schema=MySchema)``.
+    """
+    instance = schema() if isinstance(schema, type) else schema
+
+    def decorator(handler: F) -> Callable[..., Response]:
+        name = job or handler.__name__
+
+        @functools.wraps(handler)
+        def guarded(**view_args: Any) -> Response:
+            return guard(handler, schema=instance, job=name, view_args=view_args)
+
+        return guarded
+
+    if view is not None:
+        return decorator(view)
+    return decorator

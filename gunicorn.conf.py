@@ -1,0 +1,30 @@
+"""Production defaults for ``gunicorn wsgi:app`` (read from the working directory).
+
+Every value can be overridden on the command line or with ``GUNICORN_CMD_ARGS``; the few
+environment variables below exist because platforms set them.
+"""
+
+import multiprocessing
+import os
+
+# $PORT is what most platforms hand a web process; gunicorn's own default otherwise.
+bind = [f"0.0.0.0:{os.environ['PORT']}"] if os.environ.get("PORT") else ["127.0.0.1:8000"]
+
+# Handlers do I/O-bound work (email, storage, webhooks): more workers than cores.
+workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1))
+
+# A worker is killed after this long on one request. QStash aborts a delivery after its
+# Upstash-Timeout and retries it: keep this at least as long as the longest job timeout,
+# or a slow job is killed here while QStash still waits.
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
+graceful_timeout = 30
+keepalive = 5
+
+# Logs go to stdout/stderr, where process managers collect them.
+accesslog = "-"
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info")
+
+# Import the app before forking: configuration errors stop the master at once with one
+# line, and workers share the imported code.
+preload_app = True

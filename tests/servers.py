@@ -1,0 +1,98 @@
+"""Real servers for end-to-end tests: gunicorn running an app on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    """A running server process and its base URL."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        """Return what the server printed so far (stdout and stderr)."""
+        return self.log.read_text(errors="replace")
+
+
+def wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    """Poll ``url`` until it answers; fail with the server's output if it dies or hangs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise RuntimeError(f"server did not come up in {timeout}s:\n{log.read_text()}")
+
+
+@contextmanager
+def gunicorn(
+    tmp_path: Path,
+    env: Mapping[str, str],
+    *,
+    app: str = "wsgi:app",
+    workers: int = 1,
+    args: tuple[str, ...] = (),
+    port: int | None = None,
+    ready_path: str = "/healthz",
+) -> Iterator[Server]:
+    """Run ``gunicorn app`` from the project root with ``env`` on 127.0.0.1; stop it after."""
+    port = port or free_port()
+    log = tmp_path / f"gunicorn-{port}.log"
+    command = [
+        GUNICORN,
+        app,
+        "--config",
+        str(ROOT / "gunicorn.conf.py"),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--control-socket",
+        str(tmp_path / f"gunicorn-{port}.ctl"),
+        *args,
+    ]
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=full_env, stdout=sink, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(url + ready_path, process, log, timeout=30)
+        yield Server(url=url, process=process, log=log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

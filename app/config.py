@@ -114,7 +114,7 @@ def load(
 def _apply_dev_identity(app: Flask) -> None:
     # Only what the user left unset: QSTASH_URL=http://127.0.0.1:9000 still wins.
     for name, value in DEV_IDENTITY.items():
-        if not app.config.get(name):
+        if app.config.get(name) in (None, "", DEFAULTS[name]):
             app.config[name] = value
     if not app.config.get("APP_URL"):
         app.config["APP_URL"] = DEV_APP_URL

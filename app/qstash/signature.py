@@ -116,7 +116,7 @@ def verify(
 def _check_header(token: str) -> None:
     try:
         header = jwt.get_unverified_header(token)
-    except jwt.DecodeError as exc:
+    except jwt.PyJWTError as exc:
         raise MalformedSignature(f"not a JWT: {exc}") from None
     alg = header.get("alg")
     if alg != ALGORITHM:

@@ -64,7 +64,7 @@ class NonRetryableError(JobError):
 class RetryLater(JobError):
     """The message should be retried at a specific time, not on QStash's backoff.
 
-    ``after`` is a number of seconds, a ``timedelta`` or an aware ``datetime``.
+    ``after`` is a number of seconds, a ``timedelta`` or a ``datetime`` (naive = local).
     """
 
     code = "retry_later"
@@ -84,9 +84,8 @@ class RetryLater(JobError):
         """Whole seconds until the retry (at least 1), as ``Retry-After`` carries them."""
         after = self.after
         if isinstance(after, datetime):
-            if after.tzinfo is None:
-                after = after.replace(tzinfo=UTC)
-            seconds = (after - datetime.now(UTC)).total_seconds()
+            # A naive datetime is local time, as everywhere in Python.
+            seconds = (after.astimezone(UTC) - datetime.now(UTC)).total_seconds()
         elif isinstance(after, timedelta):
             seconds = after.total_seconds()
         else:

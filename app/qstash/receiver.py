@@ -189,19 +189,18 @@ def load_payload(body: bytes, schema: Schema | None) -> Any:
     except ValidationError as exc:
         raise _schema_error(exc) from None
     except RecursionError:
-        raise NonRetryableError("the payload is nested too deeply") from None
+        raise NonRetryableError(
+            "the payload is nested too deeply", code="invalid_payload"
+        ) from None
 
 
 def _invalid_json(exc: Exception) -> NonRetryableError:
-    error = NonRetryableError(f"the body is not valid JSON: {exc}"[:300])
-    error.code = "invalid_json"
-    return error
+    return NonRetryableError(f"the body is not valid JSON: {exc}"[:300], code="invalid_json")
 
 
 def _schema_error(exc: ValidationError) -> NonRetryableError:
-    error = NonRetryableError("the payload does not match the job's schema", errors=exc.messages)
-    error.code = "invalid_payload"
-    return error
+    message = "the payload does not match the job's schema"
+    return NonRetryableError(message, errors=exc.messages, code="invalid_payload")
 
 
 def _authenticate(

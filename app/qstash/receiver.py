@@ -122,20 +122,22 @@ class Delivery:
         claims: Mapping[str, Any] | None,
     ) -> Delivery:
         """Build a ``Delivery`` from an incoming request's QStash headers."""
-        headers = req.headers
+        # Read straight from the WSGI environ: this runs on every delivery, and six
+        # EnvironHeaders look-ups cost more than the rest of the Delivery together.
+        environ = req.environ
         return cls(
-            message_id=headers.get("Upstash-Message-Id"),
-            retried=_non_negative_int(headers.get("Upstash-Retried")),
-            schedule_id=headers.get("Upstash-Schedule-Id"),
-            caller_ip=headers.get("Upstash-Caller-Ip"),
-            topic_name=headers.get("Upstash-Topic-Name"),
-            region=headers.get("Upstash-Region"),
+            message_id=environ.get("HTTP_UPSTASH_MESSAGE_ID"),
+            retried=_non_negative_int(environ.get("HTTP_UPSTASH_RETRIED")),
+            schedule_id=environ.get("HTTP_UPSTASH_SCHEDULE_ID"),
+            caller_ip=environ.get("HTTP_UPSTASH_CALLER_IP"),
+            topic_name=environ.get("HTTP_UPSTASH_TOPIC_NAME"),
+            region=environ.get("HTTP_UPSTASH_REGION"),
             body=body,
             url=url,
             job=job,
             verified=claims is not None,
             claims=claims or {},
-            request_headers=headers,
+            request_headers=req.headers,
         )
 
 
@@ -207,7 +209,7 @@ def _authenticate(
     req: Request, config: Mapping[str, Any], body: bytes, url: str
 ) -> dict[str, Any] | None:
     """Return the verified claims, or None for an unsigned call allowed in debug."""
-    token = req.headers.get("Upstash-Signature")
+    token = req.environ.get("HTTP_UPSTASH_SIGNATURE")
     if token is None:
         if app_config.unsigned_allowed(config):
             return None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -128,10 +129,18 @@ def _parse(token: str) -> tuple[bytes, dict[str, Any], dict[str, Any], bytes]:
     parts = token.split(".")
     if len(parts) != 3:
         raise MalformedSignature("not a JWT: a token has three dot-separated parts")
-    header = _json_segment(parts[0], "header")
+    header = _HEADERS.get(parts[0]) or _json_segment(parts[0], "header")
+    if len(_HEADERS) < _HEADERS_KEPT:
+        _HEADERS[parts[0]] = header
     claims = _json_segment(parts[1], "payload")
     signature = _b64url_decode(parts[2], "signature")
     return f"{parts[0]}.{parts[1]}".encode("ascii"), header, claims, signature
+
+
+# Every QStash token has the same header segment: decoded once, not on every request.
+# Only the alg is read from it, and what an attacker sends can fill no more than this.
+_HEADERS: dict[str, dict[str, Any]] = {}
+_HEADERS_KEPT = 16
 
 
 def _b64url_decode(segment: str, part: str) -> bytes:
@@ -160,9 +169,16 @@ def _json_segment(segment: str, part: str) -> dict[str, Any]:
     return value
 
 
+@functools.lru_cache(maxsize=8)
+def _keyed_mac(key: str) -> hmac.HMAC:
+    # HMAC's key schedule is computed once per key; each token then costs one copy().
+    return hmac.new(key.encode("utf-8"), digestmod=hashlib.sha256)
+
+
 def _mac_matches(key: str, signing_input: bytes, signature: bytes) -> bool:
-    expected = hmac.digest(key.encode("utf-8"), signing_input, "sha256")
-    return hmac.compare_digest(expected, signature)
+    mac = _keyed_mac(key).copy()
+    mac.update(signing_input)
+    return hmac.compare_digest(mac.digest(), signature)
 
 
 def _number(claims: dict[str, Any], name: str) -> float:

@@ -47,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "RESEND_API_KEY": None,
     "RESEND_API_URL": None,
     "EMAIL_FROM": "onboarding@resend.dev",
+    "EMAIL_APP_NAME": "QStash Jobs",  # the product name templates greet with
     "EMAIL_OUTBOX": None,
     # process-image: a local folder (default: <instance>/storage) unless STORAGE_URL is
     # s3://bucket/prefix (needs the `s3` extra); S3_ENDPOINT_URL for S3-compatible servers.
@@ -113,6 +114,7 @@ ENVIRONMENT: dict[str, Callable[[str, str], Any]] = {
     "RESEND_API_KEY": _text,
     "RESEND_API_URL": _text,
     "EMAIL_FROM": _text,
+    "EMAIL_APP_NAME": _text,
     "EMAIL_OUTBOX": _text,
     "STORAGE_ROOT": _text,
     "STORAGE_URL": _text,

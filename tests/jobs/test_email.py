@@ -16,7 +16,7 @@ from app.mail import PooledHTTPClient
 from app.testing import DeliveryClient
 from jobs.email import TEMPLATES
 from tests.jobs.conftest import make_app
-from tests.jobs.fake_resend import FakeResend, Reply, fake_resend
+from tests.jobs.recorder import Recorder, Reply, recording_server
 
 ADDRESS = "ada@example.com"
 
@@ -149,14 +149,14 @@ def restore_resend_sdk() -> Iterator[None]:
 
 
 @pytest.fixture
-def resend_server() -> Iterator[FakeResend]:
-    with fake_resend() as fake:
+def resend_server() -> Iterator[Recorder]:
+    with recording_server() as fake:
         yield fake
 
 
 @pytest.fixture
 def resend_client(
-    resend_server: FakeResend, job_config: dict[str, Any], tmp_path: Path
+    resend_server: Recorder, job_config: dict[str, Any], tmp_path: Path
 ) -> DeliveryClient:
     config = {
         **job_config,
@@ -168,7 +168,7 @@ def resend_client(
 
 
 def test_resend_receives_the_exact_request(
-    resend_client: DeliveryClient, resend_server: FakeResend
+    resend_client: DeliveryClient, resend_server: Recorder
 ) -> None:
     """The SDK POSTs /emails with the key, the message id as Idempotency-Key, both parts."""
     resend_server.reply(Reply(200, {"id": "email_1"}))
@@ -190,7 +190,7 @@ def test_resend_receives_the_exact_request(
 
 
 def test_resend_redelivery_reuses_the_idempotency_key(
-    resend_client: DeliveryClient, resend_server: FakeResend
+    resend_client: DeliveryClient, resend_server: Recorder
 ) -> None:
     """Two deliveries of one message carry the same Idempotency-Key."""
     for retried in (0, 1):
@@ -200,7 +200,7 @@ def test_resend_redelivery_reuses_the_idempotency_key(
 
 
 def test_resend_uses_the_pooled_client(
-    resend_client: DeliveryClient, resend_server: FakeResend
+    resend_client: DeliveryClient, resend_server: Recorder
 ) -> None:
     """After a send the SDK's default HTTP client is the pooled httpx one."""
     send(resend_client, "welcome", TEMPLATES["welcome"].sample)
@@ -230,7 +230,7 @@ def test_resend_uses_the_pooled_client(
 )
 def test_resend_errors_map_to_qstash_outcomes(
     resend_client: DeliveryClient,
-    resend_server: FakeResend,
+    resend_server: Recorder,
     reply: Reply,
     status: int,
     retry_after: str | None,
@@ -244,7 +244,7 @@ def test_resend_errors_map_to_qstash_outcomes(
 
 def test_resend_unreachable_is_retried(job_config: dict[str, Any], tmp_path: Path) -> None:
     """A Resend that cannot be reached is a 502, so QStash retries."""
-    with fake_resend() as fake:
+    with recording_server() as fake:
         url = fake.url  # the port is closed once the block ends
     config = {**job_config, "RESEND_API_KEY": "re_x", "RESEND_API_URL": url}
     client = DeliveryClient(make_app(config, tmp_path / "instance"))

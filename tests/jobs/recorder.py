@@ -1,7 +1,8 @@
-"""A local stand-in for Resend's API: records each request, answers from a script.
+"""A local HTTP server that records each request and answers from a script.
 
-Used with the real ``resend`` SDK pointed at it (``RESEND_API_URL``), over HTTP or, with
-an ``ssl_context``, HTTPS. HTTP/1.1 keep-alive, so pooled clients reuse connections.
+Stands in for Resend's API (the real ``resend`` SDK pointed at it with RESEND_API_URL)
+and for webhook receivers. HTTP/1.1 keep-alive, so pooled clients reuse connections;
+HTTPS with an ``ssl_context``.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import ssl
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Iterator, Mapping
@@ -20,7 +22,7 @@ from typing import Any
 
 @dataclass
 class Recorded:
-    """One request the fake received."""
+    """One request the server received."""
 
     method: str
     path: str
@@ -33,11 +35,18 @@ class Recorded:
 
 @dataclass
 class Reply:
-    """A scripted answer."""
+    """A scripted answer: JSON (or raw bytes) with a status, headers and a delay."""
 
     status: int = 200
     body: Any = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+    def encoded(self) -> tuple[bytes, str]:
+        if isinstance(self.body, bytes):
+            return self.body, "application/octet-stream"
+        payload = self.body if self.body is not None else {"id": str(uuid.uuid4())}
+        return json.dumps(payload).encode(), "application/json"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -45,17 +54,13 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-        length = int(self.headers.get("Content-Length", 0))
-        body = self.rfile.read(length)
-        fake = self.server.fake
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         headers = {name.lower(): value for name, value in self.headers.items()}
-        with fake.lock:
-            fake.requests.append(Recorded(self.command, self.path, headers, body))
-            reply = fake.replies.popleft() if fake.replies else Reply()
-        payload = reply.body if reply.body is not None else {"id": str(uuid.uuid4())}
-        raw = json.dumps(payload).encode()
+        reply = self.server.recorder.record(Recorded(self.command, self.path, headers, body))
+        time.sleep(reply.delay)
+        raw, content_type = reply.encoded()
         self.send_response(reply.status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(raw)))
         for name, value in reply.headers.items():
             self.send_header(name, value)
@@ -68,11 +73,14 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    fake: FakeResend
+    recorder: Recorder
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that gave up (timeout tests) is expected, not news
 
 
-class FakeResend:
-    """The recording server; ``url`` is what RESEND_API_URL should be."""
+class Recorder:
+    """The recording side of the server; ``url`` is its base URL."""
 
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
@@ -82,23 +90,30 @@ class FakeResend:
 
     def reply(self, *replies: Reply) -> None:
         """Answer the next requests with ``replies``, then with 200 + an id again."""
-        self.replies.extend(replies)
+        with self.lock:
+            self.replies.extend(replies)
+
+    def record(self, request: Recorded) -> Reply:
+        """Store ``request`` and return the reply it gets."""
+        with self.lock:
+            self.requests.append(request)
+            return self.replies.popleft() if self.replies else Reply()
 
 
 @contextmanager
-def fake_resend(ssl_context: ssl.SSLContext | None = None) -> Iterator[FakeResend]:
-    """Run a ``FakeResend`` on a free loopback port until the block ends."""
-    fake = FakeResend()
+def recording_server(ssl_context: ssl.SSLContext | None = None) -> Iterator[Recorder]:
+    """Run a recording server on a free loopback port until the block ends."""
+    recorder = Recorder()
     server = _Server(("127.0.0.1", 0), _Handler)
-    server.fake = fake
+    server.recorder = recorder
     if ssl_context is not None:
         server.socket = ssl_context.wrap_socket(server.socket, server_side=True)
     scheme = "https" if ssl_context else "http"
-    fake.url = f"{scheme}://127.0.0.1:{server.server_address[1]}"
+    recorder.url = f"{scheme}://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     try:
-        yield fake
+        yield recorder
     finally:
         server.shutdown()
         server.server_close()

@@ -18,8 +18,10 @@ Payload ``{fileKey, userId, operations: ["resize" | "webp" | "thumbnail"], targe
 
 from __future__ import annotations
 
+import functools
 import io
 import posixpath
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -30,7 +32,14 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from app.errors import NonRetryableError, RetryLater
 from app.jobs import job
 from app.qstash.receiver import Delivery
-from app.storage import InvalidKey, ObjectNotFound, ObjectTooLarge, storage_for, validate_key
+from app.storage import (
+    InvalidKey,
+    ObjectNotFound,
+    ObjectTooLarge,
+    Storage,
+    storage_for,
+    validate_key,
+)
 
 # Pillow's own guard runs on the *declared* size at open() and only warns between 89 and
 # 179 MP; ours (IMAGE_MAX_PIXELS) runs on what is actually decoded, after draft().
@@ -46,8 +55,10 @@ ENCODINGS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "WEBP": ("webp", "image/webp", {"quality": 80, "method": 4}),
 }
 RETRY_MISSING_AFTER = 30
-_RESAMPLE = Image.Resampling.LANCZOS
-_REDUCING_GAP = 3.0
+# Pillow's own thumbnail() defaults: bicubic (antialiased), with a box reduce() first when
+# shrinking by 2x the gap or more. Close to Lanczos in quality, ~30% faster here.
+_RESAMPLE = Image.Resampling.BICUBIC
+_REDUCING_GAP = 2.0
 _SWAPPING_ORIENTATIONS = {5, 6, 7, 8}
 
 
@@ -233,6 +244,16 @@ def _load_input(file_key: str) -> bytes:
         raise NonRetryableError(str(exc), errors={"fileKey": [str(exc)]}) from None
 
 
+def _store(
+    storage: Storage, file_key: str, icc: bytes | None, rendered: tuple[str, str, Image.Image, str]
+) -> Output:
+    operation, suffix, image, image_format = rendered
+    encoded = encode(image, image_format, icc)
+    key = output_key(file_key, suffix, image_format)
+    storage.put(key, encoded, content_type=ENCODINGS[image_format][1])
+    return Output(operation, key, *image.size, image_format.lower(), len(encoded))
+
+
 def process(payload: dict[str, Any]) -> list[Output]:
     """Run the pipeline for one payload and store every output."""
     file_key, width = payload["file_key"], payload["target_width"]
@@ -240,14 +261,14 @@ def process(payload: dict[str, Any]) -> list[Output]:
     data = _load_input(file_key)
     max_pixels = current_app.config["IMAGE_MAX_PIXELS"]
     image, icc, source_format = decode(data, operations, width, max_pixels=max_pixels)
-    storage = storage_for(current_app)
-    results = []
-    for operation, suffix, output, image_format in render(image, operations, width, source_format):
-        encoded = encode(output, image_format, icc)
-        key = output_key(file_key, suffix, image_format)
-        storage.put(key, encoded, content_type=ENCODINGS[image_format][1])
-        results.append(Output(operation, key, *output.size, image_format.lower(), len(encoded)))
-    return results
+    del data
+    rendered = render(image, operations, width, source_format)
+    store = functools.partial(_store, storage_for(current_app), file_key, icc)
+    if len(rendered) == 1:
+        return [store(rendered[0])]
+    # Encoders and storage writes release the GIL: the outputs are written side by side.
+    with ThreadPoolExecutor(max_workers=len(rendered)) as pool:
+        return list(pool.map(store, rendered))
 
 
 @job(

@@ -155,8 +155,9 @@ def install_pooled_client() -> None:
     current = resend.default_http_client
     if isinstance(current, PooledHTTPClient) and current.pid == os.getpid():
         return
-    if isinstance(current, resend.RequestsClient | PooledHTTPClient):
-        # A client inherited through fork() would share sockets with the parent.
+    # Replace the SDK's own default, and a pooled client inherited through fork() (it would
+    # share sockets with the parent); a client the app installed itself is left alone.
+    if type(current) is resend.RequestsClient or isinstance(current, PooledHTTPClient):
         resend.default_http_client = PooledHTTPClient()
 
 

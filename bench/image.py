@@ -53,8 +53,8 @@ def run_pipeline(source: Path, rounds: int) -> list[float]:
         (Path(storage) / "photo.jpg").write_bytes(source.read_bytes())
         config = {
             "TESTING": True,
-            "QSTASH_CURRENT_SIGNING_KEY": "sig_bench_current",
-            "QSTASH_NEXT_SIGNING_KEY": "sig_bench_next",
+            "QSTASH_CURRENT_SIGNING_KEY": "sig_bench_current_0123456789abcdef",
+            "QSTASH_NEXT_SIGNING_KEY": "sig_bench_next_0123456789abcdefghi",
             "APP_URL": "https://bench.example.com",
             "STORAGE_ROOT": storage,
         }

@@ -247,3 +247,30 @@ def test_invalid_payloads_name_the_field(
     response = client.deliver("process-image", payload)
     assert response.status_code == 489
     assert field in response.get_json()["errors"]
+
+
+def _encoded(image: Image.Image, image_format: str, **options: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, image_format, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "mode"),
+    [
+        ("cmyk.jpg", _encoded(Image.new("CMYK", (400, 300), (0, 255, 255, 0)), "JPEG"), "RGB"),
+        ("gray.jpg", _encoded(Image.new("L", (400, 300), 90), "JPEG"), "L"),
+        ("p.png", _encoded(Image.new("P", (400, 300), 3), "PNG", transparency=3), "RGBA"),
+        ("la.png", _encoded(Image.new("LA", (400, 300), (90, 128)), "PNG"), "RGBA"),
+        ("i16.png", _encoded(Image.new("I;16", (400, 300), 4000), "PNG"), "RGB"),
+    ],
+)
+def test_uncommon_modes_are_normalised(
+    client: DeliveryClient, storage_root: Path, name: str, data: bytes, mode: str
+) -> None:
+    """CMYK, greyscale, palette, grey+alpha and 16-bit sources all give readable outputs."""
+    store(storage_root, name, data)
+    response = deliver(client, name, ["resize"], targetWidth=200)
+    assert response.status_code == 200, response.get_json()
+    stored = opened(storage_root, response.get_json()["outputs"][0]["key"])
+    assert (stored.size, stored.mode) == ((200, 150), mode)

@@ -27,6 +27,8 @@ import httpcore
 import httpx
 from werkzeug.exceptions import BadGateway
 
+from app.errors import ConfigurationError
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], list[str]]
@@ -113,7 +115,10 @@ class AddressPolicy:
     """Decide which IP addresses outbound requests may connect to."""
 
     def __init__(self, allowed_networks: Iterable[str | Network] = ()) -> None:
-        self.allowed = tuple(ipaddress.ip_network(n, strict=False) for n in allowed_networks)
+        try:
+            self.allowed = tuple(ipaddress.ip_network(n, strict=False) for n in allowed_networks)
+        except ValueError as exc:
+            raise ConfigurationError(f"WEBHOOK_ALLOWED_NETWORKS: {exc}") from None
 
     def refusal(self, address: IPAddress) -> str | None:
         """Return why ``address`` is refused, or None if it may be connected to."""
@@ -122,8 +127,9 @@ class AddressPolicy:
         reason = _classify(address)
         if reason is None and isinstance(address, ipaddress.IPv6Address):
             inner = _embedded_ipv4(address)
-            if inner is not None and self.refusal(inner) is not None:
-                return f"wraps {inner}: {self.refusal(inner)}"
+            inner_reason = None if inner is None else self.refusal(inner)
+            if inner_reason is not None:
+                return f"wraps {inner}: {inner_reason}"
         return reason
 
     def check(self, host: str, addresses: list[str]) -> str:

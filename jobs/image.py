@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from flask import current_app
+from flask import Flask, current_app
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
@@ -269,6 +269,12 @@ def process(payload: dict[str, Any]) -> list[Output]:
     # Encoders and storage writes release the GIL: the outputs are written side by side.
     with ThreadPoolExecutor(max_workers=len(rendered)) as pool:
         return list(pool.map(store, rendered))
+
+
+def init_app(app: Flask) -> None:
+    """Refuse to start with a STORAGE_URL that names no usable storage."""
+    if app.config.get("STORAGE_URL"):
+        storage_for(app)
 
 
 @job(

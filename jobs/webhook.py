@@ -97,6 +97,11 @@ class DeliverWebhookSchema(Schema):
     secret = fields.String(required=True, validate=_valid_secret)
 
 
+def init_app(app: Flask) -> None:
+    """Refuse to start with an unparsable WEBHOOK_ALLOWED_NETWORKS."""
+    AddressPolicy(app.config["WEBHOOK_ALLOWED_NETWORKS"])
+
+
 def webhook_client(app: Flask) -> httpx.Client:
     """Return this process's pooled, SSRF-safe client for the app's settings."""
     cached = app.extensions.get("qstash_jobs.webhook_client")

@@ -9,6 +9,10 @@ wrapped in IPv6 (IPv4-mapped, 6to4, Teredo, NAT64). ``allowed_networks`` opens c
 networks on purpose. Redirects are never followed and proxies from the environment are
 ignored (a proxy would connect on our behalf, past the check).
 
+``deadline(seconds)`` bounds a whole request (connect, TLS, every read and write) by one
+total time, which httpx's per-operation timeouts cannot: a target dripping one byte per
+second never trips a read timeout.
+
 Also here, because every job that calls a remote service needs them: ``UpstreamError``
 (the remote failed; QStash retries with backoff) and ``parse_retry_after``.
 """
@@ -18,7 +22,10 @@ from __future__ import annotations
 import ipaddress
 import socket
 import ssl
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -149,6 +156,62 @@ def resolve(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
+_deadline: ContextVar[float | None] = ContextVar("outbound_deadline", default=None)
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Bound every network operation of the requests made in this block by ``seconds`` total."""
+    token = _deadline.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def _remaining(timeout: float | None, error: type[Exception]) -> float | None:
+    end = _deadline.get()
+    if end is None:
+        return timeout
+    left = end - time.monotonic()
+    if left <= 0:
+        raise error("the total timeout expired")
+    return left if timeout is None else min(timeout, left)
+
+
+class DeadlineStream(httpcore.NetworkStream):
+    """A network stream whose every operation also respects the current ``deadline``."""
+
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        """Read, waiting no longer than the deadline allows."""
+        return self._stream.read(max_bytes, _remaining(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        """Write, waiting no longer than the deadline allows."""
+        self._stream.write(buffer, _remaining(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        """Close the underlying stream."""
+        self._stream.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        """Upgrade to TLS within the deadline."""
+        remaining = _remaining(timeout, httpcore.ConnectTimeout)
+        return DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, remaining))
+
+    def get_extra_info(self, info: str) -> Any:
+        """Pass through (the pool asks whether an idle connection is still readable)."""
+        return self._stream.get_extra_info(info)
+
+
 class SafeNetworkBackend(httpcore.SyncBackend):
     """httpcore's socket backend, connecting only to addresses the policy accepts."""
 
@@ -170,7 +233,9 @@ class SafeNetworkBackend(httpcore.SyncBackend):
         except OSError as exc:
             raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
         address = self.policy.check(host, addresses)
-        return super().connect_tcp(address, port, timeout, local_address, socket_options)
+        timeout = _remaining(timeout, httpcore.ConnectTimeout)
+        stream = super().connect_tcp(address, port, timeout, local_address, socket_options)
+        return DeadlineStream(stream)
 
 
 class SafeTransport(httpx.HTTPTransport):

@@ -41,6 +41,8 @@ class Reply:
     body: Any = None
     headers: Mapping[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    #: Seconds between body bytes (a target that drips its answer).
+    drip: float = 0.0
 
     def encoded(self) -> tuple[bytes, str]:
         if isinstance(self.body, bytes):
@@ -66,7 +68,12 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in reply.headers.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(raw)
+        if not reply.drip:
+            self.wfile.write(raw)
+            return
+        for byte in raw:
+            self.wfile.write(bytes([byte]))
+            time.sleep(reply.drip)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -167,6 +168,16 @@ def test_timeout_is_retried(client: DeliveryClient, receiver: Recorder) -> None:
     response = client.deliver("deliver-webhook", payload(receiver.url))
     assert response.status_code == 503
     assert "timed out" in response.get_json()["message"]
+
+
+def test_dripping_target_hits_the_total_timeout(client: DeliveryClient, receiver: Recorder) -> None:
+    """A target sending a byte every 0.2 s never trips a read timeout, but the total one."""
+    receiver.reply(Reply(200, b"x" * 20, drip=0.2))
+    started = time.monotonic()
+    response = client.deliver("deliver-webhook", payload(receiver.url))
+    assert response.status_code == 503
+    assert "timed out" in response.get_json()["message"]
+    assert time.monotonic() - started < 1.8
 
 
 def test_connection_refused_is_retried(client: DeliveryClient) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 
 from flask import Flask, current_app
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from app.errors import NonRetryableError, RetryLater
 from app.jobs import job
@@ -60,6 +60,18 @@ RETRY_MISSING_AFTER = 30
 _RESAMPLE = Image.Resampling.BICUBIC
 _REDUCING_GAP = 2.0
 _SWAPPING_ORIENTATIONS = {5, 6, 7, 8}
+#: EXIF orientation → the transpose that makes the image upright (as ImageOps does).
+_TRANSPOSES = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+#: Largest side each encoder can write.
+MAX_SIDE = {"JPEG": 65_500, "PNG": 2**31 - 1, "WEBP": 16_383}
 
 
 def _safe_key(value: str) -> None:
@@ -131,6 +143,8 @@ def _open(data: bytes) -> Image.Image:
         return Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except UnidentifiedImageError:
         raise NonRetryableError("the file is not a JPEG, PNG or WebP image") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # a damaged header
+        raise NonRetryableError(f"the image header is damaged: {exc}") from None
 
 
 def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
@@ -142,10 +156,18 @@ def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
         )
 
 
-def _draft(image: Image.Image, operations: list[str], width: int | None) -> None:
+def orientation(image: Image.Image) -> int:
+    """Return the EXIF orientation (1-8); 1 when absent, invalid or the EXIF is corrupt."""
+    try:
+        value = int(image.getexif().get(ExifTags.Base.Orientation, 1))
+    except Exception:  # corrupt metadata must not fail the job: Pillow raises many kinds
+        return 1
+    return value if value in _TRANSPOSES or value == 1 else 1
+
+
+def _draft(image: Image.Image, operations: list[str], width: int | None, turn: int) -> None:
     """Let the JPEG decoder downscale by 1/2, 1/4 or 1/8 where every output allows it."""
-    # getexif() reads the APP1 segment already parsed by open(): no pixel is decoded.
-    swap = image.getexif().get(ExifTags.Base.Orientation, 1) in _SWAPPING_ORIENTATIONS
+    swap = turn in _SWAPPING_ORIENTATIONS
     w, h = image.size
     display = (h, w) if swap else (w, h)
     need_w, need_h = _needed_size(display, operations, width)
@@ -159,8 +181,11 @@ def decode(
     """Decode once at the smallest useful scale; return (oriented image, ICC, format)."""
     image = _open(data)
     source_format = str(image.format)
+    # For JPEG and WebP getexif() reads metadata open() already parsed (no pixel is
+    # decoded); PNG may keep its eXIf chunk after the pixels, so it is read after load().
+    turn = orientation(image) if source_format != "PNG" else 1
     if source_format == "JPEG":
-        _draft(image, operations, width)
+        _draft(image, operations, width, turn)
     # Checked before anything decodes pixels (PNG's getexif() would load the image).
     _check_pixels(image.size, max_pixels)
     try:
@@ -170,7 +195,10 @@ def decode(
     icc = image.info.get("icc_profile") or None
     if image.mode == "CMYK":
         icc = None  # a CMYK profile does not describe the RGB pixels we write
-    ImageOps.exif_transpose(image, in_place=True)
+    if source_format == "PNG":
+        turn = orientation(image)
+    if turn in _TRANSPOSES:
+        image = image.transpose(_TRANSPOSES[turn])
     return _normalise_mode(image), icc, source_format
 
 
@@ -202,6 +230,11 @@ def thumbnail(image: Image.Image, side: int = THUMBNAIL_SIZE) -> Image.Image:
 
 def encode(image: Image.Image, image_format: str, icc: bytes | None) -> bytes:
     """Encode ``image`` with only the ICC profile as metadata."""
+    if max(image.size) > MAX_SIDE[image_format]:
+        raise NonRetryableError(
+            f"{image_format} cannot hold a {image.size[0]}x{image.size[1]} image (at most"
+            f" {MAX_SIDE[image_format]} px a side): ask for resize with a smaller targetWidth"
+        )
     if image_format == "JPEG" and image.mode == "RGBA":
         image = image.convert("RGB")
     options = dict(ENCODINGS[image_format][2])

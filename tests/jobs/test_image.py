@@ -274,3 +274,29 @@ def test_uncommon_modes_are_normalised(
     assert response.status_code == 200, response.get_json()
     stored = opened(storage_root, response.get_json()["outputs"][0]["key"])
     assert (stored.size, stored.mode) == ((200, 150), mode)
+
+
+def test_damaged_header_is_non_retryable(client: DeliveryClient, storage_root: Path) -> None:
+    """A JPEG whose APP1 segment claims more bytes than the file has is a 489."""
+    data = images.encode(images.two_tone((64, 64)), "JPEG")
+    app1 = data.index(b"\xff\xe1")
+    store(storage_root, "hdr.jpg", data[: app1 + 4] + b"\xff\xff" + data[app1 + 6 : app1 + 40])
+    response = deliver(client, "hdr.jpg", ["thumbnail"])
+    assert response.status_code == 489
+
+
+def test_invalid_orientation_is_ignored(client: DeliveryClient, storage_root: Path) -> None:
+    """An out-of-range EXIF orientation leaves the image as stored instead of failing."""
+    exif = images.exif_with_gps(orientation=9)
+    store(storage_root, "o9.jpg", images.encode(images.two_tone((400, 200)), "JPEG", exif=exif))
+    response = deliver(client, "o9.jpg", ["resize"], targetWidth=100)
+    assert response.status_code == 200, response.get_json()
+    assert opened(storage_root, "o9.w100.jpg").size == (100, 50)
+
+
+def test_too_wide_for_webp_is_non_retryable(client: DeliveryClient, storage_root: Path) -> None:
+    """WebP holds at most 16383 px a side: a wider full-size conversion is a clear 489."""
+    store(storage_root, "wide.png", images.encode(Image.new("RGB", (17000, 8)), "PNG"))
+    response = deliver(client, "wide.png", ["webp"])
+    assert response.status_code == 489
+    assert "16383" in response.get_json()["message"]

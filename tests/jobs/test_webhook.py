@@ -240,15 +240,20 @@ def test_any_blocked_address_among_several_refuses(
     assert response.status_code == 489
 
 
-def test_localhost_is_refused_without_the_allow_list(
-    job_config: dict[str, Any], tmp_path: Path, receiver: Recorder
+@pytest.mark.parametrize(
+    "host", ["localhost", "127.1", "2130706433", "0x7f000001", "0177.0.0.1", "127.0.0.1."]
+)
+def test_loopback_spellings_are_refused_without_the_allow_list(
+    job_config: dict[str, Any], tmp_path: Path, receiver: Recorder, host: str
 ) -> None:
-    """Without WEBHOOK_ALLOWED_NETWORKS, a receiver on localhost is refused."""
+    """Without WEBHOOK_ALLOWED_NETWORKS, no spelling of loopback reaches a local receiver."""
     flask_app = make_app(job_config, tmp_path / "instance")
-    url = receiver.url.replace("127.0.0.1", "localhost")
+    url = receiver.url.replace("127.0.0.1", host)
     response = DeliveryClient(flask_app).deliver("deliver-webhook", payload(url))
-    flask_app.extensions["qstash_jobs.webhook_client"][1].close()
-    assert response.status_code == 489
+    cached = flask_app.extensions.get("qstash_jobs.webhook_client")
+    if cached:
+        cached[1].close()
+    assert response.status_code == 489, response.get_json()
     assert receiver.requests == []
 
 

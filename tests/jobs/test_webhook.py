@@ -177,7 +177,7 @@ def test_dripping_target_hits_the_total_timeout(client: DeliveryClient, receiver
     response = client.deliver("deliver-webhook", payload(receiver.url))
     assert response.status_code == 503
     assert "timed out" in response.get_json()["message"]
-    assert time.monotonic() - started < 1.8
+    assert time.monotonic() - started < 3.0  # the drip alone would take 4 s
 
 
 def test_connection_refused_is_retried(client: DeliveryClient) -> None:

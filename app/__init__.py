@@ -7,6 +7,7 @@ and mounts their endpoints. Nothing job-specific lives in ``app/``.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,13 +24,17 @@ def create_app(
     """Create the Flask app serving every discovered job.
 
     ``registry`` replaces the default job registry (tests use it to mount only their own
-    jobs); with the default one, the modules of ``JOBS_PACKAGES`` are imported first.
+    jobs); with the default one, the modules of ``JOBS_PACKAGES`` are imported first, and
+    each module's ``init_app(app)``, if it has one, adds its extras (e.g. debug routes).
     """
     app = Flask(__name__, instance_relative_config=True)
     config.load(app, test_config)
     config.check(app)
     if registry is None:
         registry = default_registry
-        registry.discover(app.config["JOBS_PACKAGES"])
+        for name in registry.discover(app.config["JOBS_PACKAGES"]):
+            init_module = getattr(sys.modules[name], "init_app", None)
+            if callable(init_module):
+                init_module(app)
     blueprint.init_app(app, registry)
     return app

@@ -42,6 +42,27 @@ DEFAULTS: dict[str, Any] = {
     "QSTASH_ALLOW_UNSIGNED": False,
     # Packages whose modules declare jobs; each module is imported at start-up.
     "JOBS_PACKAGES": ["jobs"],
+    # send-email: Resend when RESEND_API_KEY is set, else .eml files in EMAIL_OUTBOX
+    # (default: <instance>/outbox). RESEND_API_URL is the SDK's own override (tests, staging).
+    "RESEND_API_KEY": None,
+    "RESEND_API_URL": None,
+    "EMAIL_FROM": "onboarding@resend.dev",
+    "EMAIL_APP_NAME": "QStash Jobs",  # the product name templates greet with
+    "EMAIL_OUTBOX": None,
+    # process-image: a local folder (default: <instance>/storage) unless STORAGE_URL is
+    # s3://bucket/prefix (needs the `s3` extra); S3_ENDPOINT_URL for S3-compatible servers.
+    "STORAGE_ROOT": None,
+    "STORAGE_URL": None,
+    "S3_ENDPOINT_URL": None,
+    # Decompression-bomb guard: pixels actually decoded (after JPEG draft) and input bytes.
+    "IMAGE_MAX_PIXELS": 50_000_000,
+    "IMAGE_MAX_BYTES": 50 * 1024 * 1024,
+    # deliver-webhook: CIDRs opened on purpose despite the private-address block, the
+    # timeouts (keep them below the delivery's Upstash-Timeout) and the response-read cap.
+    "WEBHOOK_ALLOWED_NETWORKS": [],
+    "WEBHOOK_CONNECT_TIMEOUT": 5.0,
+    "WEBHOOK_TIMEOUT": 15.0,
+    "WEBHOOK_MAX_RESPONSE_BYTES": 64 * 1024,
 }
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -90,6 +111,20 @@ ENVIRONMENT: dict[str, Callable[[str, str], Any]] = {
     "QSTASH_DEV": _flag,
     "QSTASH_ALLOW_UNSIGNED": _flag,
     "JOBS_PACKAGES": _packages,
+    "RESEND_API_KEY": _text,
+    "RESEND_API_URL": _text,
+    "EMAIL_FROM": _text,
+    "EMAIL_APP_NAME": _text,
+    "EMAIL_OUTBOX": _text,
+    "STORAGE_ROOT": _text,
+    "STORAGE_URL": _text,
+    "S3_ENDPOINT_URL": _text,
+    "IMAGE_MAX_PIXELS": _number(int),
+    "IMAGE_MAX_BYTES": _number(int),
+    "WEBHOOK_ALLOWED_NETWORKS": _packages,
+    "WEBHOOK_CONNECT_TIMEOUT": _number(float),
+    "WEBHOOK_TIMEOUT": _number(float),
+    "WEBHOOK_MAX_RESPONSE_BYTES": _number(int),
 }
 
 

@@ -53,9 +53,12 @@ def _registry() -> JobRegistry:
     return registry
 
 
-def _print_changes(changes: list[Change], dry_run: bool) -> None:
+def _print_changes(changes: list[Change]) -> None:
     for change in changes:
         click.echo(change.describe())
+
+
+def _print_summary(changes: list[Change], dry_run: bool) -> None:
     todo = sum(change.action != "unchanged" for change in changes)
     verb = "would change" if dry_run else "changed"
     click.echo(f"{verb} {todo} of {len(changes)} ({'dry run' if dry_run else 'done'})")
@@ -85,12 +88,13 @@ def schedules_sync(dry_run: bool) -> None:
     client = client_for(current_app)
     existing = client.list_schedules()
     changes = sync_plan.plan_schedules(desired, existing, prefix)
-    _print_changes(changes, dry_run)
+    _print_changes(changes)
+    if not dry_run:
+        sync_plan.apply_schedules(client, changes)
+    _print_summary(changes, dry_run)
     foreign = sync_plan.foreign_schedules(existing, prefix)
     if foreign:
         click.echo(f"left alone: {len(foreign)} schedule(s) without the prefix {prefix!r}")
-    if not dry_run:
-        sync_plan.apply_schedules(client, changes)
 
 
 @schedules.command("list")
@@ -132,9 +136,10 @@ def queues_sync(dry_run: bool) -> None:
     client = client_for(current_app)
     desired = sync_plan.desired_queues(_registry())
     changes = sync_plan.plan_queues(desired, client.list_queues())
-    _print_changes(changes, dry_run)
+    _print_changes(changes)
     if not dry_run:
         sync_plan.apply_queues(client, changes)
+    _print_summary(changes, dry_run)
 
 
 @qstash.group("dlq")

@@ -13,6 +13,7 @@ from app import create_app
 from app.errors import NonRetryableError
 from app.jobs import JobRegistry
 from app.qstash.client import QStash
+from app.qstash.client.for_app import EXTENSION
 from app.qstash.receiver import Delivery
 from tests.client.fake_qstash import TOKEN, FakeQStash, running
 from tests.conftest import TEST_CONFIG, Calls
@@ -110,11 +111,16 @@ def make_client(fake: FakeQStash) -> Iterator[Callable[..., QStash]]:
 
 
 @pytest.fixture
-def app(calls: Calls, fake: FakeQStash) -> Flask:
+def app(calls: Calls, fake: FakeQStash) -> Iterator[Flask]:
+    """An app of publishing jobs whose QStash is the fake; its client is closed after."""
     config = {
         **TEST_CONFIG,
         "QSTASH_URL": fake.url,
         "QSTASH_TOKEN": TOKEN,
         "QSTASH_SCHEDULE_PREFIX": PREFIX,
     }
-    return create_app(config, registry=publishing_registry(calls))
+    app = create_app(config, registry=publishing_registry(calls))
+    yield app
+    client = app.extensions.get(EXTENSION)
+    if isinstance(client, QStash):
+        client.close()

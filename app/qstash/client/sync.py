@@ -57,7 +57,8 @@ class DesiredSchedule:
 
     def create_options(self) -> dict[str, Any]:
         """Return the keyword arguments of ``QStash.create_schedule`` for this schedule."""
-        options = {name: getattr(self, name) for name in _COMPARED if name != "destination"}
+        options = {name: getattr(self, name) for name in _COMPARED}
+        del options["destination"], options["body"]
         return {
             **{key: value for key, value in options.items() if value is not None},
             "schedule_id": self.schedule_id,

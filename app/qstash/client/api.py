@@ -8,8 +8,9 @@ asked for), so the transport's retries can never create a second message.
 
 from __future__ import annotations
 
+import base64
 import json
-import uuid
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote
@@ -27,7 +28,13 @@ from app.qstash.client.models import (
     Schedule,
     SigningKeys,
 )
-from app.qstash.client.options import Message, PublishOptions, check_destination, check_name
+from app.qstash.client.options import (
+    Message,
+    PublishOptions,
+    check_destination,
+    check_name,
+    publish_options,
+)
 from app.qstash.client.transport import DEFAULT_TIMEOUT, Transport
 
 DEFAULT_BASE_URL = "https://qstash.upstash.io"
@@ -36,20 +43,41 @@ _JSON = "application/json"
 _NOT_FOR_SCHEDULES = ("not_before", "deduplication_id", "content_based_deduplication")
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def encode_json(payload: Any) -> bytes:
     """Serialise ``payload`` as compact UTF-8 JSON; raise ``ValueError`` if it cannot be."""
     try:
-        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        return _ENCODER.encode(payload).encode()
     except (TypeError, ValueError) as exc:
         raise ValueError(f"the payload is not JSON-serialisable: {exc}") from None
 
 
 def json_message(
-    destination: str, payload: Any, *, queue: str | None = None, **options: Any
+    destination: str,
+    payload: Any,
+    *,
+    queue: str | None = None,
+    options: PublishOptions | None = None,
+    **option_values: Any,
 ) -> Message:
-    """Return a ``Message`` publishing ``payload`` as JSON to ``destination``."""
-    options.setdefault("content_type", _JSON)
-    return Message(destination, encode_json(payload), PublishOptions(**options), queue)
+    """Return a ``Message`` publishing ``payload`` as JSON to ``destination``.
+
+    Pass either option values (``retries=3, delay="5m"``) or a prepared ``options``
+    object, which many messages can share (it is immutable and validated once).
+    """
+    if options is None:
+        option_values.setdefault("content_type", _JSON)
+        options = publish_options(**option_values)
+    elif option_values:
+        raise ValueError("pass either options=PublishOptions(...) or option values, not both")
+    return Message(destination, encode_json(payload), options, queue)
+
+
+def _random_id() -> str:
+    # 128 random bits, URL-safe: a deduplication id no other publish will ever carry.
+    return base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode("ascii")
 
 
 def _body(body: bytes | str | None) -> bytes:
@@ -109,10 +137,12 @@ class QStash:
                 response.status_code, "the answer is not JSON", response=response
             ) from None
 
+    def _needs_dedup_id(self, options: PublishOptions) -> bool:
+        explicit = options.deduplication_id or options.content_based_deduplication
+        return self.auto_deduplication and not explicit
+
     def _dedup_id(self, options: PublishOptions) -> str | None:
-        if options.deduplication_id or options.content_based_deduplication:
-            return None
-        return f"dedup_{uuid.uuid4().hex}" if self.auto_deduplication else None
+        return _random_id() if self._needs_dedup_id(options) else None
 
     # -- publishing ------------------------------------------------------------------------
 
@@ -125,10 +155,15 @@ class QStash:
 
     def send_batch(self, messages: Iterable[Message]) -> list[PublishResult]:
         """Publish many prepared messages in one ``POST /v2/batch`` call."""
-        entries = [m.batch_entry(self._dedup_id(m.options)) for m in messages]
+        # One random base per batch, one suffix per message: unique ids, one syscall.
+        base = _random_id()
+        entries = [
+            m.batch_entry(f"{base}-{n}" if self._needs_dedup_id(m.options) else None)
+            for n, m in enumerate(messages)
+        ]
         if not entries:
             return []
-        content = json.dumps(entries, separators=(",", ":"), ensure_ascii=False).encode()
+        content = _ENCODER.encode(entries).encode()
         data = self._call("POST", "/v2/batch", headers={"Content-Type": _JSON}, content=content)
         if not isinstance(data, list) or len(data) != len(entries):
             raise QStashAPIError(200, f"unexpected batch answer: {str(data)[:200]}")
@@ -143,7 +178,7 @@ class QStash:
         **options: Any,
     ) -> PublishResult:
         """Publish ``body`` as is to ``destination`` (a URL or URL-group name)."""
-        return self.send(Message(destination, _body(body), PublishOptions(**options), queue))
+        return self.send(Message(destination, _body(body), publish_options(**options), queue))
 
     def publish_json(
         self, destination: str, payload: Any, *, queue: str | None = None, **options: Any

@@ -10,6 +10,7 @@ functions ``pow sqrt abs exp floor ceil round min max``; it is parsed with ``ast
 from __future__ import annotations
 
 import ast
+import functools
 import math
 import re
 from collections.abc import Callable
@@ -56,6 +57,7 @@ def duration_seconds(value: Duration, *, name: str = "delay") -> int:
     raise ValueError(f"{name} must be seconds, a timedelta or a string like '5m', not {value!r}")
 
 
+@functools.lru_cache(maxsize=512)
 def _parse_duration(text: str, name: str) -> int:
     match = _DURATION.fullmatch(text.strip())
     if not text.strip() or match is None:
@@ -76,6 +78,11 @@ def parse_retry_delay(expression: str) -> ast.Expression:
     """Validate a retry-delay expression and return its syntax tree."""
     if not isinstance(expression, str) or not expression.strip():
         raise ValueError(f"retry_delay must be a non-empty expression, not {expression!r}")
+    return _parse_retry_delay(expression)
+
+
+@functools.lru_cache(maxsize=256)  # the same few expressions are validated on every publish
+def _parse_retry_delay(expression: str) -> ast.Expression:
     if len(expression) > MAX_EXPRESSION_LENGTH:
         raise ValueError(f"retry_delay is longer than {MAX_EXPRESSION_LENGTH} characters")
     try:

@@ -22,7 +22,7 @@ from app.errors import ConfigurationError
 from app.jobs import NAME_PATTERN, URL_PREFIX
 from app.qstash.client.api import encode_json
 from app.qstash.client.for_app import Publisher, current_publisher
-from app.qstash.client.options import Message, PublishOptions
+from app.qstash.client.options import Message, publish_options
 
 if TYPE_CHECKING:
     from app.jobs import Job
@@ -87,7 +87,7 @@ def job_message(job: Job, payload: Any, *, app_url: str | None = None, **overrid
     body = validate_payload(job, payload)
     options = job_options(job, base, overrides)
     queue = options.pop("queue")
-    return Message(job.url(base), body, PublishOptions(**options), queue)
+    return Message(job.url(base), body, publish_options(**options), queue)
 
 
 def _publisher(client: Publisher | None) -> Publisher:

@@ -12,6 +12,7 @@ from app.qstash.client import (
     QStash,
     QStashAPIError,
     QStashConnectionError,
+    QStashError,
     RateLimitError,
     json_message,
 )
@@ -141,3 +142,16 @@ def test_pool_is_created_lazily_and_again_after_fork(
 def test_retry_after_forms(headers: dict[str, str], expected: float | None) -> None:
     """Retry-After in seconds or as an HTTP date, or a rate-limit reset, gives the wait."""
     assert retry_after_seconds(headers, now=40.0) == expected
+
+
+@pytest.mark.parametrize("base_url", ["localhost:8080", "ftp://q.example", "", "http://"])
+def test_bad_base_url_is_refused_at_construction(base_url: str) -> None:
+    """A QSTASH_URL that is not an absolute http(s) URL is a ValueError naming it."""
+    with pytest.raises(ValueError, match="QSTASH_URL must be an absolute http"):
+        QStash(TOKEN, base_url=base_url)
+
+
+def test_invalid_request_url_is_a_qstash_error(make_client: Callable[..., QStash]) -> None:
+    """A URL httpx cannot send is reported as a QStashError, not an httpx exception."""
+    with pytest.raises(QStashError, match="cannot call QStash"):
+        make_client().http.request("GET", "/v2/\x00bad")

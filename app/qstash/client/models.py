@@ -24,9 +24,13 @@ class PublishResult:
     @classmethod
     def from_json(cls, data: Any) -> PublishResult:
         """Read ``{"messageId", "deduplicated"?}``."""
-        if not isinstance(data, dict) or not isinstance(data.get("messageId"), str):
+        try:
+            message_id = data["messageId"]
+        except (KeyError, TypeError):
+            message_id = None
+        if not isinstance(message_id, str):
             raise ValueError(f"QStash's answer has no messageId: {str(data)[:200]}")
-        return cls(data["messageId"], bool(data.get("deduplicated", False)))
+        return cls(message_id, data.get("deduplicated") is True)
 
 
 @dataclass(frozen=True, slots=True)

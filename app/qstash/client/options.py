@@ -192,7 +192,7 @@ class PublishOptions:
         return h
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per publish, and frozen init is slower
 class Message:
     """One publish: where to, what body, with which options, through which queue."""
 
@@ -241,7 +241,8 @@ def publish_options(**values: Any) -> PublishOptions:
     A job publishes with the same options again and again; validating them once keeps a
     publish as cheap as the official SDK's, which validates nothing.
     """
-    key = tuple(sorted((name, type(value), value) for name, value in values.items()))
+    # Keyword order is part of the key: one call site always passes the same order.
+    key = tuple([(name, type(value), value) for name, value in values.items()])
     try:
         cached = _CACHE.get(key)
     except TypeError:  # an unhashable value (forwarded headers): no reuse

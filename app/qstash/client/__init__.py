@@ -10,7 +10,9 @@ qstash.publish_json("https://jobs.example.com/api/jobs/send-email", {"to": "a@b.
 
 | module          | what lives there                                              |
 |-----------------|---------------------------------------------------------------|
-| ``api``         | ``QStash``: one method per REST call                          |
+| ``api``         | ``QStash``: publishing, batches and messages                  |
+| ``management``  | schedules, queues, DLQ and signing keys (``QStash``'s base)   |
+| ``base``        | the shared transport, JSON calls and ids in paths             |
 | ``options``     | ``PublishOptions``, ``FlowControl``, ``Message``: validated   |
 | ``expressions`` | durations (``"1d10h30m"``) and retry-delay expressions        |
 | ``transport``   | pooled httpx client, retries with backoff, error mapping      |

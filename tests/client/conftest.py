@@ -10,7 +10,7 @@ from flask import Flask
 from marshmallow import Schema, fields
 
 from app import create_app
-from app.errors import NonRetryableError
+from app.errors import NonRetryableError, RetryLater
 from app.jobs import JobRegistry
 from app.qstash.client import QStash
 from app.qstash.client.for_app import EXTENSION
@@ -66,6 +66,12 @@ def publishing_registry(calls: Calls) -> JobRegistry:
     @registry.job("webhook-failed")
     def webhook_failed(payload: Any, delivery: Delivery) -> None:
         calls.record("webhook-failed", payload, delivery)
+
+    @registry.job("poll-upstream")
+    def poll_upstream(payload: Any, delivery: Delivery) -> None:
+        calls.record("poll-upstream", payload, delivery)
+        if delivery.retried == 0:
+            raise RetryLater("upstream is rate limited", after=90)
 
     @registry.cron("daily-digest", cron="0 9 * * *", schema=DigestSchema, retries=2)
     def daily_digest(payload: Any, delivery: Delivery) -> None:

@@ -137,3 +137,26 @@ def test_foreign_destination_cannot_be_drained(app: Flask, stub: StubQueue) -> N
         _job(app, "webhook-failed").enqueue({}, app_url="https://elsewhere.example")
     with pytest.raises(ValueError, match=f"only to this app's jobs \\({APP_URL}"):
         stub.drain()
+
+
+def test_retry_later_is_honoured_on_the_virtual_clock(
+    app: Flask, stub: StubQueue, calls: Calls
+) -> None:
+    """A 503 with Retry-After: 90 is retried 90 seconds (of stub time) later."""
+    with app.app_context():
+        _job(app, "poll-upstream").enqueue({})
+    start = stub.clock
+    [entry] = stub.drain()
+    assert entry.statuses == [503, 200]
+    assert stub.clock - start == pytest.approx(90)
+    assert [d.retried for _, _, d in calls.items] == [0, 1]
+
+
+def test_callback_fires_after_each_attempt(app: Flask, stub: StubQueue, calls: Calls) -> None:
+    """A job declared with a callback makes the stub post QStash's callback body to it."""
+    with app.app_context():
+        message_id = _job(app, "weekly-report").enqueue({})
+    stub.drain()
+    [(_, body, _)] = [call for call in calls.items if call[0] == "webhook-failed"]
+    assert (body["status"], body["sourceMessageId"]) == (200, message_id)
+    assert "dlqId" not in body

@@ -72,9 +72,10 @@ class QStash(ManagementAPI):
     def send_batch(self, messages: Iterable[Message]) -> list[PublishResult]:
         """Publish many prepared messages in one ``POST /v2/batch`` call."""
         # One random base per batch, one suffix per message: unique ids, one syscall.
-        base = random_id()
+        base = random_id() + "-"
+        needs = self._needs_dedup_id
         entries = [
-            m.batch_entry(f"{base}-{n}" if self._needs_dedup_id(m.options) else None)
+            m.batch_entry(base + str(n) if needs(m.options) else None)
             for n, m in enumerate(messages)
         ]
         if not entries:

@@ -22,8 +22,8 @@ JSON = "application/json"
 
 
 def random_id() -> str:
-    """Return 128 random bits, URL-safe: a deduplication id no other publish carries."""
-    return base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode("ascii")
+    """Return 96 random bits, URL-safe: a deduplication id no other publish carries."""
+    return base64.urlsafe_b64encode(os.urandom(12)).decode("ascii")
 
 
 def as_bytes(body: bytes | str | None) -> bytes:

@@ -14,7 +14,7 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a batch builds one per message, frozen init is slower
 class PublishResult:
     """The answer to one publish: the message id, and whether it was a duplicate."""
 

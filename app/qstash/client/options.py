@@ -221,11 +221,8 @@ class Message:
             body = self.body.decode("utf-8")
         except UnicodeDecodeError:
             raise ValueError("a batched message's body must be UTF-8 text") from None
-        entry: dict[str, Any] = {
-            "destination": self.destination,
-            "headers": self.options.headers_dict(deduplication_id=deduplication_id),
-            "body": body,
-        }
+        headers = self.options.headers_dict(deduplication_id=deduplication_id)
+        entry: dict[str, Any] = {"destination": self.destination, "headers": headers, "body": body}
         if self.queue is not None:
             entry["queue"] = self.queue
         return entry

@@ -65,6 +65,7 @@ class Job:
         ``retry_delay``, ``callback``, ``failure_callback``, ``deduplication_id``,
         ``headers``, ``timeout``, ``queue``, ``flow_control``… (``app.qstash.client``).
         """
+        # Imported on use: the publishing module imports this one.
         from app.qstash.client import jobs as publishing
 
         return publishing.enqueue(self, payload, **options)

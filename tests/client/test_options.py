@@ -108,7 +108,7 @@ def test_bad_flow_control_is_refused(flow: dict[str, object]) -> None:
 @pytest.mark.parametrize(
     ("destination", "queue"),
     [("javascript:alert(1)", None), ("https://", None), ("a b", None),
-     ("https://x.example/a", "bad/queue")],
+     ("https://x.example/a#part", None), ("https://x.example/a", "bad/queue")],
 )  # fmt: skip
 def test_bad_destinations_and_queues_are_refused(destination: str, queue: str | None) -> None:
     """A destination must be an http(s) URL or a URL-group name; a queue a plain name."""

@@ -49,6 +49,8 @@ def check_name(value: object, name: str) -> str:
 def check_destination(destination: object) -> str:
     """Return ``destination`` if it is an http(s) URL or a URL-group name."""
     if isinstance(destination, str) and "://" in destination:
+        if "#" in destination:
+            raise ValueError(f"destination {destination!r} has a #fragment, which is never sent")
         return check_url(destination, "destination")
     return check_name(destination, "destination (a URL or a URL-group name)")
 

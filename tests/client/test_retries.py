@@ -155,3 +155,27 @@ def test_invalid_request_url_is_a_qstash_error(make_client: Callable[..., QStash
     """A URL httpx cannot send is reported as a QStashError, not an httpx exception."""
     with pytest.raises(QStashError, match="cannot call QStash"):
         make_client().http.request("GET", "/v2/\x00bad")
+
+
+def test_lost_schedule_create_makes_one_schedule(fake: FakeQStash, retrying: QStash) -> None:
+    """A create without an id gets one before sending, so its retry updates, not duplicates."""
+    fake.drop_next()
+    schedule_id = retrying.create_schedule(DEST, "0 9 * * *")
+    sent = {req.headers["upstash-schedule-id"] for req in fake.requests}
+    assert sent == {schedule_id}
+    assert list(fake.state.schedules) == [schedule_id]
+
+
+def test_retried_delete_that_finds_nothing_succeeds(fake: FakeQStash, retrying: QStash) -> None:
+    """A DELETE whose answer was lost is done: the retry's 404 is not an error."""
+    fake.add_schedule("s1", DEST, "0 9 * * *")
+    fake.drop_next()
+    retrying.delete_schedule("s1")
+    assert [req.method for req in fake.requests] == ["DELETE", "DELETE"]
+    assert fake.state.schedules == {}
+
+
+def test_first_delete_of_a_missing_schedule_is_an_error(fake: FakeQStash, retrying: QStash) -> None:
+    """Without a retry, deleting what does not exist is QStash's 404."""
+    with pytest.raises(QStashAPIError, match="404"):
+        retrying.delete_schedule("nope")

@@ -8,7 +8,7 @@ from typing import Any
 
 from app.cron import parse_cron
 from app.errors import JobDefinitionError
-from app.qstash.client.base import JSON, BaseClient, as_bytes, path_segment
+from app.qstash.client.base import JSON, BaseClient, as_bytes, path_segment, random_id
 from app.qstash.client.models import (
     DlqMessage,
     DlqPage,
@@ -38,7 +38,11 @@ class ManagementAPI(BaseClient):
         queue: str | None = None,
         **options: Any,
     ) -> str:
-        """Create a schedule, or update the one with ``schedule_id``; return its id."""
+        """Create a schedule, or update the one with ``schedule_id``; return its id.
+
+        Without ``schedule_id`` a random one is chosen here, so that a create retried
+        after a lost answer updates the same schedule instead of making a second one.
+        """
         refused = [name for name in _NOT_FOR_SCHEDULES if options.get(name)]
         if refused:
             raise ValueError(f"a schedule cannot have {', '.join(refused)}")
@@ -47,8 +51,8 @@ class ManagementAPI(BaseClient):
         except JobDefinitionError as exc:
             raise ValueError(str(exc)) from None
         headers = {"Upstash-Cron": expression, **PublishOptions(**options).headers_dict()}
-        if schedule_id is not None:
-            headers["Upstash-Schedule-Id"] = path_segment(schedule_id, "schedule id")
+        schedule_id = f"scd_{random_id()}" if schedule_id is None else schedule_id
+        headers["Upstash-Schedule-Id"] = path_segment(schedule_id, "schedule id")
         if queue is not None:
             headers["Upstash-Queue-Name"] = check_name(queue, "queue")
         path = f"/v2/schedules/{check_destination(destination)}"

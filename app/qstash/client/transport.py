@@ -160,7 +160,7 @@ class Transport:
             except httpx.HTTPError as exc:
                 raise QStashConnectionError(f"cannot call QStash: {exc}") from exc
             else:
-                if response.is_success:
+                if response.is_success or _already_deleted(method, attempt, response):
                     return response
                 wait = self._retry_wait(response, attempt)
                 if wait is None:
@@ -203,6 +203,11 @@ def _default_transport() -> httpx.HTTPTransport:
         socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
     )
+
+
+def _already_deleted(method: str, attempt: int, response: httpx.Response) -> bool:
+    # A DELETE retried after a lost answer finds nothing: the first attempt deleted it.
+    return method == "DELETE" and attempt > 0 and response.status_code == 404
 
 
 def _api_error(response: httpx.Response) -> QStashAPIError:

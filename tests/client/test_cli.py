@@ -121,3 +121,18 @@ def test_dlq_retry_of_unknown_id_is_one_line(app: Flask, fake: FakeQStash) -> No
     """Retrying a DLQ id that does not exist says QStash's 404 message."""
     line = _one_error_line(_run(app, qstash, "dlq", "retry", "dlq_nope"))
     assert "404" in line and "dlq message not found" in line
+
+
+def test_missing_token_is_one_line(app: Flask) -> None:
+    """Without QSTASH_TOKEN, QStash commands say which setting is missing."""
+    app.config["QSTASH_TOKEN"] = None
+    assert "QSTASH_TOKEN is not set" in _one_error_line(_run(app, qstash, "queues", "sync"))
+
+
+def test_cron_schema_rejecting_empty_payload_is_one_line(app: Flask, fake: FakeQStash) -> None:
+    """A cron job that could never accept its scheduled delivery stops sync with one line."""
+    schema = app.extensions["qstash_jobs"]["daily-digest"].schema
+    schema.load_fields["day"].required = True  # fields belong to this app's schema instance
+    line = _one_error_line(_run(app, qstash, "schedules", "sync"))
+    assert "cron job 'daily-digest'" in line and "rejects the payload" in line
+    assert fake.requests == []

@@ -126,6 +126,10 @@ def _route(fake: FakeQStash, req: Recorded) -> tuple[int, Any]:  # noqa: C901 - 
     parts = path.split("/", 3)[1:]  # "", "v2", resource, rest
     resource = parts[1] if len(parts) > 1 else ""
     rest = unquote(req.target.split(f"/v2/{resource}/", 1)[1]) if len(parts) > 2 else ""
+    if method == "POST" and resource == "publish" and "://" not in rest:  # a URL group
+        urls = [f"https://{rest}.example/{n}" for n in (1, 2)]
+        return 201, [{**_publish(fake, url, h, req.body.decode(), None)[1], "url": url}
+                     for url in urls]  # fmt: skip
     if method == "POST" and resource == "publish":
         return _publish(fake, rest, h, req.body.decode(), None)
     if method == "POST" and resource == "enqueue":

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from app.qstash.client import FlowControl, Message, PublishOptions, QStash
+from app.qstash.client import FlowControl, Message, PublishOptions, QStash, QStashError
 from tests.client.fake_qstash import TOKEN, FakeQStash
 
 DEST = "https://jobs.example.com/api/jobs/send-email"
@@ -195,3 +195,20 @@ def test_content_based_deduplication_gets_no_generated_id(
     """Asking for content-based deduplication leaves the id to QStash."""
     make_client().publish_json(DEST, 1, content_based_deduplication=True)
     assert "upstash-deduplication-id" not in fake.last().headers
+
+
+def test_url_group_answer_lists_each_endpoint(fake: FakeQStash, qstash: QStash) -> None:
+    """A URL group publish returns one result per endpoint, the first one's id on top."""
+    result = qstash.publish("my-group", "hi")
+    assert [e.url for e in result.endpoints] == [
+        "https://my-group.example/1",
+        "https://my-group.example/2",
+    ]
+    assert result.message_id == result.endpoints[0].message_id
+
+
+def test_answer_without_message_id_is_a_qstash_error(fake: FakeQStash, qstash: QStash) -> None:
+    """An answer the client cannot read is a QStashError, not a KeyError."""
+    fake.fail_next(200, error="not a publish answer")
+    with pytest.raises(QStashError, match="no messageId"):
+        qstash.publish_json(DEST, 1)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.qstash.client.errors import QStashError
+
 
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
@@ -16,21 +18,31 @@ def _str(value: Any) -> str | None:
 
 @dataclass(slots=True)  # not frozen: a batch builds one per message, frozen init is slower
 class PublishResult:
-    """The answer to one publish: the message id, and whether it was a duplicate."""
+    """The answer to one publish: the message id, and whether it was a duplicate.
+
+    Publishing to a URL group answers once per endpoint: ``endpoints`` then holds one
+    result per URL (with ``url``), and ``message_id`` is the first endpoint's.
+    """
 
     message_id: str
     deduplicated: bool = False
+    url: str | None = None
+    endpoints: tuple[PublishResult, ...] = ()
 
     @classmethod
     def from_json(cls, data: Any) -> PublishResult:
-        """Read ``{"messageId", "deduplicated"?}``."""
+        """Read ``{"messageId", "deduplicated"?, "url"?}`` or a URL group's list of them."""
+        if isinstance(data, list) and data:
+            endpoints = tuple(cls.from_json(item) for item in data)
+            first = endpoints[0]
+            return cls(first.message_id, first.deduplicated, None, endpoints)
         try:
             message_id = data["messageId"]
         except (KeyError, TypeError):
             message_id = None
         if not isinstance(message_id, str):
-            raise ValueError(f"QStash's answer has no messageId: {str(data)[:200]}")
-        return cls(message_id, data.get("deduplicated") is True)
+            raise QStashError(f"unexpected answer from QStash (no messageId): {str(data)[:200]}")
+        return cls(message_id, data.get("deduplicated") is True, data.get("url"))
 
 
 @dataclass(frozen=True, slots=True)

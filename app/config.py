@@ -42,6 +42,9 @@ DEFAULTS: dict[str, Any] = {
     "QSTASH_ALLOW_UNSIGNED": False,
     # Packages whose modules declare jobs; each module is imported at start-up.
     "JOBS_PACKAGES": ["jobs"],
+    # Schedule ids of @cron jobs are this prefix + the job name; `flask qstash schedules
+    # sync` manages (and deletes) only schedules carrying it. Use one per app/environment.
+    "QSTASH_SCHEDULE_PREFIX": "qstash-jobs-",
     # send-email: Resend when RESEND_API_KEY is set, else .eml files in EMAIL_OUTBOX
     # (default: <instance>/outbox). RESEND_API_URL is the SDK's own override (tests, staging).
     "RESEND_API_KEY": None,
@@ -111,6 +114,7 @@ ENVIRONMENT: dict[str, Callable[[str, str], Any]] = {
     "QSTASH_DEV": _flag,
     "QSTASH_ALLOW_UNSIGNED": _flag,
     "JOBS_PACKAGES": _packages,
+    "QSTASH_SCHEDULE_PREFIX": _text,
     "RESEND_API_KEY": _text,
     "RESEND_API_URL": _text,
     "EMAIL_FROM": _text,

@@ -3,8 +3,8 @@
 A job is one handler ``(payload, delivery) -> result`` plus the options QStash needs to
 deliver it (retries, retry delay, queue, callbacks, timeout). ``@job`` returns the ``Job``
 itself, so the module that declares a job also exposes it for publishing and for direct
-calls in unit tests. The HTTP side lives in ``blueprint.py``; publishing in
-``app.qstash.client``.
+calls in unit tests. The HTTP side lives in ``blueprint.py``; publishing
+(``Job.enqueue``…) is implemented in ``app.qstash.client.jobs``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, overload
 
 from marshmallow import Schema
@@ -56,6 +57,32 @@ class Job:
     def url(self, app_url: str) -> str:
         """Return the public URL of this job under ``app_url``."""
         return app_url.rstrip("/") + self.path
+
+    def enqueue(self, payload: Any = None, /, **options: Any) -> str:
+        """Validate ``payload`` and publish it to this job; return the message id.
+
+        Options override the job's defaults: ``delay``, ``not_before``, ``retries``,
+        ``retry_delay``, ``callback``, ``failure_callback``, ``deduplication_id``,
+        ``headers``, ``timeout``, ``queue``, ``flow_control``… (``app.qstash.client``).
+        """
+        # Imported on use: the publishing module imports this one.
+        from app.qstash.client import jobs as publishing
+
+        return publishing.enqueue(self, payload, **options)
+
+    def enqueue_many(self, payloads: Iterable[Any], /, **options: Any) -> list[str]:
+        """Validate every payload, then publish them in one batch call; return the ids."""
+        from app.qstash.client import jobs as publishing
+
+        return publishing.enqueue_many(self, payloads, **options)
+
+    def schedule_at(
+        self, when: datetime | int | float, payload: Any = None, /, **options: Any
+    ) -> str:
+        """Publish ``payload`` for delivery not before ``when``; return the message id."""
+        from app.qstash.client import jobs as publishing
+
+        return publishing.schedule_at(self, when, payload, **options)
 
     def __call__(self, payload: Any, delivery: Delivery) -> Any:
         """Run the handler directly, bypassing HTTP (for unit tests and scripts)."""

@@ -1,0 +1,68 @@
+"""The QStash REST client: publish, batch, messages, schedules, queues, DLQ, signing keys.
+
+```python
+from app.qstash.client import QStash, FlowControl
+
+qstash = QStash(token, base_url="http://127.0.0.1:8080")
+qstash.publish_json("https://jobs.example.com/api/jobs/send-email", {"to": "a@b.c"},
+                    delay="10m", retries=5, retry_delay="pow(2, retried) * 1000")
+```
+
+| module          | what lives there                                              |
+|-----------------|---------------------------------------------------------------|
+| ``api``         | ``QStash``: publishing, batches and messages                  |
+| ``management``  | schedules, queues, DLQ and signing keys (``QStash``'s base)   |
+| ``base``        | the shared transport, JSON calls and ids in paths             |
+| ``options``     | ``PublishOptions``, ``FlowControl``, ``Message``: validated   |
+| ``expressions`` | durations (``"1d10h30m"``) and retry-delay expressions        |
+| ``transport``   | pooled httpx client, retries with backoff, error mapping      |
+| ``models``      | typed answers (``PublishResult``, ``Schedule``, ``Queue``…)   |
+| ``errors``      | ``QStashError`` tree                                          |
+| ``for_app``     | one client per Flask app (``client_for``), ``Publisher``      |
+| ``jobs``        | ``Job`` → ``Message`` (destination, defaults, validation)     |
+| ``sync``        | schedules and queues as code                                  |
+"""
+
+from __future__ import annotations
+
+from app.qstash.client.api import DEFAULT_BASE_URL, QStash, encode_json, json_message
+from app.qstash.client.errors import (
+    QStashAPIError,
+    QStashConnectionError,
+    QStashError,
+    RateLimitError,
+)
+from app.qstash.client.for_app import Publisher, client_for, current_publisher, publisher_for
+from app.qstash.client.models import (
+    DlqMessage,
+    DlqPage,
+    PublishResult,
+    Queue,
+    Schedule,
+    SigningKeys,
+)
+from app.qstash.client.options import FlowControl, Message, PublishOptions
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DlqMessage",
+    "DlqPage",
+    "FlowControl",
+    "Message",
+    "PublishOptions",
+    "PublishResult",
+    "Publisher",
+    "QStash",
+    "QStashAPIError",
+    "QStashConnectionError",
+    "QStashError",
+    "Queue",
+    "RateLimitError",
+    "Schedule",
+    "SigningKeys",
+    "client_for",
+    "current_publisher",
+    "encode_json",
+    "json_message",
+    "publisher_for",
+]

@@ -1,0 +1,129 @@
+"""From a ``Job`` to a ``Message``: validate the payload, find the URL, apply the defaults.
+
+``Job.enqueue`` / ``enqueue_many`` / ``schedule_at`` (in ``app.jobs``) call into here. A
+payload is loaded with the job's own schema *before* anything is published, so a bad
+payload raises marshmallow's ``ValidationError`` at the call site and never enters the
+queue. The destination is ``APP_URL`` + the job's path; the job's declared retries,
+retry delay, queue, callbacks and timeout apply unless the call overrides them (pass
+``queue=None`` to publish around the job's queue). A callback may name a job
+(``"webhook-failed"``) instead of a URL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from flask import current_app, has_app_context
+from marshmallow import ValidationError
+
+from app.errors import ConfigurationError
+from app.jobs import NAME_PATTERN, URL_PREFIX
+from app.qstash.client.api import encode_json
+from app.qstash.client.for_app import Publisher, current_publisher
+from app.qstash.client.options import Message, publish_options
+
+if TYPE_CHECKING:
+    from app.jobs import Job
+
+_JOB_DEFAULTS = ("retries", "retry_delay", "callback", "failure_callback", "timeout")
+_CALLBACKS = ("callback", "failure_callback")
+
+
+def _app_url(app_url: str | None) -> str:
+    if app_url is None and has_app_context():
+        app_url = current_app.config.get("APP_URL")
+    if not app_url:
+        raise ConfigurationError(
+            "APP_URL is not set: publishing a job needs the public URL QStash calls"
+            " (or pass app_url=... outside a Flask app)"
+        )
+    return app_url.rstrip("/")
+
+
+def _known_job(name: str) -> bool:
+    if not has_app_context():
+        return True
+    registry = current_app.extensions.get("qstash_jobs")
+    return registry is None or name in registry
+
+
+def resolve_callback(target: str, app_url: str) -> str:
+    """Return ``target`` as a URL: a job name becomes ``APP_URL`` + that job's path."""
+    if "://" in target:
+        return target
+    if not NAME_PATTERN.fullmatch(target) or not _known_job(target):
+        raise ValueError(f"callback {target!r} is neither an http(s) URL nor a registered job")
+    return f"{app_url}{URL_PREFIX}/{target}"
+
+
+def validate_payload(job: Job, payload: Any) -> bytes:
+    """Load ``payload`` with the job's schema (raising ``ValidationError``); return the body."""
+    if job.schema is not None:
+        try:
+            job.schema.load(payload)
+        except ValidationError as exc:
+            exc.add_note(f"job {job.name!r}: the payload was not published")
+            raise
+    return encode_json(payload)
+
+
+def job_options(job: Job, app_url: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the publish options of ``job``: its defaults, then ``overrides``."""
+    options: dict[str, Any] = {name: getattr(job, name) for name in _JOB_DEFAULTS}
+    options["queue"] = job.queue
+    options.update(overrides)
+    for name in _CALLBACKS:
+        if options.get(name) is not None:
+            options[name] = resolve_callback(options[name], app_url)
+    options.setdefault("content_type", "application/json")
+    return options
+
+
+def job_message(job: Job, payload: Any, *, app_url: str | None = None, **overrides: Any) -> Message:
+    """Return the validated ``Message`` that delivers ``payload`` to ``job``."""
+    base = _app_url(app_url)
+    body = validate_payload(job, payload)
+    options = job_options(job, base, overrides)
+    queue = options.pop("queue")
+    return Message(job.url(base), body, publish_options(**options), queue)
+
+
+def _publisher(client: Publisher | None) -> Publisher:
+    if client is not None:
+        return client
+    if not has_app_context():
+        raise ConfigurationError(
+            "publishing a job needs a Flask app context (with app.app_context(): ...)"
+            " or an explicit client=QStash(...)"
+        )
+    return current_publisher()
+
+
+def enqueue(job: Job, payload: Any, *, client: Publisher | None = None, **options: Any) -> str:
+    """Validate and publish ``payload`` to ``job``; return the message id."""
+    message = job_message(job, payload, **options)
+    return _publisher(client).send(message).message_id
+
+
+def enqueue_many(
+    job: Job, payloads: Iterable[Any], *, client: Publisher | None = None, **options: Any
+) -> list[str]:
+    """Validate every payload first, then publish them all in one batch; return the ids."""
+    messages = [job_message(job, payload, **options) for payload in payloads]
+    if not messages:
+        return []
+    return [result.message_id for result in _publisher(client).send_batch(messages)]
+
+
+def schedule_at(
+    job: Job,
+    when: datetime | int | float,
+    payload: Any,
+    *,
+    client: Publisher | None = None,
+    **options: Any,
+) -> str:
+    """Publish ``payload`` to ``job`` for delivery not before ``when``; return the id."""
+    return enqueue(job, payload, client=client, not_before=when, **options)

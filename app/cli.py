@@ -19,3 +19,9 @@ def qstash() -> None:
 @click.group("jobs")
 def jobs() -> None:
     """Inspect and enqueue this app's jobs."""
+
+
+# The dev server needs no configured app, so it hangs off the plugin group directly.
+from app.devserver.cli import dev_server  # noqa: E402
+
+qstash.add_command(dev_server)

@@ -56,8 +56,11 @@ def parse(text: str) -> ast.Expression:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError:
         raise RetryDelayError(f"invalid retry delay expression {text!r}") from None
+    callees = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
     for node in ast.walk(tree):
         _check_node(node, text)
+        if isinstance(node, ast.Name) and node.id != "retried" and id(node) not in callees:
+            raise RetryDelayError(f"{node.id!r} must be called in {text!r}")
     return tree
 
 

@@ -117,8 +117,9 @@ class DevServer:
         self._http.daemon_threads = True  # type: ignore[attr-defined]
         self.dispatcher.start()
         self.scheduler.start()
+        # A short poll interval keeps stop() (and each test using a server) fast.
         self._thread = threading.Thread(
-            target=self._http.serve_forever, name="qstash-api", daemon=True
+            target=self._http.serve_forever, args=(0.05,), name="qstash-api", daemon=True
         )
         self._thread.start()
 

@@ -227,12 +227,14 @@ class API:
         """``DELETE /v2/messages/{id}``."""
         if not self.server.store.cancel([id]):
             raise APIError(404, f"message {id} not found")
+        self.server.dispatcher.cancel([id])
         return json_response({"cancelled": 1}, 202)
 
     def cancel_messages(self, request: Request) -> Response:
         """``DELETE /v2/messages``: the ids of a JSON body or the query; all without ids."""
         ids = _ids(request, "messageIds")
         cancelled = self.server.store.cancel(ids)
+        self.server.dispatcher.cancel(cancelled)
         return json_response({"cancelled": len(cancelled)})
 
     # -- schedules ----------------------------------------------------------------------

@@ -77,7 +77,8 @@ def _make_server(
 
 
 def _print_attempt(event: AttemptEvent) -> None:
-    click.echo(f"{time.strftime('%H:%M:%S')} {event.line()}")
+    # print, not click.echo: this runs once per attempt and echo probes the terminal each time.
+    print(f"{time.strftime('%H:%M:%S')} {event.line()}", flush=True)
 
 
 def _wait_for_signal() -> None:

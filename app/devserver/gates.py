@@ -13,16 +13,23 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from app.devserver.store import Message
+
 
 @dataclass(slots=True)
 class Ticket:
-    """The in-memory handle of a pending message: enough to decide when it may start."""
+    """A pending message in memory, with what decides when it may start."""
 
-    id: str
+    message: Message
     due: float
     url: str
     queue: str | None = None
     flow: dict[str, Any] | None = None
+
+    @property
+    def id(self) -> str:
+        """The message id."""
+        return self.message.id
 
 
 @dataclass(eq=False, slots=True)

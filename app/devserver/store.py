@@ -10,9 +10,9 @@ behind a lock serves all threads: SQLite serialises writers anyway, and this kee
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
-import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -103,7 +103,7 @@ class Queue:
 
 def new_id(prefix: str) -> str:
     """Return a fresh random id like QStash's (``msg_…``, ``scd_…``)."""
-    return f"{prefix}_{uuid.uuid4().hex}{uuid.uuid4().hex[:8]}"
+    return f"{prefix}_{os.urandom(20).hex()}"
 
 
 class Store:
@@ -174,11 +174,12 @@ class Store:
         rows = self._query("SELECT id, spec, body, retried, due FROM messages ORDER BY rowid")
         return [_message(row) for row in rows]
 
-    def delivered(self, message_id: str, attempt: Attempt) -> None:
-        """Record a successful final attempt and forget the message."""
+    def delivered(self, outcomes: list[tuple[str, Attempt]]) -> None:
+        """Record successful final attempts and forget their messages, in one transaction."""
         with self._tx() as db:
-            _insert_attempt(db, message_id, attempt)
-            db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+            for message_id, attempt in outcomes:
+                _insert_attempt(db, message_id, attempt)
+            db.executemany("DELETE FROM messages WHERE id = ?", [(m,) for m, _ in outcomes])
 
     def reschedule(self, message_id: str, attempt: Attempt, *, retried: int, due: float) -> None:
         """Record a failed attempt and set when the next one is due."""

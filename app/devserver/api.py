@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote
 
 from werkzeug.datastructures import Headers
+from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
 from app.devserver import views
@@ -103,6 +104,8 @@ class API:
             response = self.dispatch(request)
         except APIError as exc:
             response = json_response({"error": exc.message}, exc.status)
+        except HTTPException as exc:  # e.g. a body over MAX_BODY
+            response = json_response({"error": exc.description or exc.name}, exc.code or 400)
         except Exception:
             self.server.log.exception(
                 "dev server API failed on %s %s", request.method, request.path

@@ -54,6 +54,10 @@ class Clock:
 
 def check_destination(destination: str) -> str:
     """Return ``destination`` if it is an absolute http(s) URL; raise ``APIError`` if not."""
+    if any(char.isspace() or ord(char) < 32 for char in destination):
+        raise bad_request(
+            f"invalid destination url {destination!r}: whitespace or control characters"
+        )
     parts = urlsplit(destination)
     if "://" not in destination:
         # A bare name is a URL group in QStash; this server has none.

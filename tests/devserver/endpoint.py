@@ -22,6 +22,7 @@ class Received:
     url: str
     headers: dict[str, str]
     body: bytes
+    #: When the request arrived (its reply may come later).
     at: float
 
 
@@ -45,6 +46,7 @@ class Endpoint:
 
     def handle(self, request: Request) -> Response:
         """Record ``request`` and answer it with the reply scripted for its path."""
+        arrived = time.time()
         reply = self.replies.get(request.path, lambda r: Response("ok"))
         response = reply(request)
         with self.changed:
@@ -54,7 +56,7 @@ class Endpoint:
                     request.url,
                     dict(request.headers),
                     request.get_data(),
-                    time.time(),
+                    arrived,
                 )
             )
             self.changed.notify_all()

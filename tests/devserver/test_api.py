@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from app.devserver import DevServer
+from app.devserver.publish import APIError, check_destination
 from tests.devserver.endpoint import Endpoint
 
 HOLD = {"Upstash-Delay": "1d"}  # keeps a message pending for the whole test
@@ -172,3 +173,20 @@ def test_unknown_ids_are_404(api: httpx.Client) -> None:
     for path in ("/v2/messages/msg_x", "/v2/schedules/scd_x", "/v2/queues/nope", "/v2/dlq/dlq_x"):
         assert api.get(path).status_code == 404, path
     assert api.post("/v2/dlq/retry/dlq_x").status_code == 404
+
+
+def test_oversized_body_is_413(api: httpx.Client) -> None:
+    """A body over the API's 10 MiB limit is refused with 413, not a server error."""
+    response = api.post("/v2/publish/http://example.com/x", content=b"x" * (10 * 1024 * 1024 + 1))
+    assert response.status_code == 413
+    assert "error" in response.json()
+
+
+@pytest.mark.parametrize(
+    "destination", ["http://exa mple.com/", "http://x.com/\x00", "http://x.com/\n"]
+)
+def test_destination_with_whitespace_or_control_characters_is_refused(destination: str) -> None:
+    """A destination carrying whitespace or control characters is a 400."""
+    with pytest.raises(APIError) as caught:
+        check_destination(destination)
+    assert caught.value.status == 400

@@ -16,12 +16,18 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote
 
-from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
 from app.devserver import views
-from app.devserver.publish import APIError, Clock, bad_request, check_destination, new_message
+from app.devserver.publish import (
+    APIError,
+    Clock,
+    PublishHeaders,
+    bad_request,
+    check_destination,
+    new_message,
+)
 from app.devserver.scheduler import next_fire
 from app.devserver.store import Message, Schedule, new_id
 from app.devserver.timing import parse_duration
@@ -170,7 +176,7 @@ class API:
             raise bad_request(f"invalid queue name {queue!r}")
         item = new_message(
             destination,
-            request.headers,
+            PublishHeaders(request.headers.items()),
             request.get_data(),
             clock=self.clock(),
             caller_ip=request.remote_addr or "",
@@ -208,7 +214,7 @@ class API:
         try:
             return new_message(
                 entry["destination"],
-                Headers([(str(k), str(v)) for k, v in headers.items()]),
+                PublishHeaders((str(k), str(v)) for k, v in headers.items()),
                 body.encode("utf-8"),
                 clock=self.clock(),
                 caller_ip=request.remote_addr or "",
@@ -244,7 +250,7 @@ class API:
 
     def create_schedule(self, request: Request, destination: str) -> Response:
         """``POST /v2/schedules/{destination}``: create, or upsert by Upstash-Schedule-Id."""
-        server, headers = self.server, request.headers
+        server, headers = self.server, PublishHeaders(request.headers.items())
         cron = headers.get("Upstash-Cron")
         if not cron:
             raise bad_request("the Upstash-Cron header is required")

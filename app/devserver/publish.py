@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
-
-from werkzeug.datastructures import Headers
 
 from app.devserver import retry_delay
 from app.devserver.store import Message, new_id
@@ -33,6 +32,32 @@ class APIError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+class PublishHeaders:
+    """A publish request's headers: case-insensitive lookups, original names kept.
+
+    A plain dict underneath: werkzeug's ``Headers.get`` raises and catches an exception
+    for every absent name, and a publish asks for a dozen mostly absent ones.
+    """
+
+    def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
+        self.pairs = list(pairs)
+        self._lower = {name.lower(): value for name, value in self.pairs}
+
+    def get(self, name: str) -> str | None:
+        """Return the value of ``name`` (any case), or None."""
+        return self._lower.get(name.lower())
+
+    def __contains__(self, name: str) -> bool:
+        return name.lower() in self._lower
+
+    def __getitem__(self, name: str) -> str:
+        return self._lower[name.lower()]
+
+    def items(self) -> list[tuple[str, str]]:
+        """Return the (name, value) pairs as sent."""
+        return self.pairs
 
 
 def bad_request(message: str) -> APIError:
@@ -71,7 +96,7 @@ def check_destination(destination: str) -> str:
     return destination
 
 
-def _int_header(headers: Headers, name: str, low: int, high: int) -> int | None:
+def _int_header(headers: PublishHeaders, name: str, low: int, high: int) -> int | None:
     raw = headers.get(name)
     if raw is None:
         return None
@@ -80,7 +105,7 @@ def _int_header(headers: Headers, name: str, low: int, high: int) -> int | None:
     return int(raw)
 
 
-def _duration_header(headers: Headers, name: str) -> int | None:
+def _duration_header(headers: PublishHeaders, name: str) -> int | None:
     raw = headers.get(name)
     if raw is None:
         return None
@@ -90,7 +115,7 @@ def _duration_header(headers: Headers, name: str) -> int | None:
         raise bad_request(f"invalid {name} header: {exc}") from None
 
 
-def _url_header(headers: Headers, name: str) -> str | None:
+def _url_header(headers: PublishHeaders, name: str) -> str | None:
     raw = headers.get(name)
     if raw is None:
         return None
@@ -128,11 +153,11 @@ def parse_flow_control(key: str | None, value: str | None) -> dict[str, Any] | N
     return control
 
 
-def _sub_headers(headers: Headers, prefix: str) -> dict[str, str]:
+def _sub_headers(headers: PublishHeaders, prefix: str) -> dict[str, str]:
     return {name: value for name, value in headers.items() if name.lower().startswith(prefix)}
 
 
-def forwarded_headers(headers: Headers) -> dict[str, str]:
+def forwarded_headers(headers: PublishHeaders) -> dict[str, str]:
     """Return the headers the destination receives: ``Upstash-Forward-X`` as ``X``."""
     result = {}
     for name, value in headers.items():
@@ -143,7 +168,9 @@ def forwarded_headers(headers: Headers) -> dict[str, str]:
     return result
 
 
-def build_spec(destination: str, headers: Headers, *, caller_ip: str, now: float) -> dict[str, Any]:
+def build_spec(
+    destination: str, headers: PublishHeaders, *, caller_ip: str, now: float
+) -> dict[str, Any]:
     """Validate the publish headers for ``destination`` and return the message spec."""
     check_destination(destination)
     method = (headers.get("Upstash-Method") or "POST").strip().upper()
@@ -179,7 +206,7 @@ def build_spec(destination: str, headers: Headers, *, caller_ip: str, now: float
     }
 
 
-def due_time(headers: Headers, clock: Clock) -> float:
+def due_time(headers: PublishHeaders, clock: Clock) -> float:
     """Return when the first attempt is due: ``Upstash-Not-Before`` wins over the delay."""
     not_before = headers.get("Upstash-Not-Before")
     delay = _duration_header(headers, "Upstash-Delay")
@@ -190,7 +217,7 @@ def due_time(headers: Headers, clock: Clock) -> float:
     return clock.after(delay or 0)
 
 
-def dedup_key(spec: dict[str, Any], headers: Headers, body: bytes) -> str | None:
+def dedup_key(spec: dict[str, Any], headers: PublishHeaders, body: bytes) -> str | None:
     """Return the deduplication key of a publish, or None when it asks for none."""
     explicit = headers.get("Upstash-Deduplication-Id")
     if explicit is not None:
@@ -209,7 +236,7 @@ def dedup_key(spec: dict[str, Any], headers: Headers, body: bytes) -> str | None
 
 def new_message(
     destination: str,
-    headers: Headers,
+    headers: PublishHeaders,
     body: bytes,
     *,
     clock: Clock,

@@ -18,7 +18,7 @@ from werkzeug.datastructures import Headers
 
 from app.devserver import retry_delay
 from app.devserver.publish import DEFAULT_RETRIES, Clock
-from app.devserver.store import Message, new_id
+from app.devserver.records import Message, new_id
 from app.devserver.timing import DurationError, parse_duration
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from app.devserver.store import Message
+from app.devserver.records import Message
 
 
 @dataclass(slots=True)

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from app.devserver import retry_delay
-from app.devserver.store import Message, new_id
+from app.devserver.records import Message, new_id
 from app.devserver.timing import DurationError, parse_duration
 
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}

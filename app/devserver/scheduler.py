@@ -17,7 +17,8 @@ from typing import Any
 
 from app.cron import parse_cron
 from app.devserver.delivery import Dispatcher
-from app.devserver.store import Message, Schedule, Store, new_id
+from app.devserver.records import Message, Schedule, new_id
+from app.devserver.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -10,14 +10,25 @@ behind a lock serves all threads: SQLite serialises writers anyway, and this kee
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from app.devserver.records import (
+    Attempt,
+    DeadLetter,
+    Message,
+    Queue,
+    Schedule,
+    dead_letter_from_row,
+    message_from_row,
+    new_id,
+    queue_from_row,
+    schedule_from_row,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -41,69 +52,6 @@ CREATE TABLE IF NOT EXISTS queues (
 CREATE TABLE IF NOT EXISTS dedup (key TEXT PRIMARY KEY, message_id TEXT NOT NULL,
     expires REAL NOT NULL);
 """
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """A message waiting for delivery: its publish spec, raw body and retry state."""
-
-    id: str
-    spec: dict[str, Any]
-    body: bytes
-    retried: int
-    due: float
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """The outcome of one delivery attempt."""
-
-    retried: int
-    status: int | None
-    error: str | None
-    latency_ms: float
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A message that exhausted its retries, with the endpoint's last response."""
-
-    dlq_id: str
-    message: Message
-    response_status: int | None
-    response_headers: dict[str, list[str]]
-    response_body: bytes
-    created: float
-
-
-@dataclass(frozen=True, slots=True)
-class Schedule:
-    """A cron schedule: the message it publishes and when it fires next."""
-
-    id: str
-    spec: dict[str, Any]
-    body: bytes
-    paused: bool
-    created: float
-    next_at: float
-    last_at: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class Queue:
-    """A named FIFO queue with a parallelism limit."""
-
-    name: str
-    parallelism: int
-    paused: bool
-    created: float
-    updated: float
-
-
-def new_id(prefix: str) -> str:
-    """Return a fresh random id like QStash's (``msg_…``, ``scd_…``)."""
-    return f"{prefix}_{os.urandom(20).hex()}"
 
 
 class Store:
@@ -167,12 +115,12 @@ class Store:
         rows = self._query(
             "SELECT id, spec, body, retried, due FROM messages WHERE id = ?", (message_id,)
         )
-        return _message(rows[0]) if rows else None
+        return message_from_row(rows[0]) if rows else None
 
     def pending(self) -> list[Message]:
         """Return every unfinished message, oldest first (the restart backlog)."""
         rows = self._query("SELECT id, spec, body, retried, due FROM messages ORDER BY rowid")
-        return [_message(row) for row in rows]
+        return [message_from_row(row) for row in rows]
 
     def delivered(self, outcomes: list[tuple[str, Attempt]]) -> None:
         """Record successful final attempts and forget their messages, in one transaction."""
@@ -255,12 +203,12 @@ class Store:
             sql += " WHERE rowid > (SELECT rowid FROM dlq WHERE dlq_id = ?)"
             params.append(after)
         rows = self._query(sql + " ORDER BY rowid LIMIT ?", [*params, limit])
-        return [_dead_letter(row) for row in rows]
+        return [dead_letter_from_row(row) for row in rows]
 
     def dead_letter_by_id(self, dlq_id: str) -> DeadLetter | None:
         """Return the DLQ entry ``dlq_id``, or None."""
         rows = self._query("SELECT * FROM dlq WHERE dlq_id = ?", (dlq_id,))
-        return _dead_letter(rows[0]) if rows else None
+        return dead_letter_from_row(rows[0]) if rows else None
 
     def delete_dead_letters(self, dlq_ids: list[str]) -> int:
         """Delete DLQ entries; return how many existed."""
@@ -298,12 +246,15 @@ class Store:
 
     def schedules(self) -> list[Schedule]:
         """Return every schedule, oldest first."""
-        return [_schedule(row) for row in self._query("SELECT * FROM schedules ORDER BY created")]
+        return [
+            schedule_from_row(row)
+            for row in self._query("SELECT * FROM schedules ORDER BY created")
+        ]
 
     def schedule(self, schedule_id: str) -> Schedule | None:
         """Return the schedule ``schedule_id``, or None."""
         rows = self._query("SELECT * FROM schedules WHERE id = ?", (schedule_id,))
-        return _schedule(rows[0]) if rows else None
+        return schedule_from_row(rows[0]) if rows else None
 
     def delete_schedule(self, schedule_id: str) -> bool:
         """Delete a schedule; say whether it existed."""
@@ -348,11 +299,11 @@ class Store:
     def queue(self, name: str) -> Queue | None:
         """Return the queue ``name``, or None."""
         rows = self._query("SELECT * FROM queues WHERE name = ?", (name,))
-        return _queue(rows[0]) if rows else None
+        return queue_from_row(rows[0]) if rows else None
 
     def queues(self) -> list[Queue]:
         """Return every queue by name."""
-        return [_queue(row) for row in self._query("SELECT * FROM queues ORDER BY name")]
+        return [queue_from_row(row) for row in self._query("SELECT * FROM queues ORDER BY name")]
 
     def delete_queue(self, name: str) -> bool:
         """Delete a queue; say whether it existed."""
@@ -386,43 +337,4 @@ def _insert_attempt(db: sqlite3.Connection, message_id: str, attempt: Attempt) -
             attempt.latency_ms,
             attempt.at,
         ),
-    )
-
-
-def _message(row: tuple[Any, ...]) -> Message:
-    return Message(
-        id=row[0], spec=json.loads(row[1]), body=bytes(row[2]), retried=row[3], due=row[4]
-    )
-
-
-def _dead_letter(row: tuple[Any, ...]) -> DeadLetter:
-    spec = json.loads(row[2])
-    message = Message(
-        id=row[1], spec=spec, body=bytes(row[3]), retried=spec.get("retried", 0), due=0
-    )
-    return DeadLetter(
-        dlq_id=row[0],
-        message=message,
-        response_status=row[4],
-        response_headers=json.loads(row[5]),
-        response_body=bytes(row[6]),
-        created=row[7],
-    )
-
-
-def _schedule(row: tuple[Any, ...]) -> Schedule:
-    return Schedule(
-        id=row[0],
-        spec=json.loads(row[1]),
-        body=bytes(row[2]),
-        paused=bool(row[3]),
-        created=row[4],
-        next_at=row[5],
-        last_at=row[6],
-    )
-
-
-def _queue(row: tuple[Any, ...]) -> Queue:
-    return Queue(
-        name=row[0], parallelism=row[1], paused=bool(row[2]), created=row[3], updated=row[4]
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from app.devserver.store import DeadLetter, Message, Queue, Schedule
+from app.devserver.records import DeadLetter, Message, Queue, Schedule
 
 
 def _body(body: bytes) -> dict[str, str]:

@@ -157,10 +157,19 @@ class ResourceViews:
     # -- dead-letter queue --------------------------------------------------------------
 
     def list_dlq(self, request: Request) -> Response:
-        """``GET /v2/dlq`` with ``cursor`` and ``count``."""
+        """``GET /v2/dlq`` with ``cursor``, ``count`` and the SDKs' filters."""
         count = count_param(request.args.get("count"))
         cursor = request.args.get("cursor") or None
-        entries = self.server.store.dead_letters(after=cursor, limit=count + 1)
+        wanted = {
+            field: request.args[param]
+            for param, field in DLQ_FILTERS.items()
+            if request.args.get(param)
+        }
+        entries = [
+            entry
+            for entry in self.server.store.dead_letters(after=cursor, limit=1_000_000)
+            if _matches(views.dead_letter(entry), wanted)
+        ][: count + 1]
         answer: dict[str, Any] = {"messages": [views.dead_letter(e) for e in entries[:count]]}
         if len(entries) > count:
             answer["cursor"] = entries[count - 1].dlq_id
@@ -214,6 +223,22 @@ class ResourceViews:
     def keys(self, request: Request) -> Response:
         """``GET /v2/keys``: the signing keys deliveries are signed with."""
         return json_response({"current": self.server.current_key, "next": self.server.next_key})
+
+
+#: DLQ list filters (query parameter → field of the listed entry).
+DLQ_FILTERS = {
+    "messageId": "messageId",
+    "url": "url",
+    "queueName": "queueName",
+    "scheduleId": "scheduleId",
+    "responseStatus": "responseStatus",
+    "label": "label",
+    "callerIp": "callerIP",
+}
+
+
+def _matches(view: dict[str, Any], wanted: dict[str, str]) -> bool:
+    return all(str(view.get(field, "")) == value for field, value in wanted.items())
 
 
 def json_body(request: Request) -> Any:

@@ -21,7 +21,6 @@ from flask import Flask
 from flask.cli import ScriptInfo
 from werkzeug.serving import make_server
 
-from app.config import DEV_IDENTITY
 from app.devserver.delivery import AttemptEvent
 from app.devserver.server import DEFAULT_PORT, DevServer
 
@@ -180,7 +179,8 @@ def _dev_environment(server: DevServer, app_url: str, demo: bool) -> None:
     """Point the app at the dev server with the dev identity, before it is loaded."""
     os.environ.update(server.env())
     os.environ.update(QSTASH_DEV="1", APP_URL=app_url)
-    os.environ["QSTASH_CURRENT_SIGNING_KEY"] = DEV_IDENTITY["QSTASH_CURRENT_SIGNING_KEY"]
+    # One local storage folder that the image job and the demo agree on.
+    os.environ.setdefault("STORAGE_ROOT", str(Path("instance", "storage").resolve()))
     if demo:
         # The demo's webhook receiver listens on loopback, which webhook delivery refuses
         # unless a network is opened on purpose.

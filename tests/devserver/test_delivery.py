@@ -122,6 +122,22 @@ def test_non_retryable_489_goes_to_dlq_with_failure_callback(
     assert base64.b64decode(callback["body"]) == b"nope"
 
 
+def test_dlq_list_filters(api: httpx.Client, endpoint: Endpoint) -> None:
+    """GET /v2/dlq filters by url and messageId like QStash's list."""
+    endpoint.replies["/x1"] = endpoint.replies["/x2"] = status(
+        489, **{"Upstash-NonRetryable-Error": "true"}
+    )
+    first = publish(api, endpoint.url("/x1"))
+    publish(api, endpoint.url("/x2"))
+    deadline = time.monotonic() + 5
+    while len(api.get("/v2/dlq").json()["messages"]) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    by_url = api.get("/v2/dlq", params={"url": endpoint.url("/x2")}).json()["messages"]
+    by_id = api.get("/v2/dlq", params={"messageId": first}).json()["messages"]
+    assert [m["url"] for m in by_url] == [endpoint.url("/x2")]
+    assert [m["messageId"] for m in by_id] == [first]
+
+
 def test_489_without_the_header_is_retried(api: httpx.Client, endpoint: Endpoint) -> None:
     """A 489 without Upstash-NonRetryable-Error is an ordinary failure."""
     endpoint.replies["/489"] = status(489)

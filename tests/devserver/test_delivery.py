@@ -280,8 +280,9 @@ def test_flow_control_rate(api: httpx.Client, endpoint: Endpoint) -> None:
         publish(api, endpoint.url("/rate"), **headers)
     got = endpoint.wait_for("/rate", 6)
     starts = sorted(r.at for r in got)
-    assert starts[-1] - starts[0] >= 0.19
-    assert starts[2] - starts[0] >= 0.09
+    # Unlimited, all six arrive within a few ms; arrival jitter allows some slack.
+    assert starts[-1] - starts[0] >= 0.17
+    assert starts[2] - starts[0] >= 0.07
 
 
 def test_slow_endpoint_does_not_stall_others(tmp_path: object, endpoint: Endpoint) -> None:

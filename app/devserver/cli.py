@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Iterable
@@ -69,10 +70,23 @@ def _server_options(command: Any) -> Any:
 def _make_server(
     db: Path, time_scale: float, concurrency: int, per_destination: int | None
 ) -> DevServer:
-    db.parent.mkdir(parents=True, exist_ok=True)
-    return DevServer(
-        db=db, time_scale=time_scale, concurrency=concurrency, per_destination=per_destination
-    )
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        return DevServer(
+            db=db, time_scale=time_scale, concurrency=concurrency, per_destination=per_destination
+        )
+    except (OSError, sqlite3.Error) as exc:
+        raise click.ClickException(f"cannot open the state database {db}: {exc}") from None
+
+
+def _start(server: DevServer, host: str, port: int) -> None:
+    try:
+        server.start(host, port)
+    except (OSError, SystemExit):  # werkzeug exits on "address in use" after saying so
+        server.stop()
+        raise click.ClickException(
+            f"cannot listen on {host}:{port}; choose another --port"
+        ) from None
 
 
 def _print_attempt(event: AttemptEvent) -> None:
@@ -101,7 +115,7 @@ def dev_server(
 ) -> None:
     """Run a local QStash-compatible server (Upstash's dev identity)."""
     server = _make_server(db, time_scale, concurrency, per_destination)
-    server.start(host, port)
+    _start(server, host, port)
     click.echo(f"QStash dev server on {server.url} (state in {db}, time scale {time_scale:g})")
     click.echo("Use it from your app or the official SDKs with:\n")
     for name, value in {**server.env(), "QSTASH_DEV": "1"}.items():
@@ -144,10 +158,16 @@ def dev(
 ) -> None:
     """Run the app and the QStash dev server together, wired to each other."""
     server = _make_server(db, time_scale, concurrency, per_destination)
-    server.start("127.0.0.1", qstash_port)
+    _start(server, "127.0.0.1", qstash_port)
     # Bind the app's port first (it may be 0), so APP_URL is known before the app loads.
     deferred = _Deferred()
-    app_http = make_server("127.0.0.1", port, deferred, threaded=True)
+    try:
+        app_http = make_server("127.0.0.1", port, deferred, threaded=True)
+    except (OSError, SystemExit):
+        server.stop()
+        raise click.ClickException(
+            f"cannot listen on 127.0.0.1:{port} for the app; choose another --port"
+        ) from None
     try:
         app_url = f"http://127.0.0.1:{app_http.port}"
         _dev_environment(server, app_url, demo)

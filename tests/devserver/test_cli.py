@@ -81,3 +81,21 @@ def test_flask_dev_shows_how_to_enqueue_without_enqueuing(tmp_path: Path) -> Non
         stop(process)
     assert "Authorization: Bearer" in output and "/api/jobs/" in output
     assert "demo:" not in log.read_text() and "attempt 1/" not in log.read_text()
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    """A taken port ends with a one-line error naming --port, not a traceback."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        log = tmp_path / "dev.log"
+        process = start_flask(
+            ["qstash", "dev", "--port", str(port), "--db", str(tmp_path / "q.db")], log
+        )
+        assert process.wait(timeout=30) == 1
+    output = log.read_text()
+    assert f"cannot listen on 127.0.0.1:{port}" in output and "--port" in output
+    assert "Traceback" not in output

@@ -119,18 +119,19 @@ class API(ResourceViews):
         path, query = raw_target(request)
         matched_path = False
         for methods, pattern, handler in self.routes:
-            match = pattern.fullmatch(path.rstrip("/") or "/") or pattern.fullmatch(path)
+            # The raw path first: a destination's trailing slash is part of its URL.
+            match = pattern.fullmatch(path) or pattern.fullmatch(path.rstrip("/") or "/")
             if match is None:
                 continue
             matched_path = True
             if request.method not in methods.split("|"):
                 continue
             self.authenticate(request)
-            args = {
-                k: unquote(v) if k not in ("rest",) else v for k, v in match.groupdict().items()
-            }
-            if "rest" in args:
-                args["destination"] = destination_of(args.pop("rest"), query)
+            args = match.groupdict()
+            rest = args.pop("rest", None)
+            args = {name: unquote(value) for name, value in args.items()}
+            if rest is not None:
+                args["destination"] = destination_of(rest, query)
             result: Response = handler(request, **args)
             return result
         if matched_path:

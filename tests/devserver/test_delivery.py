@@ -54,6 +54,19 @@ def test_delivery_is_signed_for_the_destination(
     assert got.headers["Content-Type"] == "application/json"
 
 
+def test_destination_is_kept_exactly(
+    api: httpx.Client, endpoint: Endpoint, dev_server: DevServer
+) -> None:
+    """A trailing slash and an encoded query survive into the delivery and its ``sub``."""
+    url = endpoint.url("/exact/?q=a%2Fb&empty=")
+    publish(api, url)
+    got = endpoint.wait_for("/exact/", 1)[0]
+    claims = verify(
+        got.headers["Upstash-Signature"], got.body, url=url, keys=[dev_server.current_key]
+    )
+    assert claims["sub"] == url
+
+
 def test_forwarded_headers_and_method(api: httpx.Client, endpoint: Endpoint) -> None:
     """Upstash-Forward-X arrives as X, and Upstash-Method picks the method."""
     publish(api, endpoint.url("/f"), **{"Upstash-Forward-X-Tenant": "t9", "Upstash-Method": "PUT"})

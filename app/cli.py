@@ -248,3 +248,9 @@ def jobs_enqueue(
     if isinstance(delay, str) and delay.isdigit():
         options["delay"] = int(delay)
     click.echo(registry[name].enqueue(data, **options))
+
+
+# The dev server needs no configured app, so it hangs off the plugin group directly.
+from app.devserver.cli import dev_server  # noqa: E402
+
+qstash.add_command(dev_server)

@@ -1,0 +1,239 @@
+"""The QStash v2 REST API of the dev server, as a plain WSGI application.
+
+Destinations are full URLs inside the path (``/v2/publish/https://host/path?query``), which
+a router would mangle (merged slashes, decoded escapes), so requests are matched here on
+the raw request URI with a small route table. Every answer is JSON; errors are QStash's
+``{"error": "..."}`` with its status codes.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Request, Response
+
+from app.devserver import views
+from app.devserver.api_resources import (
+    QUEUE_NAME,
+    ResourceViews,
+    json_body,
+    json_response,
+    request_ids,
+)
+from app.devserver.publish import (
+    APIError,
+    PublishHeaders,
+    bad_request,
+    new_message,
+)
+from app.devserver.records import Message
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+    from app.devserver.server import DevServer
+
+Handler = Callable[..., Any]
+MAX_BODY = 10 * 1024 * 1024
+
+
+def raw_target(request: Request) -> tuple[str, str]:
+    """Return the request's path and query exactly as sent, undecoded."""
+    raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI")
+    if not raw:
+        return request.path, request.query_string.decode("latin-1")
+    path, _, query = raw.partition("?")
+    return path, query
+
+
+def destination_of(rest: str, query: str) -> str:
+    """Return the destination URL carried by the path ``rest`` and the query."""
+    if "://" not in rest and "://" in unquote(rest):
+        rest = unquote(rest)  # curl users sometimes percent-encode the whole URL
+    return rest + ("?" + query if query else "")
+
+
+class API(ResourceViews):
+    """The WSGI app: authentication, routing, and one method per REST call."""
+
+    def __init__(self, server: DevServer) -> None:
+        self.server = server
+        self.routes: list[tuple[str, re.Pattern[str], Handler]] = [
+            ("GET", re.compile(r"/v2/keys"), self.keys),
+            ("POST", re.compile(r"/v2/publish/(?P<rest>.+)"), self.publish),
+            ("POST", re.compile(r"/v2/enqueue/(?P<queue>[^/]+)/(?P<rest>.+)"), self.enqueue),
+            ("POST", re.compile(r"/v2/batch"), self.batch),
+            ("GET", re.compile(r"/v2/messages/(?P<id>[^/]+)"), self.get_message),
+            ("DELETE", re.compile(r"/v2/messages/(?P<id>[^/]+)"), self.cancel_message),
+            ("DELETE", re.compile(r"/v2/messages"), self.cancel_messages),
+            ("GET", re.compile(r"/v2/schedules"), self.list_schedules),
+            (
+                "PATCH|POST",
+                re.compile(r"/v2/schedules/(?P<id>[^/:]+)/(?P<act>pause|resume)"),
+                self.pause_schedule,
+            ),
+            ("POST", re.compile(r"/v2/schedules/(?P<rest>.+://.*)"), self.create_schedule),
+            ("GET", re.compile(r"/v2/schedules/(?P<id>[^/]+)"), self.get_schedule),
+            ("DELETE", re.compile(r"/v2/schedules/(?P<id>[^/]+)"), self.delete_schedule),
+            ("POST", re.compile(r"/v2/queues/?"), self.upsert_queue),
+            ("GET", re.compile(r"/v2/queues/?"), self.list_queues),
+            (
+                "POST",
+                re.compile(r"/v2/queues/(?P<name>[^/]+)/(?P<act>pause|resume)"),
+                self.pause_queue,
+            ),
+            ("GET", re.compile(r"/v2/queues/(?P<name>[^/]+)"), self.get_queue),
+            ("DELETE", re.compile(r"/v2/queues/(?P<name>[^/]+)"), self.delete_queue),
+            ("GET", re.compile(r"/v2/dlq/?"), self.list_dlq),
+            ("DELETE", re.compile(r"/v2/dlq/?"), self.delete_dlq_many),
+            ("POST", re.compile(r"/v2/dlq/retry/?"), self.retry_dlq_many),
+            ("POST", re.compile(r"/v2/dlq/retry/(?P<id>[^/]+)"), self.retry_dlq),
+            ("GET", re.compile(r"/v2/dlq/(?P<id>[^/]+)"), self.get_dlq),
+            ("DELETE", re.compile(r"/v2/dlq/(?P<id>[^/]+)"), self.delete_dlq),
+        ]
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        request = Request(environ)
+        request.max_content_length = MAX_BODY
+        try:
+            response = self.dispatch(request)
+        except APIError as exc:
+            response = json_response({"error": exc.message}, exc.status)
+        except HTTPException as exc:  # e.g. a body over MAX_BODY
+            response = json_response({"error": exc.description or exc.name}, exc.code or 400)
+        except Exception:
+            self.server.log.exception(
+                "dev server API failed on %s %s", request.method, request.path
+            )
+            response = json_response({"error": "internal error in the dev server"}, 500)
+        return response(environ, start_response)
+
+    def dispatch(self, request: Request) -> Response:
+        """Authenticate ``request`` and run the view its method and path route to."""
+        path, query = raw_target(request)
+        matched_path = False
+        for methods, pattern, handler in self.routes:
+            # The raw path first: a destination's trailing slash is part of its URL.
+            match = pattern.fullmatch(path) or pattern.fullmatch(path.rstrip("/") or "/")
+            if match is None:
+                continue
+            matched_path = True
+            if request.method not in methods.split("|"):
+                continue
+            self.authenticate(request)
+            args = match.groupdict()
+            rest = args.pop("rest", None)
+            args = {name: unquote(value) for name, value in args.items()}
+            if rest is not None:
+                args["destination"] = destination_of(rest, query)
+            result: Response = handler(request, **args)
+            return result
+        if matched_path:
+            raise APIError(405, f"method {request.method} not allowed on {path}")
+        raise APIError(404, f"no such endpoint: {request.method} {path}")
+
+    def authenticate(self, request: Request) -> None:
+        """Require ``Authorization: Bearer <token>`` with the server's token."""
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if not header:
+            raise APIError(401, "authorization header is missing")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise APIError(401, "authorization header must be 'Bearer <QSTASH_TOKEN>'")
+        if not hmac.compare_digest(token.strip().encode(), self.server.token.encode()):
+            raise APIError(401, "invalid token")
+
+    # -- publishing ---------------------------------------------------------------------
+
+    def _accept(self, items: list[tuple[Message, str | None]]) -> list[dict[str, Any]]:
+        server = self.server
+        answers = server.store.publish(items, now=time.time(), window=server.dedup_window)
+        fresh = [msg for (msg, _), (_, dup) in zip(items, answers, strict=True) if not dup]
+        for msg in fresh:
+            if msg.spec["queueName"]:
+                server.ensure_queue(msg.spec["queueName"])
+        server.dispatcher.push(fresh)
+        return [
+            {"messageId": mid, **({"deduplicated": True} if dup else {})} for mid, dup in answers
+        ]
+
+    def _one(self, request: Request, destination: str, queue: str | None) -> Response:
+        if queue is not None and not QUEUE_NAME.fullmatch(queue):
+            raise bad_request(f"invalid queue name {queue!r}")
+        item = new_message(
+            destination,
+            PublishHeaders(request.headers.items()),
+            request.get_data(),
+            clock=self.clock(),
+            caller_ip=request.remote_addr or "",
+            queue=queue,
+        )
+        answer = self._accept([item])[0]
+        return json_response(answer, 202 if answer.get("deduplicated") else 201)
+
+    def publish(self, request: Request, destination: str) -> Response:
+        """``POST /v2/publish/{destination}``."""
+        return self._one(request, destination, request.headers.get("Upstash-Queue-Name"))
+
+    def enqueue(self, request: Request, queue: str, destination: str) -> Response:
+        """``POST /v2/enqueue/{queue}/{destination}``."""
+        return self._one(request, destination, queue)
+
+    def batch(self, request: Request) -> Response:
+        """``POST /v2/batch``: validate every item first, then accept them atomically."""
+        entries = json_body(request)
+        if not isinstance(entries, list) or not entries:
+            raise bad_request("the batch body must be a non-empty JSON array")
+        items = [self._batch_item(request, index, entry) for index, entry in enumerate(entries)]
+        return json_response(self._accept(items), 201)
+
+    def _batch_item(self, request: Request, index: int, entry: Any) -> tuple[Message, str | None]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("destination"), str):
+            raise bad_request(f"batch item {index}: needs a 'destination' string")
+        headers = entry.get("headers") or {}
+        body = entry.get("body") or ""
+        queue = entry.get("queue")
+        if not isinstance(headers, dict) or not isinstance(body, str):
+            raise bad_request(f"batch item {index}: 'headers' must be an object, 'body' a string")
+        if queue is not None and (not isinstance(queue, str) or not QUEUE_NAME.fullmatch(queue)):
+            raise bad_request(f"batch item {index}: invalid queue name {queue!r}")
+        try:
+            return new_message(
+                entry["destination"],
+                PublishHeaders((str(k), str(v)) for k, v in headers.items()),
+                body.encode("utf-8"),
+                clock=self.clock(),
+                caller_ip=request.remote_addr or "",
+                queue=queue,
+            )
+        except APIError as exc:
+            raise APIError(exc.status, f"batch item {index}: {exc.message}") from None
+
+    # -- messages -----------------------------------------------------------------------
+
+    def get_message(self, request: Request, id: str) -> Response:
+        """``GET /v2/messages/{id}``: a message not yet delivered."""
+        message = self.server.store.load(id)
+        if message is None:
+            raise APIError(404, f"message {id} not found")
+        return json_response(views.message(message))
+
+    def cancel_message(self, request: Request, id: str) -> Response:
+        """``DELETE /v2/messages/{id}``."""
+        if not self.server.store.cancel([id]):
+            raise APIError(404, f"message {id} not found")
+        self.server.dispatcher.cancel([id])
+        return json_response({"cancelled": 1}, 202)
+
+    def cancel_messages(self, request: Request) -> Response:
+        """``DELETE /v2/messages``: the ids of a JSON body or the query; all without ids."""
+        ids = request_ids(request, "messageIds")
+        cancelled = self.server.store.cancel(ids)
+        self.server.dispatcher.cancel(cancelled)
+        return json_response({"cancelled": len(cancelled)})

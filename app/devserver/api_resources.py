@@ -1,0 +1,273 @@
+"""The API's management views: schedules, queues, the dead-letter queue and keys.
+
+``API`` (``api.py``) inherits them and routes to them; publishing and messages live there.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+from werkzeug.wrappers import Request, Response
+
+from app.devserver import views
+from app.devserver.publish import APIError, Clock, PublishHeaders, bad_request, new_message
+from app.devserver.records import Message, Schedule, new_id
+from app.devserver.scheduler import next_fire
+from app.devserver.timing import parse_duration
+from app.errors import JobDefinitionError
+
+if TYPE_CHECKING:
+    from app.devserver.server import DevServer
+
+#: Queue names and schedule ids: URL-safe, 1-128 characters.
+QUEUE_NAME = re.compile(r"[A-Za-z0-9._~-]{1,128}")
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    """Return ``data`` as a JSON response."""
+    return Response(json.dumps(data), status=status, mimetype="application/json")
+
+
+class ResourceViews:
+    """Schedules, queues, DLQ and keys views over ``self.server``."""
+
+    server: DevServer
+
+    def clock(self) -> Clock:
+        """Return the current time and the server's time scale."""
+        return Clock(time.time(), self.server.time_scale)
+
+    # -- schedules ----------------------------------------------------------------------
+
+    def create_schedule(self, request: Request, destination: str) -> Response:
+        """``POST /v2/schedules/{destination}``: create, or upsert by Upstash-Schedule-Id."""
+        server, headers = self.server, PublishHeaders(request.headers.items())
+        cron = headers.get("Upstash-Cron")
+        if not cron:
+            raise bad_request("the Upstash-Cron header is required")
+        try:
+            next_at = next_fire(cron, time.time(), server.time_scale)
+        except JobDefinitionError as exc:
+            raise bad_request(f"invalid cron: {exc}") from None
+        item, _ = new_message(
+            destination,
+            headers,
+            request.get_data(),
+            clock=self.clock(),
+            caller_ip=request.remote_addr or "",
+        )
+        spec = dict(item.spec, cron=cron.strip(), queueName=headers.get("Upstash-Queue-Name"))
+        spec["delay"] = (
+            parse_duration(headers["Upstash-Delay"]) if "Upstash-Delay" in headers else 0
+        )
+        schedule_id = (headers.get("Upstash-Schedule-Id") or "").strip() or new_id("scd")
+        if not QUEUE_NAME.fullmatch(schedule_id):
+            raise bad_request(f"invalid Upstash-Schedule-Id {schedule_id!r}")
+        existing = server.store.schedule(schedule_id)
+        server.store.upsert_schedule(
+            Schedule(
+                schedule_id,
+                spec,
+                item.body,
+                existing.paused if existing else False,
+                existing.created if existing else time.time(),
+                next_at,
+                existing.last_at if existing else None,
+            )
+        )
+        server.scheduler.changed()
+        return json_response({"scheduleId": schedule_id}, 201)
+
+    def list_schedules(self, request: Request) -> Response:
+        """``GET /v2/schedules``."""
+        return json_response([views.schedule(s) for s in self.server.store.schedules()])
+
+    def _schedule(self, id: str) -> Schedule:
+        schedule = self.server.store.schedule(id)
+        if schedule is None:
+            raise APIError(404, f"schedule {id} not found")
+        return schedule
+
+    def get_schedule(self, request: Request, id: str) -> Response:
+        """``GET /v2/schedules/{id}``."""
+        return json_response(views.schedule(self._schedule(id)))
+
+    def delete_schedule(self, request: Request, id: str) -> Response:
+        """``DELETE /v2/schedules/{id}``."""
+        if not self.server.store.delete_schedule(id):
+            raise APIError(404, f"schedule {id} not found")
+        return json_response({})
+
+    def pause_schedule(self, request: Request, id: str, act: str) -> Response:
+        """``PATCH|POST /v2/schedules/{id}/pause|resume``."""
+        schedule = self._schedule(id)
+        next_at = next_fire(schedule.spec["cron"], time.time(), self.server.time_scale)
+        self.server.store.pause_schedule(id, act == "pause", next_at)
+        self.server.scheduler.changed()
+        return json_response({})
+
+    # -- queues -------------------------------------------------------------------------
+
+    def upsert_queue(self, request: Request) -> Response:
+        """``POST /v2/queues`` ``{"queueName", "parallelism", "paused"?}``."""
+        data = json_body(request)
+        if not isinstance(data, dict):
+            raise bad_request("the body must be a JSON object with queueName and parallelism")
+        name, parallelism = data.get("queueName"), data.get("parallelism", 1)
+        if not isinstance(name, str) or not QUEUE_NAME.fullmatch(name):
+            raise bad_request(f"invalid queueName {name!r}")
+        if not isinstance(parallelism, int) or isinstance(parallelism, bool) or parallelism < 1:
+            raise bad_request(f"parallelism must be an integer >= 1, not {parallelism!r}")
+        paused = data.get("paused", False)
+        if not isinstance(paused, bool):
+            raise bad_request("paused must be true or false")
+        self.server.set_queue(name, parallelism, paused)
+        return json_response({})
+
+    def list_queues(self, request: Request) -> Response:
+        """``GET /v2/queues``."""
+        store = self.server.store
+        return json_response([views.queue(q, store.lag(q.name)) for q in store.queues()])
+
+    def get_queue(self, request: Request, name: str) -> Response:
+        """``GET /v2/queues/{name}``."""
+        queue = self.server.store.queue(name)
+        if queue is None:
+            raise APIError(404, f"queue {name} not found")
+        return json_response(views.queue(queue, self.server.store.lag(name)))
+
+    def delete_queue(self, request: Request, name: str) -> Response:
+        """``DELETE /v2/queues/{name}``."""
+        if not self.server.store.delete_queue(name):
+            raise APIError(404, f"queue {name} not found")
+        return json_response({})
+
+    def pause_queue(self, request: Request, name: str, act: str) -> Response:
+        """``POST /v2/queues/{name}/pause|resume``."""
+        queue = self.server.store.queue(name)
+        if queue is None:
+            raise APIError(404, f"queue {name} not found")
+        self.server.set_queue(name, queue.parallelism, act == "pause")
+        return json_response({})
+
+    # -- dead-letter queue --------------------------------------------------------------
+
+    def list_dlq(self, request: Request) -> Response:
+        """``GET /v2/dlq`` with ``cursor``, ``count`` and the SDKs' filters."""
+        count = count_param(request.args.get("count"))
+        cursor = request.args.get("cursor") or None
+        wanted = {
+            field: request.args[param]
+            for param, field in DLQ_FILTERS.items()
+            if request.args.get(param)
+        }
+        entries = [
+            entry
+            for entry in self.server.store.dead_letters(after=cursor, limit=1_000_000)
+            if _matches(views.dead_letter(entry), wanted)
+        ][: count + 1]
+        answer: dict[str, Any] = {"messages": [views.dead_letter(e) for e in entries[:count]]}
+        if len(entries) > count:
+            answer["cursor"] = entries[count - 1].dlq_id
+        return json_response(answer)
+
+    def get_dlq(self, request: Request, id: str) -> Response:
+        """``GET /v2/dlq/{dlqId}``."""
+        entry = self.server.store.dead_letter_by_id(id)
+        if entry is None:
+            raise APIError(404, f"dlq message {id} not found")
+        return json_response(views.dead_letter(entry))
+
+    def delete_dlq(self, request: Request, id: str) -> Response:
+        """``DELETE /v2/dlq/{dlqId}``."""
+        if not self.server.store.delete_dead_letters([id]):
+            raise APIError(404, f"dlq message {id} not found")
+        return json_response({})
+
+    def delete_dlq_many(self, request: Request) -> Response:
+        """``DELETE /v2/dlq`` with ``dlqIds`` in the query or a JSON body."""
+        ids = request_ids(request, "dlqIds")
+        if ids is None:
+            ids = [entry.dlq_id for entry in self.server.store.dead_letters(limit=1_000_000)]
+        return json_response({"deleted": self.server.store.delete_dead_letters(ids)})
+
+    def retry_dlq(self, request: Request, id: str) -> Response:
+        """``POST /v2/dlq/retry/{dlqId}``: publish the message again, as a new message."""
+        return json_response(self._retry(id), 202)
+
+    def retry_dlq_many(self, request: Request) -> Response:
+        """``POST /v2/dlq/retry`` with ``dlqIds``."""
+        ids = request_ids(request, "dlqIds") or []
+        return json_response({"responses": [self._retry(i) for i in ids]}, 202)
+
+    def _retry(self, dlq_id: str) -> dict[str, str]:
+        store = self.server.store
+        entry = store.dead_letter_by_id(dlq_id)
+        if entry is None:
+            raise APIError(404, f"dlq message {dlq_id} not found")
+        clock = self.clock()
+        spec = {**entry.message.spec, "createdAt": int(clock.now * 1000), "notBefore": 0}
+        spec.pop("retried", None)
+        message = Message(new_id("msg"), spec, entry.message.body, 0, clock.now)
+        if not store.retry_dead_letter(dlq_id, message, clock.now):
+            raise APIError(404, f"dlq message {dlq_id} not found")
+        self.server.dispatcher.push([message])
+        return {"messageId": message.id}
+
+    # -- keys ---------------------------------------------------------------------------
+
+    def keys(self, request: Request) -> Response:
+        """``GET /v2/keys``: the signing keys deliveries are signed with."""
+        return json_response({"current": self.server.current_key, "next": self.server.next_key})
+
+
+#: DLQ list filters (query parameter → field of the listed entry).
+DLQ_FILTERS = {
+    "messageId": "messageId",
+    "url": "url",
+    "queueName": "queueName",
+    "scheduleId": "scheduleId",
+    "responseStatus": "responseStatus",
+    "label": "label",
+    "callerIp": "callerIP",
+}
+
+
+def _matches(view: dict[str, Any], wanted: dict[str, str]) -> bool:
+    return all(str(view.get(field, "")) == value for field, value in wanted.items())
+
+
+def json_body(request: Request) -> Any:
+    """Return the request's JSON body (None if empty); 400 if it is not JSON."""
+    raw = request.get_data()
+    try:
+        return json.loads(raw) if raw.strip() else None
+    except ValueError:
+        raise bad_request("the body is not valid JSON") from None
+
+
+def request_ids(request: Request, name: str) -> list[str] | None:
+    """Return the ids named ``name`` from the query or a JSON body, or None if absent."""
+    query = parse_qs(request.query_string.decode("latin-1")).get(name)
+    if query:
+        return query
+    data = json_body(request)
+    if isinstance(data, dict) and name in data:
+        ids = data[name]
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise bad_request(f"{name} must be an array of strings")
+        return ids
+    return None
+
+
+def count_param(raw: str | None) -> int:
+    """Return the ``count`` query parameter (default 100); 400 if out of range."""
+    if raw is None:
+        return 100
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        raise bad_request(f"count must be an integer 1-1000, not {raw!r}")
+    return int(raw)

@@ -1,0 +1,131 @@
+"""Callback and failure-callback messages, with the body QStash documents (§4).
+
+After each attempt a message with ``Upstash-Callback`` gets a new signed message posted to
+that URL describing the attempt; once its retries are exhausted (or on a 489) one with
+``Upstash-Failure-Callback`` gets the same description plus ``dlqId``. Both are ordinary
+messages of the dev server (retried, signed, dead-lettered), tuned by the publisher's
+``Upstash-Callback-*`` / ``Upstash-Failure-Callback-*`` headers.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from werkzeug.datastructures import Headers
+
+from app.devserver import retry_delay
+from app.devserver.publish import DEFAULT_RETRIES, Clock
+from app.devserver.records import Message, new_id
+from app.devserver.timing import DurationError, parse_duration
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """What the endpoint answered to one attempt (status None: no HTTP answer)."""
+
+    status: int | None
+    headers: dict[str, list[str]]
+    body: bytes
+    error: str | None = None
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def source_headers(message: Message) -> dict[str, list[str]]:
+    """Return the headers the destination received (name → values), as in callbacks."""
+    headers = {name: [value] for name, value in message.spec["headers"].items()}
+    headers["Upstash-Message-Id"] = [message.id]
+    headers["Upstash-Retried"] = [str(message.retried)]
+    if message.spec.get("scheduleId"):
+        headers["Upstash-Schedule-Id"] = [message.spec["scheduleId"]]
+    return headers
+
+
+def callback_body(message: Message, response: Response, *, dlq_id: str | None = None) -> bytes:
+    """Return the JSON body QStash posts to a (failure) callback about one attempt."""
+    spec = message.spec
+    body: dict[str, Any] = {
+        "status": response.status or 0,
+        "header": response.headers,
+        "body": _b64(response.body),
+        "retried": message.retried,
+        "maxRetries": spec["retries"],
+        "sourceMessageId": message.id,
+        "topicName": "",
+        "endpointName": "",
+        "url": spec["url"],
+        "method": spec["method"],
+        "sourceHeader": source_headers(message),
+        "sourceBody": _b64(message.body),
+        "notBefore": spec["notBefore"],
+        "createdAt": spec["createdAt"],
+        "scheduleId": spec.get("scheduleId") or "",
+        "callerIP": spec.get("callerIP") or "",
+    }
+    if response.error:
+        body["error"] = response.error
+    if dlq_id is not None:
+        body["dlqId"] = dlq_id
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _option(options: Headers, prefix: str, name: str) -> str | None:
+    value = options.get(f"{prefix}{name}")
+    return value.strip() if value else None
+
+
+def callback_message(
+    message: Message, url: str, body: bytes, *, failure: bool, clock: Clock
+) -> Message:
+    """Return the message that posts ``body`` to the callback ``url``."""
+    key = "failureCallbackHeaders" if failure else "callbackHeaders"
+    prefix = "Upstash-Failure-Callback-" if failure else "Upstash-Callback-"
+    options = Headers(list(message.spec.get(key, {}).items()))
+    forward = prefix + "Forward-"
+    headers = {
+        name[len(forward) :]: value
+        for name, value in options.items()
+        if name.lower().startswith(forward.lower())
+    }
+    headers["Content-Type"] = "application/json"
+    retries = _option(options, prefix, "Retries")
+    expression = _option(options, prefix, "Retry-Delay")
+    if expression is not None:
+        try:
+            retry_delay.parse(expression)
+        except retry_delay.RetryDelayError:
+            expression = None
+    spec: dict[str, Any] = {
+        **message.spec,
+        "url": url,
+        "method": (_option(options, prefix, "Method") or "POST").upper(),
+        "headers": headers,
+        "retries": int(retries) if retries and retries.isdigit() else DEFAULT_RETRIES,
+        "retryDelay": expression,
+        "timeout": _seconds(_option(options, prefix, "Timeout")),
+        "callback": None,
+        "failureCallback": None,
+        "callbackHeaders": {},
+        "failureCallbackHeaders": {},
+        "flowControl": None,
+        "queueName": None,
+        "createdAt": int(clock.now * 1000),
+        "isCallback": True,
+    }
+    due = clock.after(_seconds(_option(options, prefix, "Delay")) or 0)
+    spec["notBefore"] = int(due * 1000)
+    return Message(new_id("msg"), spec, body, 0, due)
+
+
+def _seconds(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    try:
+        return parse_duration(raw)
+    except DurationError:
+        return None

@@ -1,0 +1,340 @@
+"""The delivery loop: due messages → gates → signed HTTP calls → outcome → store.
+
+One dispatcher thread keeps a heap of due times; a due message starts when its gates
+(``gates.py``) allow and runs on a bounded thread pool. Each attempt is signed exactly as
+QStash signs (``app.qstash.signature.sign``, ``sub`` = destination URL) and carries
+QStash's headers; its outcome is committed to the store before anything else happens:
+
+| endpoint answer                                | next                                    |
+|------------------------------------------------|-----------------------------------------|
+| 2xx                                            | delivered (message forgotten)           |
+| 489 + ``Upstash-NonRetryable-Error: true``     | DLQ at once + failure callback          |
+| anything else, timeout, connection error       | retry after Retry-After / retry-delay / |
+|                                                | default backoff; DLQ when exhausted     |
+
+Every attempt also posts the ``Upstash-Callback`` message and is reported to listeners
+(the CLI prints one line per attempt).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import urllib3
+from urllib3.exceptions import HTTPError as TransportError
+from urllib3.exceptions import TimeoutError as TransportTimeout
+
+from app.devserver import callbacks
+from app.devserver.callbacks import Response
+from app.devserver.delivered_log import DeliveredLog
+from app.devserver.gates import Gate, Gates, Ticket
+from app.devserver.publish import Clock
+from app.devserver.records import Attempt, Message
+from app.devserver.store import Store
+from app.devserver.timing import retry_after_seconds, retry_delay_seconds
+from app.qstash.signature import sign
+
+log = logging.getLogger(__name__)
+
+NON_RETRYABLE_STATUS = 489
+#: Longest a delivery may take without ``Upstash-Timeout`` (QStash's paid-plan maximum).
+DEFAULT_TIMEOUT = 2 * 3600
+MAX_RESPONSE_BODY = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptEvent:
+    """One finished delivery attempt, as reported to listeners."""
+
+    message: Message
+    response: Response
+    latency_ms: float
+    outcome: str  # "delivered", "retry", "dlq"
+    retry_in: float | None = None
+    dlq_id: str | None = None
+
+    def line(self) -> str:
+        """Return the one-line log of this attempt."""
+        spec = self.message.spec
+        status = self.response.status if self.response.status is not None else self.response.error
+        attempt = f"{self.message.retried + 1}/{spec['retries'] + 1}"
+        text = (
+            f"{self.message.id} {spec['method']} {spec['url']} attempt {attempt}"
+            f" → {status} in {self.latency_ms:.0f} ms: {self.outcome}"
+        )
+        if self.retry_in is not None:
+            text += f" (next in {self.retry_in:.1f}s)"
+        if self.dlq_id is not None:
+            text += f" ({self.dlq_id})"
+        return text
+
+
+Listener = Callable[[AttemptEvent], None]
+
+
+def ticket_for(message: Message) -> Ticket:
+    """Return the dispatcher's handle for ``message``."""
+    spec = message.spec
+    return Ticket(message, message.due, spec["url"], spec.get("queueName"), spec["flowControl"])
+
+
+class Dispatcher:
+    """Delivers stored messages when due, with bounded and fair concurrency."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        signing_key: str,
+        concurrency: int = 32,
+        per_destination: int | None = None,
+        time_scale: float = 1.0,
+        default_timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.store = store
+        self.signing_key = signing_key
+        self.time_scale = time_scale
+        self.default_timeout = default_timeout
+        self.listeners: list[Listener] = []
+        self.gates = Gates(
+            concurrency=concurrency,
+            per_destination=per_destination or max(1, concurrency // 2),
+            time_scale=time_scale,
+        )
+        self._heap: list[tuple[float, int, Ticket]] = []
+        self._seq = itertools.count()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="qstash-delivery")
+        # urllib3 rather than httpx here: about half the CPU per delivery, which is what
+        # bounds deliveries/s on a small machine (bench/devserver.py).
+        self._http = urllib3.PoolManager(
+            num_pools=256, maxsize=self.gates.per_destination, retries=False
+        )
+        self._cancelled: set[str] = set()
+        self.delivered_log = DeliveredLog(store)
+        self._thread = threading.Thread(target=self._loop, name="qstash-dispatcher", daemon=True)
+
+    def clock(self) -> Clock:
+        """Return the current time and time scale."""
+        return Clock(time.time(), self.time_scale)
+
+    def start(self) -> None:
+        """Load the queues and the unfinished messages from the store, then start delivering."""
+        for queue in self.store.queues():
+            self.gates.set_queue_limit(queue.name, 0 if queue.paused else queue.parallelism)
+        self.push(self.store.pending())
+        self.delivered_log.start()
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop starting deliveries, let running ones finish, release the HTTP pool."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.delivered_log.stop()
+        self._http.clear()
+
+    def push(self, messages: list[Message]) -> None:
+        """Schedule stored messages for delivery at their due time."""
+        with self._cond:
+            for message in messages:
+                ticket = ticket_for(message)
+                heapq.heappush(self._heap, (ticket.due, next(self._seq), ticket))
+            self._cond.notify()
+
+    def cancel(self, message_ids: list[str]) -> None:
+        """Forget cancelled messages that still wait in memory."""
+        with self._cond:
+            self._cancelled.update(message_ids)
+
+    def set_queue(self, name: str, parallelism: int, paused: bool) -> None:
+        """Apply a queue's new parallelism or pause state to waiting deliveries."""
+        with self._cond:
+            gate = self.gates.set_queue_limit(name, 0 if paused else parallelism)
+            self._release(gate)
+
+    # -- the loop (all under self._cond) ------------------------------------------------
+
+    def _loop(self) -> None:
+        with self._cond:
+            while not self._stopping:
+                now = time.time()
+                while self._heap and self._heap[0][0] <= now:
+                    self._try_start(heapq.heappop(self._heap)[2], now)
+                wait = self._heap[0][0] - now if self._heap else 1.0
+                self._cond.wait(min(max(wait, 0.0), 1.0))
+
+    def _try_start(self, ticket: Ticket, now: float) -> None:
+        gates = self.gates.for_ticket(ticket)
+        for gate in gates:
+            if gate.full:
+                gate.waiting.append(ticket)
+                return
+        later = self.gates.rate_wait(ticket, now)
+        if later is not None:
+            heapq.heappush(self._heap, (later, next(self._seq), ticket))
+            return
+        for gate in gates:
+            gate.active += 1
+        self._pool.submit(self._run, ticket, gates)
+
+    def _release(self, gate: Gate) -> None:
+        while gate.waiting and not gate.full:
+            self._try_start(gate.waiting.popleft(), time.time())
+
+    def _finish(self, gates: list[Gate]) -> None:
+        with self._cond:
+            for gate in gates:
+                gate.active -= 1
+            for gate in gates:
+                self._release(gate)
+            self._cond.notify()
+
+    # -- one attempt (on a pool thread) -------------------------------------------------
+
+    def _run(self, ticket: Ticket, gates: list[Gate]) -> None:
+        try:
+            with self._cond:
+                cancelled = ticket.id in self._cancelled
+                self._cancelled.discard(ticket.id)
+            if not cancelled:
+                self._settle(ticket.message, *self._call(ticket.message))
+        except Exception:  # a bug here must not kill the pool thread silently
+            log.exception("delivery of %s failed inside the dev server", ticket.id)
+        finally:
+            self._finish(gates)
+
+    def _call(self, message: Message) -> tuple[Response, float]:
+        spec = message.spec
+        headers = self._headers(message)
+        timeout = float(spec.get("timeout") or self.default_timeout)
+        started = time.monotonic()
+        try:
+            answer = self._http.request(
+                spec["method"],
+                spec["url"],
+                body=message.body,
+                headers=headers,
+                timeout=urllib3.Timeout(total=timeout),
+                redirect=False,
+                preload_content=False,
+            )
+            try:
+                body = answer.read(MAX_RESPONSE_BODY)
+                response = Response(answer.status, _multi(answer.headers), body)
+            finally:
+                answer.release_conn()
+        except TransportTimeout:
+            response = Response(None, {}, b"", f"timeout after {timeout:g}s")
+        except TransportError as exc:
+            response = Response(None, {}, b"", f"{type(exc).__name__}: {exc}"[:300])
+        return response, (time.monotonic() - started) * 1000
+
+    def _headers(self, message: Message) -> dict[str, str]:
+        spec = message.spec
+        headers = dict(spec["headers"])
+        headers.update(
+            {
+                "Upstash-Signature": sign(message.body, url=spec["url"], key=self.signing_key),
+                "Upstash-Message-Id": message.id,
+                "Upstash-Retried": str(message.retried),
+                "User-Agent": "Upstash-QStash",
+            }
+        )
+        if spec.get("callerIP"):
+            headers["Upstash-Caller-Ip"] = spec["callerIP"]
+        if spec.get("scheduleId"):
+            headers["Upstash-Schedule-Id"] = spec["scheduleId"]
+        return headers
+
+    def _settle(self, message: Message, response: Response, latency_ms: float) -> None:
+        spec, now = message.spec, time.time()
+        attempt = Attempt(message.retried, response.status, response.error, latency_ms, now)
+        if response.status is not None and 200 <= response.status < 300:
+            self.delivered_log.add(message.id, attempt)
+            event = AttemptEvent(message, response, latency_ms, "delivered")
+        elif _non_retryable(response) or message.retried >= spec["retries"]:
+            event = self._dead_letter(message, response, attempt)
+        else:
+            wait = self._retry_wait(message, response, now)
+            due = now + wait * self.time_scale
+            self.store.reschedule(message.id, attempt, retried=message.retried + 1, due=due)
+            self.push([Message(message.id, spec, message.body, message.retried + 1, due)])
+            event = AttemptEvent(message, response, latency_ms, "retry", retry_in=wait)
+        if spec.get("callback"):
+            self._post_callback(message, spec["callback"], response, failure=False)
+        self._emit(event)
+
+    def _dead_letter(self, message: Message, response: Response, attempt: Attempt) -> AttemptEvent:
+        dlq_id = self.store.dead_letter(
+            message, attempt, headers=response.headers, body=response.body
+        )
+        if message.spec.get("failureCallback"):
+            self._post_callback(
+                message, message.spec["failureCallback"], response, failure=True, dlq_id=dlq_id
+            )
+        return AttemptEvent(message, response, attempt.latency_ms, "dlq", dlq_id=dlq_id)
+
+    def _retry_wait(self, message: Message, response: Response, now: float) -> float:
+        first = header(response.headers, "Retry-After")
+        reset = header(response.headers, "X-RateLimit-Reset")
+        asked = retry_after_seconds(first, reset, now)
+        if asked is not None:
+            return asked
+        return retry_delay_seconds(message.spec.get("retryDelay"), message.retried)
+
+    def _post_callback(
+        self,
+        message: Message,
+        url: str,
+        response: Response,
+        *,
+        failure: bool,
+        dlq_id: str | None = None,
+    ) -> None:
+        body = callbacks.callback_body(message, response, dlq_id=dlq_id)
+        callback = callbacks.callback_message(
+            message, url, body, failure=failure, clock=self.clock()
+        )
+        self.store.publish([(callback, None)], now=time.time(), window=0)
+        self.push([callback])
+
+    def _emit(self, event: AttemptEvent) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("attempt listener failed")
+
+
+def _non_retryable(response: Response) -> bool:
+    flag = header(response.headers, "Upstash-NonRetryable-Error") or ""
+    return response.status == NON_RETRYABLE_STATUS and flag.strip().lower() == "true"
+
+
+def header(headers: dict[str, list[str]], name: str) -> str | None:
+    """Return the first value of ``name`` in a name → values mapping, ignoring case."""
+    wanted = name.lower()
+    for key, values in headers.items():
+        if key.lower() == wanted and values:
+            return values[0]
+    return None
+
+
+def _multi(headers: urllib3.HTTPHeaderDict) -> dict[str, list[str]]:
+    result: dict[str, list[str]] = {}
+    for name, value in headers.iteritems():
+        canonical = "-".join(part.capitalize() for part in name.split("-"))
+        result.setdefault(canonical, []).append(value)
+    return result

@@ -1,0 +1,147 @@
+"""``flask dev --demo``: one job of each kind through the whole loop, outcomes printed.
+
+The demo publishes with plain HTTP calls to the dev server's ``/v2/publish`` (exactly what
+any QStash client sends): an email, an image it draws on the fly and puts into local
+storage, and a webhook to a receiver it runs on loopback. It then waits for each
+message's first attempt and prints what the app answered.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+from flask import Flask
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+from app.devserver.delivery import AttemptEvent
+from app.devserver.server import DevServer
+
+WAIT_SECONDS = 30.0
+IMAGE_KEY = "demo/sample.png"
+
+
+class WebhookReceiver:
+    """A loopback HTTP endpoint that records what it receives and answers 200."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.arrived = threading.Event()
+        self._http = make_server("127.0.0.1", 0, Request.application(self._handle), threaded=True)
+        self.url = f"http://127.0.0.1:{self._http.port}/webhooks/demo"
+        threading.Thread(target=self._http.serve_forever, name="demo-receiver", daemon=True).start()
+
+    def _handle(self, request: Request) -> Response:
+        self.received.append((dict(request.headers), request.get_data()))
+        self.arrived.set()
+        return Response('{"received":true}', 200, mimetype="application/json")
+
+
+class Outcomes:
+    """Collects the first attempt of each watched message."""
+
+    def __init__(self) -> None:
+        self.events: dict[str, AttemptEvent] = {}
+        self._changed = threading.Condition()
+
+    def __call__(self, event: AttemptEvent) -> None:
+        with self._changed:
+            self.events.setdefault(event.message.id, event)
+            self._changed.notify_all()
+
+    def wait(self, message_ids: list[str], timeout: float) -> None:
+        """Wait until every id has an attempt, or ``timeout`` passes."""
+        with self._changed:
+            self._changed.wait_for(lambda: all(i in self.events for i in message_ids), timeout)
+
+
+def make_image(path: Path) -> None:
+    """Draw a 1200×800 gradient PNG at ``path``."""
+    from PIL import Image
+
+    image = Image.linear_gradient("L").resize((1200, 800)).convert("RGB")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format="PNG")
+
+
+def storage_root(app: Flask) -> Path:
+    """Return the local storage folder the app reads images from."""
+    configured = app.config.get("STORAGE_ROOT") or os.environ.get("STORAGE_ROOT")
+    return Path(configured) if configured else Path(app.instance_path) / "storage"
+
+
+def payloads(app: Flask, receiver: WebhookReceiver) -> dict[str, Any]:
+    """Return one payload per demo job, in the jobs' wire shapes."""
+    make_image(storage_root(app) / IMAGE_KEY)
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    return {
+        "send-email": {
+            "to": "newcomer@example.com",
+            "template": "welcome",
+            "data": {"name": "Newcomer"},
+        },
+        "process-image": {
+            "fileKey": IMAGE_KEY,
+            "userId": "demo-user",
+            "operations": ["resize", "webp", "thumbnail"],
+            "targetWidth": 320,
+        },
+        "deliver-webhook": {
+            "webhookId": "wh_demo",
+            "eventType": "demo.hello",
+            "payload": {"hello": "world"},
+            "targetUrl": receiver.url,
+            "secret": secret,
+        },
+    }
+
+
+def publish(server: DevServer, url: str, payload: Any) -> str:
+    """Publish ``payload`` to ``url`` through the dev server's REST API; return the id."""
+    response = httpx.post(
+        f"{server.url}/v2/publish/{url}",
+        content=json.dumps(payload),
+        headers={"Authorization": f"Bearer {server.token}", "Content-Type": "application/json"},
+        timeout=10,
+    )
+    response.raise_for_status()
+    message_id: str = response.json()["messageId"]
+    return message_id
+
+
+def run_demo(server: DevServer, app: Flask, app_url: str) -> None:
+    """Enqueue one job of each kind and print the outcome of its first attempt."""
+    registered = {job.name for job in app.extensions.get("qstash_jobs", [])}
+    receiver = WebhookReceiver()
+    outcomes = Outcomes()
+    server.on_attempt(outcomes)
+    sent: dict[str, str] = {}
+    for job, payload in payloads(app, receiver).items():
+        if job not in registered:
+            click.echo(f"demo: {job}: skipped, no such job in this app")
+            continue
+        sent[job] = publish(server, f"{app_url}/api/jobs/{job}", payload)
+        click.echo(f"demo: {job}: enqueued as {sent[job]}")
+    outcomes.wait(list(sent.values()), WAIT_SECONDS)
+    for job, message_id in sent.items():
+        click.echo(f"demo: {job}: {_describe(outcomes.events.get(message_id))}")
+    if "deliver-webhook" in sent:
+        receiver.arrived.wait(5)
+        click.echo(f"demo: webhook receiver at {receiver.url} got {len(receiver.received)} call(s)")
+    click.echo("demo: done; the servers keep running (Ctrl-C stops)")
+
+
+def _describe(event: AttemptEvent | None) -> str:
+    if event is None:
+        return f"no answer within {WAIT_SECONDS:g}s"
+    status = event.response.status or event.response.error
+    body = event.response.body.decode("utf-8", "replace").strip()[:200]
+    return f"{status} {event.outcome}: {body}"

@@ -1,0 +1,251 @@
+"""Turn a publish request (destination, headers, body) into a stored message spec.
+
+Every ``Upstash-*`` publish header of QSTASH_PROTOCOL.md §5 is validated here, so bad input
+is refused with QStash's ``400 {"error": …}`` at publish time instead of failing later in
+the delivery loop. The spec is a JSON-able dict in QStash's own field names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from app.devserver import retry_delay
+from app.devserver.records import Message, new_id
+from app.devserver.timing import DurationError, parse_duration
+
+METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
+DEFAULT_RETRIES = 3
+MAX_RETRIES = 100
+FORWARD_PREFIX = "upstash-forward-"
+_FLOW_PART = re.compile(r"\s*(parallelism|rate|period)\s*=\s*([0-9a-z]+)\s*")
+
+
+class APIError(Exception):
+    """A request the API refuses: QStash's status code and ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class PublishHeaders:
+    """A publish request's headers: case-insensitive lookups, original names kept.
+
+    A plain dict underneath: werkzeug's ``Headers.get`` raises and catches an exception
+    for every absent name, and a publish asks for a dozen mostly absent ones.
+    """
+
+    def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
+        self.pairs = list(pairs)
+        self._lower = {name.lower(): value for name, value in self.pairs}
+
+    def get(self, name: str) -> str | None:
+        """Return the value of ``name`` (any case), or None."""
+        return self._lower.get(name.lower())
+
+    def __contains__(self, name: str) -> bool:
+        return name.lower() in self._lower
+
+    def __getitem__(self, name: str) -> str:
+        return self._lower[name.lower()]
+
+    def items(self) -> list[tuple[str, str]]:
+        """Return the (name, value) pairs as sent."""
+        return self.pairs
+
+
+def bad_request(message: str) -> APIError:
+    """Return a 400 ``APIError``."""
+    return APIError(400, message)
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """Real time and the factor that compresses every wait (``--time-scale``)."""
+
+    now: float
+    scale: float
+
+    def after(self, seconds: float) -> float:
+        """Return the due time ``seconds`` (QStash time) from now."""
+        return self.now + max(0.0, seconds) * self.scale
+
+
+def check_destination(destination: str) -> str:
+    """Return ``destination`` if it is an absolute http(s) URL; raise ``APIError`` if not."""
+    if any(char.isspace() or ord(char) < 32 for char in destination):
+        raise bad_request(
+            f"invalid destination url {destination!r}: whitespace or control characters"
+        )
+    parts = urlsplit(destination)
+    if "://" not in destination:
+        # A bare name is a URL group in QStash; this server has none.
+        raise APIError(404, f"topic {destination!r} not found (URL groups are not supported)")
+    if parts.scheme not in ("http", "https"):
+        raise bad_request(
+            f"invalid destination url {destination!r}: the scheme must be http or https"
+        )
+    if not parts.hostname:
+        raise bad_request(f"invalid destination url {destination!r}: no host")
+    return destination
+
+
+def _int_header(headers: PublishHeaders, name: str, low: int, high: int) -> int | None:
+    raw = headers.get(name)
+    if raw is None:
+        return None
+    if not raw.strip().isdigit() or not low <= int(raw) <= high:
+        raise bad_request(f"invalid {name} header {raw!r}: expected an integer {low}-{high}")
+    return int(raw)
+
+
+def _duration_header(headers: PublishHeaders, name: str) -> int | None:
+    raw = headers.get(name)
+    if raw is None:
+        return None
+    try:
+        return parse_duration(raw)
+    except DurationError as exc:
+        raise bad_request(f"invalid {name} header: {exc}") from None
+
+
+def _url_header(headers: PublishHeaders, name: str) -> str | None:
+    raw = headers.get(name)
+    if raw is None:
+        return None
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise bad_request(f"invalid {name} header {raw!r}: expected an http(s) URL")
+    return raw.strip()
+
+
+def parse_flow_control(key: str | None, value: str | None) -> dict[str, Any] | None:
+    """Parse ``Upstash-Flow-Control-Key/-Value`` into ``{key, parallelism, rate, period}``."""
+    if key is None:
+        if value is not None:
+            raise bad_request("Upstash-Flow-Control-Value needs Upstash-Flow-Control-Key")
+        return None
+    if not key.strip() or len(key) > 200:
+        raise bad_request("Upstash-Flow-Control-Key must be 1-200 characters")
+    control: dict[str, Any] = {"key": key.strip(), "parallelism": None, "rate": None, "period": 1}
+    for part in (value or "").split(","):
+        if not part.strip():
+            continue
+        match = _FLOW_PART.fullmatch(part.lower())
+        if match is None:
+            raise bad_request(f"invalid Upstash-Flow-Control-Value part {part.strip()!r}")
+        name, raw = match.groups()
+        try:
+            number = parse_duration(raw) if name == "period" else int(raw)
+        except (DurationError, ValueError):
+            raise bad_request(f"invalid {name} in Upstash-Flow-Control-Value: {raw!r}") from None
+        if number < 1:
+            raise bad_request(f"{name} in Upstash-Flow-Control-Value must be at least 1")
+        control[name] = number
+    if control["parallelism"] is None and control["rate"] is None:
+        raise bad_request("Upstash-Flow-Control-Value needs parallelism and/or rate")
+    return control
+
+
+def _sub_headers(headers: PublishHeaders, prefix: str) -> dict[str, str]:
+    return {name: value for name, value in headers.items() if name.lower().startswith(prefix)}
+
+
+def forwarded_headers(headers: PublishHeaders) -> dict[str, str]:
+    """Return the headers the destination receives: ``Upstash-Forward-X`` as ``X``."""
+    result = {}
+    for name, value in headers.items():
+        if name.lower().startswith(FORWARD_PREFIX) and len(name) > len(FORWARD_PREFIX):
+            result[name[len(FORWARD_PREFIX) :]] = value
+    if headers.get("Content-Type"):
+        result["Content-Type"] = headers["Content-Type"]
+    return result
+
+
+def build_spec(
+    destination: str, headers: PublishHeaders, *, caller_ip: str, now: float
+) -> dict[str, Any]:
+    """Validate the publish headers for ``destination`` and return the message spec."""
+    check_destination(destination)
+    method = (headers.get("Upstash-Method") or "POST").strip().upper()
+    if method not in METHODS:
+        raise bad_request(f"invalid Upstash-Method {method!r}: one of {', '.join(sorted(METHODS))}")
+    expression = headers.get("Upstash-Retry-Delay")
+    if expression is not None:
+        try:
+            retry_delay.parse(expression)
+        except retry_delay.RetryDelayError as exc:
+            raise bad_request(f"invalid Upstash-Retry-Delay: {exc}") from None
+    retries = _int_header(headers, "Upstash-Retries", 0, MAX_RETRIES)
+    return {
+        "url": destination,
+        "method": method,
+        "headers": forwarded_headers(headers),
+        "retries": DEFAULT_RETRIES if retries is None else retries,
+        "retryDelay": expression,
+        "timeout": _duration_header(headers, "Upstash-Timeout"),
+        "callback": _url_header(headers, "Upstash-Callback"),
+        "failureCallback": _url_header(headers, "Upstash-Failure-Callback"),
+        "callbackHeaders": _sub_headers(headers, "upstash-callback-"),
+        "failureCallbackHeaders": _sub_headers(headers, "upstash-failure-callback-"),
+        "flowControl": parse_flow_control(
+            headers.get("Upstash-Flow-Control-Key"), headers.get("Upstash-Flow-Control-Value")
+        ),
+        "label": headers.get("Upstash-Label"),
+        "queueName": None,
+        "scheduleId": None,
+        "callerIP": caller_ip,
+        "createdAt": int(now * 1000),
+        "notBefore": 0,
+    }
+
+
+def due_time(headers: PublishHeaders, clock: Clock) -> float:
+    """Return when the first attempt is due: ``Upstash-Not-Before`` wins over the delay."""
+    not_before = headers.get("Upstash-Not-Before")
+    delay = _duration_header(headers, "Upstash-Delay")
+    if not_before is not None:
+        if not not_before.strip().isdigit():
+            raise bad_request(f"invalid Upstash-Not-Before {not_before!r}: expected unix seconds")
+        return clock.after(int(not_before) - clock.now)
+    return clock.after(delay or 0)
+
+
+def dedup_key(spec: dict[str, Any], headers: PublishHeaders, body: bytes) -> str | None:
+    """Return the deduplication key of a publish, or None when it asks for none."""
+    explicit = headers.get("Upstash-Deduplication-Id")
+    if explicit is not None:
+        if not explicit.strip():
+            raise bad_request("Upstash-Deduplication-Id must not be empty")
+        return "id:" + explicit
+    flag = (headers.get("Upstash-Content-Based-Deduplication") or "").strip().lower()
+    if flag != "true":
+        return None
+    digest = hashlib.sha256()
+    for part in (spec["url"], spec["method"], sorted(spec["headers"].items()), body):
+        digest.update(repr(part).encode() if not isinstance(part, bytes) else part)
+        digest.update(b"\0")
+    return "content:" + digest.hexdigest()
+
+
+def new_message(
+    destination: str,
+    headers: PublishHeaders,
+    body: bytes,
+    *,
+    clock: Clock,
+    caller_ip: str,
+    queue: str | None = None,
+) -> tuple[Message, str | None]:
+    """Validate one publish and return the message plus its dedup key."""
+    spec = build_spec(destination, headers, caller_ip=caller_ip, now=clock.now)
+    spec["queueName"] = queue
+    due = due_time(headers, clock)
+    spec["notBefore"] = int(due * 1000)
+    return Message(new_id("msg"), spec, body, 0, due), dedup_key(spec, headers, body)

@@ -1,0 +1,121 @@
+// The official @upstash/qstash client and Receiver against the dev server.
+// Env: QSTASH_URL, QSTASH_TOKEN, QSTASH_CURRENT_SIGNING_KEY, QSTASH_NEXT_SIGNING_KEY.
+// Prints one JSON object with what it observed; exits 1 with the error on any failure.
+import http from "node:http";
+import { Client, Receiver } from "@upstash/qstash";
+
+const env = process.env;
+const client = new Client({ baseUrl: env.QSTASH_URL, token: env.QSTASH_TOKEN, devMode: false });
+const receiver = new Receiver({
+  currentSigningKey: env.QSTASH_CURRENT_SIGNING_KEY,
+  nextSigningKey: env.QSTASH_NEXT_SIGNING_KEY,
+  devMode: false,
+});
+
+const received = [];
+const server = http.createServer((req, res) => {
+  const chunks = [];
+  req.on("data", (chunk) => chunks.push(chunk));
+  req.on("end", async () => {
+    const body = Buffer.concat(chunks).toString("utf8");
+    const url = `${base}${req.url}`;
+    let verified = false;
+    try {
+      verified = await receiver.verify({ signature: req.headers["upstash-signature"], body, url });
+    } catch (error) {
+      verified = `rejected: ${error.message}`;
+    }
+    received.push({ path: req.url, body, verified, headers: req.headers });
+    if (req.url.startsWith("/dead")) {
+      res.writeHead(489, { "Upstash-NonRetryable-Error": "true" });
+      res.end("gone");
+    } else {
+      res.end("ok");
+    }
+  });
+});
+await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+const base = `http://127.0.0.1:${server.address().port}`;
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+async function until(check, what, timeoutMs = 5000) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const value = await check();
+    if (value) return value;
+    await sleep(20);
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+const at = (path) => received.filter((r) => r.path === path);
+
+const out = {};
+try {
+  const published = await client.publishJSON({ url: `${base}/publish?x=1`, body: { hello: "js" } });
+  const delivery = (await until(() => at("/publish?x=1")[0], "the publish delivery"));
+  out.publish = {
+    sameId: delivery.headers["upstash-message-id"] === published.messageId,
+    verified: delivery.verified,
+    body: delivery.body,
+  };
+
+  const batch = await client.batchJSON([
+    { url: `${base}/batch`, body: { n: 1 } },
+    { url: `${base}/batch`, body: { n: 2 } },
+  ]);
+  await until(() => at("/batch").length === 2, "the batch deliveries");
+  out.batch = { ids: batch.length, verified: at("/batch").every((r) => r.verified === true) };
+
+  const { scheduleId } = await client.schedules.create({ destination: `${base}/cron`, cron: "* * * * *" });
+  const schedule = await client.schedules.get(scheduleId);
+  await client.schedules.pause({ schedule: scheduleId });
+  const paused = (await client.schedules.get(scheduleId)).isPaused;
+  await client.schedules.resume({ schedule: scheduleId });
+  const fired = await until(() => at("/cron")[0], "a schedule firing");
+  const listed = (await client.schedules.list()).map((s) => s.scheduleId);
+  await client.schedules.delete(scheduleId);
+  out.schedules = {
+    cron: schedule.cron,
+    paused,
+    listed: listed.includes(scheduleId),
+    firedWithId: fired.headers["upstash-schedule-id"] === scheduleId,
+    verified: fired.verified,
+    afterDelete: (await client.schedules.list()).length,
+  };
+
+  const queue = client.queue({ queueName: "js-queue" });
+  await queue.upsert({ parallelism: 2 });
+  await queue.pause();
+  await queue.enqueueJSON({ url: `${base}/queued`, body: { q: 1 } });
+  const held = await queue.get();
+  await queue.resume();
+  await until(() => at("/queued")[0], "the queued delivery");
+  const queues = (await queue.list()).map((q) => q.name);
+  await queue.delete();
+  out.queues = { parallelism: held.parallelism, paused: held.paused, lag: held.lag, listed: queues, verified: at("/queued")[0].verified };
+
+  const dead = await client.publishJSON({ url: `${base}/dead`, body: { d: 1 } });
+  const dlq = await until(async () => {
+    const { messages } = await client.dlq.listMessages();
+    return messages.length ? messages : null;
+  }, "the DLQ entry");
+  await client.dlq.delete(dlq[0].dlqId);
+  out.dlq = {
+    sameId: dlq[0].messageId === dead.messageId,
+    status: dlq[0].responseStatus,
+    attempts: at("/dead").length,
+    afterDelete: (await client.dlq.listMessages()).messages.length,
+  };
+
+  const forged = await receiver
+    .verify({ signature: delivery.headers["upstash-signature"], body: '{"hello":"forged"}', url: `${base}/publish?x=1` })
+    .then(() => "accepted", (error) => "rejected");
+  out.forgedBodyRejected = forged === "rejected";
+  console.log(JSON.stringify(out));
+} catch (error) {
+  console.error(error.stack || String(error));
+  console.log(JSON.stringify(out));
+  process.exitCode = 1;
+} finally {
+  server.close();
+}

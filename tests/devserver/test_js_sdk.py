@@ -1,0 +1,78 @@
+"""The official npm ``@upstash/qstash`` client and Receiver against the dev server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.devserver import DevServer
+
+JS = Path(__file__).parent / "js"
+
+
+@pytest.fixture(scope="module")
+def observed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    node = shutil.which("node")
+    assert node, "Node.js is required (installed by .ci/run)"
+    assert (JS / "node_modules" / "@upstash" / "qstash").is_dir(), (
+        "run `npm ci` in tests/devserver/js (.ci/run does)"
+    )
+    db = tmp_path_factory.mktemp("js") / "qstash.db"
+    with DevServer(db=db, time_scale=0.01).running(port=0) as server:
+        env = {k: v for k, v in os.environ.items() if k != "QSTASH_DEV"}
+        env.update(server.env())
+        done = subprocess.run(
+            [node, "oracle.mjs"], cwd=JS, env=env, capture_output=True, text=True, timeout=60
+        )
+    assert done.returncode == 0, done.stderr + done.stdout
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_publish_json_delivery_verified_by_js_receiver(observed: dict[str, Any]) -> None:
+    """publishJSON's message arrives with its id and passes the official JS Receiver."""
+    assert observed["publish"] == {"sameId": True, "verified": True, "body": '{"hello":"js"}'}
+
+
+def test_js_receiver_rejects_a_forged_body(observed: dict[str, Any]) -> None:
+    """The JS Receiver refuses the same signature over another body."""
+    assert observed["forgedBodyRejected"] is True
+
+
+def test_batch_json(observed: dict[str, Any]) -> None:
+    """batchJSON answers one id per message and both deliveries verify."""
+    assert observed["batch"] == {"ids": 2, "verified": True}
+
+
+def test_schedules(observed: dict[str, Any]) -> None:
+    """Schedules are created, read, paused, resumed, listed, fired with their id and deleted."""
+    assert observed["schedules"] == {
+        "cron": "* * * * *",
+        "paused": True,
+        "listed": True,
+        "firedWithId": True,
+        "verified": True,
+        "afterDelete": 0,
+    }
+
+
+def test_queues(observed: dict[str, Any]) -> None:
+    """Queues are upserted, paused (holding messages), resumed, listed and deleted."""
+    assert observed["queues"] == {
+        "parallelism": 2,
+        "paused": True,
+        "lag": 1,
+        "listed": ["js-queue"],
+        "verified": True,
+    }
+
+
+def test_dlq(observed: dict[str, Any]) -> None:
+    """A 489 + Upstash-NonRetryable-Error is attempted once, listed in the DLQ and deletable."""
+    assert observed["dlq"] == {"sameId": True, "status": 489, "attempts": 1, "afterDelete": 0}

@@ -86,7 +86,7 @@ def payloads(app: Flask, receiver: WebhookReceiver) -> dict[str, Any]:
         "send-email": {
             "to": "newcomer@example.com",
             "template": "welcome",
-            "data": {"name": "Newcomer"},
+            "data": {"name": "Newcomer", "loginUrl": "http://127.0.0.1:5000/login"},
         },
         "process-image": {
             "fileKey": IMAGE_KEY,

@@ -29,7 +29,6 @@ import base64
 import hashlib
 import json
 import logging
-import math
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -41,7 +40,8 @@ from urllib.parse import urlsplit
 from flask.testing import FlaskClient
 
 from app.jobs import URL_PREFIX
-from app.qstash.client.expressions import duration_seconds, evaluate_retry_delay
+from app.qstash import timing
+from app.qstash.client.expressions import duration_seconds
 from app.qstash.client.for_app import EXTENSION
 from app.qstash.client.models import PublishResult
 from app.qstash.client.options import Message, PublishOptions, unix_seconds
@@ -261,13 +261,16 @@ class StubQueue:
         )  # fmt: skip
 
     def _backoff(self, entry: Published, response: TestResponse) -> float:
-        asked = response.headers.get("Retry-After")
-        if asked is not None and asked.isdigit():
-            return float(asked)
-        expression = entry.message.options.retry_delay
-        if expression is not None:
-            return evaluate_retry_delay(expression, entry.retried) / 1000
-        return min(86400.0, math.exp(2.5 * (entry.retried + 1)))
+        # The same rules as the dev server: the endpoint's wish, else the expression,
+        # else QStash's default backoff.
+        asked = timing.retry_after_seconds(
+            response.headers.get("Retry-After"),
+            response.headers.get("X-RateLimit-Reset"),
+            now=self.clock,
+        )
+        if asked is not None:
+            return asked
+        return timing.retry_delay_seconds(entry.message.options.retry_delay, entry.retried)
 
     def _callback(
         self, entry: Published, url: str | None, response: TestResponse, *, dlq: bool = False

@@ -17,8 +17,8 @@ from app.devserver import views
 from app.devserver.publish import APIError, Clock, PublishHeaders, bad_request, new_message
 from app.devserver.records import Message, Schedule, new_id
 from app.devserver.scheduler import next_fire
-from app.devserver.timing import parse_duration
 from app.errors import JobDefinitionError
+from app.qstash.timing import parse_duration
 
 if TYPE_CHECKING:
     from app.devserver.server import DevServer

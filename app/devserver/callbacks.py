@@ -16,10 +16,10 @@ from typing import Any
 
 from werkzeug.datastructures import Headers
 
-from app.devserver import retry_delay
 from app.devserver.publish import DEFAULT_RETRIES, Clock
 from app.devserver.records import Message, new_id
-from app.devserver.timing import DurationError, parse_duration
+from app.qstash import retry_delay
+from app.qstash.timing import DurationError, parse_duration
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,8 +38,8 @@ from app.devserver.gates import Gate, Gates, Ticket
 from app.devserver.publish import Clock
 from app.devserver.records import Attempt, Message
 from app.devserver.store import Store
-from app.devserver.timing import retry_after_seconds, retry_delay_seconds
 from app.qstash.signature import sign
+from app.qstash.timing import retry_after_seconds, retry_delay_seconds
 
 log = logging.getLogger(__name__)
 

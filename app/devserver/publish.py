@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from app.devserver import retry_delay
 from app.devserver.records import Message, new_id
-from app.devserver.timing import DurationError, parse_duration
+from app.qstash import retry_delay
+from app.qstash.timing import DurationError, parse_duration
 
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
 DEFAULT_RETRIES = 3

@@ -10,7 +10,6 @@ from app.qstash.client import FlowControl, Message, PublishOptions
 from app.qstash.client.expressions import (
     duration_header,
     duration_seconds,
-    evaluate_retry_delay,
     parse_retry_delay,
 )
 
@@ -59,11 +58,6 @@ def test_unsafe_or_invalid_retry_delays_are_refused(expression: str) -> None:
     """Anything beyond numbers, 'retried', arithmetic and the nine functions is refused."""
     with pytest.raises(ValueError, match="retry_delay"):
         parse_retry_delay(expression)
-
-
-def test_retry_delay_evaluates_like_qstash() -> None:
-    """An expression evaluates to milliseconds for a given number of retries."""
-    assert evaluate_retry_delay("pow(2, retried) * 1000", 3) == 8000
 
 
 def test_not_before_accepts_aware_naive_and_unix() -> None:

@@ -11,7 +11,7 @@ import math
 import re
 from email.utils import parsedate_to_datetime
 
-from app.devserver import retry_delay
+from app.qstash import retry_delay
 
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 _UNITS = (86400, 3600, 60, 1)
@@ -23,10 +23,10 @@ class DurationError(ValueError):
     """The text is not a QStash duration."""
 
 
-def parse_duration(text: str) -> int:
-    """Return the seconds of a QStash duration like ``"1d10h30m"`` or a bare ``"30"``."""
+def parse_duration(text: str, *, bare_seconds: bool = True) -> int:
+    """Return the seconds of a QStash duration like ``"1d10h30m"`` (or a bare ``"30"``)."""
     raw = text.strip()
-    if raw.isdigit():
+    if raw.isdigit() and bare_seconds:
         return int(raw)
     match = _DURATION.fullmatch(raw)
     if not raw or match is None or not any(match.groups()):

@@ -6,7 +6,7 @@ from email.utils import formatdate
 
 import pytest
 
-from app.devserver.timing import (
+from app.qstash.timing import (
     DurationError,
     default_backoff,
     parse_duration,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.devserver.retry_delay import MAX_DELAY_MS, RetryDelayError, evaluate, parse
+from app.qstash.retry_delay import MAX_DELAY_MS, RetryDelayError, evaluate, parse
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 
 QStash lets a publisher replace its default backoff with an arithmetic expression in
 milliseconds over the variable ``retried`` (``pow(2, retried) * 1000``). The expression is
-parsed with :mod:`ast` and only numbers, ``retried``, ``+ - * / % **``, unary signs and the
+parsed with :mod:`ast` and only numbers, ``retried``, ``+ - * / %``, unary signs and the
 documented functions are evaluated: no names, attributes, subscripts or calls to anything
 else, so a hostile header cannot run code. Never ``eval``.
 """
@@ -33,7 +33,6 @@ _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Mult: operator.mul,
     ast.Div: operator.truediv,
     ast.Mod: operator.mod,
-    ast.Pow: math.pow,
 }
 _UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {
     ast.UAdd: operator.pos,

@@ -25,7 +25,6 @@ clock (nobody waits for a delay), retrying failures as QStash would.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import logging
@@ -41,6 +40,7 @@ from flask.testing import FlaskClient
 
 from app.jobs import URL_PREFIX
 from app.qstash import timing
+from app.qstash.callbacks import Callback
 from app.qstash.client.expressions import duration_seconds
 from app.qstash.client.for_app import EXTENSION
 from app.qstash.client.models import PublishResult
@@ -302,25 +302,23 @@ def callback_body(
     entry: Published, response: TestResponse, *, dlq_id: str | None = None
 ) -> dict[str, Any]:
     """Return the body QStash posts to a (failure) callback after an attempt."""
-    body: dict[str, Any] = {
-        "status": response.status_code,
-        "header": {name: response.headers.getlist(name) for name in response.headers.keys()},
-        "body": base64.b64encode(response.get_data()).decode("ascii"),
-        "retried": entry.retried,
-        "maxRetries": entry.max_retries,
-        "sourceMessageId": entry.message_id,
-        "url": entry.message.destination,
-        "method": entry.message.options.method or "POST",
-        "sourceHeader": {k: [v] for k, v in entry.message.options.headers_dict().items()},
-        "sourceBody": base64.b64encode(entry.message.body).decode("ascii"),
-        "notBefore": int(entry.due * 1000),
-        "createdAt": int(entry.due * 1000),
-        "scheduleId": "",
-        "callerIP": "127.0.0.1",
-    }
-    if dlq_id is not None:
-        body["dlqId"] = dlq_id
-    return body
+    return Callback(
+        status=response.status_code,
+        header={name: response.headers.getlist(name) for name in response.headers.keys()},
+        body=response.get_data(),
+        retried=entry.retried,
+        max_retries=entry.max_retries,
+        source_message_id=entry.message_id,
+        url=entry.message.destination,
+        method=entry.message.options.method or "POST",
+        source_header={k: [v] for k, v in entry.message.options.headers_dict().items()},
+        source_body=entry.message.body,
+        not_before=int(entry.due * 1000),
+        created_at=int(entry.due * 1000),
+        schedule_id="",
+        caller_ip="127.0.0.1",
+        dlq_id=dlq_id,
+    ).to_wire()
 
 
 class _ExceptionCatcher(logging.Handler):

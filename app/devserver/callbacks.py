@@ -9,7 +9,6 @@ messages of the dev server (retried, signed, dead-lettered), tuned by the publis
 
 from __future__ import annotations
 
-import base64
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,7 @@ from werkzeug.datastructures import Headers
 from app.devserver.publish import DEFAULT_RETRIES, Clock
 from app.devserver.records import Message, new_id
 from app.qstash import retry_delay
+from app.qstash.callbacks import Callback
 from app.qstash.timing import DurationError, parse_duration
 
 
@@ -30,10 +30,6 @@ class Response:
     headers: dict[str, list[str]]
     body: bytes
     error: str | None = None
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 def source_headers(message: Message) -> dict[str, list[str]]:
@@ -49,29 +45,27 @@ def source_headers(message: Message) -> dict[str, list[str]]:
 def callback_body(message: Message, response: Response, *, dlq_id: str | None = None) -> bytes:
     """Return the JSON body QStash posts to a (failure) callback about one attempt."""
     spec = message.spec
-    body: dict[str, Any] = {
-        "status": response.status or 0,
-        "header": response.headers,
-        "body": _b64(response.body),
-        "retried": message.retried,
-        "maxRetries": spec["retries"],
-        "sourceMessageId": message.id,
-        "topicName": "",
-        "endpointName": "",
-        "url": spec["url"],
-        "method": spec["method"],
-        "sourceHeader": source_headers(message),
-        "sourceBody": _b64(message.body),
-        "notBefore": spec["notBefore"],
-        "createdAt": spec["createdAt"],
-        "scheduleId": spec.get("scheduleId") or "",
-        "callerIP": spec.get("callerIP") or "",
-    }
-    if response.error:
-        body["error"] = response.error
-    if dlq_id is not None:
-        body["dlqId"] = dlq_id
-    return json.dumps(body, separators=(",", ":")).encode()
+    callback = Callback(
+        status=response.status or 0,
+        header=response.headers,
+        body=response.body,
+        retried=message.retried,
+        max_retries=spec["retries"],
+        source_message_id=message.id,
+        topic_name="",
+        endpoint_name="",
+        url=spec["url"],
+        method=spec["method"],
+        source_header=source_headers(message),
+        source_body=message.body,
+        not_before=spec["notBefore"],
+        created_at=spec["createdAt"],
+        schedule_id=spec.get("scheduleId") or "",
+        caller_ip=spec.get("callerIP") or "",
+        error=response.error,
+        dlq_id=dlq_id,
+    )
+    return json.dumps(callback.to_wire(), separators=(",", ":")).encode()
 
 
 def _option(options: Headers, prefix: str, name: str) -> str | None:

@@ -3,7 +3,8 @@
 QStash publishes a new signed message to the callback URL whose JSON body describes the
 attempt (QSTASH_PROTOCOL.md §4): the endpoint's ``status``, its response ``body`` and the
 original ``sourceBody`` (both **base64**), ``retried``/``maxRetries``, ``sourceMessageId``,
-…; a failure callback adds ``dlqId``. ``CallbackSchema`` decodes it into ``Callback``; use
+…; a failure callback adds ``dlqId``. ``CallbackSchema`` decodes it into ``Callback`` (and
+``Callback.to_wire`` encodes one: the dev server and the stub queue build theirs so); use
 it as a job's schema (``@job("x-failed", schema=CallbackSchema)``). Unknown fields are
 ignored so that new fields QStash adds do not break the endpoint.
 """
@@ -60,6 +61,8 @@ class Callback:
     not_before: int | None = None
     created_at: int | None = None
     dlq_id: str | None = None
+    #: Why the attempt got no HTTP answer (timeout, refused connection), if it got none.
+    error: str | None = None
 
     @property
     def is_failure(self) -> bool:
@@ -73,6 +76,15 @@ class Callback:
     def json_source_body(self) -> Any:
         """Return the original message body parsed as JSON, or None if it is not JSON."""
         return _json_or_none(self.source_body)
+
+    def to_wire(self) -> dict[str, Any]:
+        """Return the JSON object QStash posts for this callback (what ``parse_callback`` reads).
+
+        Optional fields that are None are left out, as QStash leaves out ``dlqId`` from
+        callbacks about attempts that did not end in the DLQ.
+        """
+        data: dict[str, Any] = CallbackSchema().dump(self)
+        return {name: value for name, value in data.items() if value is not None}
 
 
 def _json_or_none(raw: bytes) -> Any:
@@ -114,6 +126,7 @@ class CallbackSchema(Schema):
     not_before = fields.Integer(data_key="notBefore", load_default=None, allow_none=True)
     created_at = fields.Integer(data_key="createdAt", load_default=None, allow_none=True)
     dlq_id = fields.String(data_key="dlqId", load_default=None, allow_none=True)
+    error = fields.String(load_default=None, allow_none=True)
 
     @post_load
     def make_callback(self, data: dict[str, Any], **kwargs: Any) -> Callback:

@@ -10,6 +10,7 @@ from typing import Any
 
 from app.errors import NonRetryableError, RetryLater
 from app.jobs import job
+from app.qstash.callbacks import Callback, CallbackSchema
 from app.qstash.receiver import Delivery
 
 
@@ -66,8 +67,18 @@ def noop(payload: Any, delivery: Delivery) -> dict[str, bool]:
     return {"ok": True}
 
 
-@job("callback-sink")
-def callback_sink(payload: Any, delivery: Delivery) -> dict[str, bool]:
-    """Record the (failure) callback body QStash posted."""
-    record("callback-sink", delivery, payload)
+@job("callback-sink", schema=CallbackSchema)
+def callback_sink(callback: Callback, delivery: Delivery) -> dict[str, bool]:
+    """Record the (failure) callback QStash posted, as the app's own parser decodes it."""
+    decoded = {
+        "sourceMessageId": callback.source_message_id,
+        "status": callback.status,
+        "retried": callback.retried,
+        "dlqId": callback.dlq_id,
+        "url": callback.url,
+        "body": callback.json_body(),
+        "sourceBody": callback.json_source_body(),
+        "sourceHeader": dict(callback.source_header),
+    }
+    record("callback-sink", delivery, decoded)
     return {"recorded": True}

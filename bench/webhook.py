@@ -3,9 +3,10 @@
 * ``httpx``: a plain ``httpx.Client`` POSTing a body of the same size in a loop.
 * ``handler``: the deliver-webhook handler called directly (Standard Webhooks signing,
   SSRF-checked pooled client, capped read): what the job module itself adds.
-* ``endpoint``: signed deliveries to ``/api/jobs/deliver-webhook`` through the app
-  in-process (Flask test client, signature verification, schema, handler). QStash's
-  signatures are made before the clock starts: signing is QStash's work, not ours.
+* ``endpoint``: signed deliveries to ``/api/jobs/deliver-webhook`` through the WSGI app
+  in-process (routing, signature verification, schema, handler, response), each request's
+  environ built before the clock starts, as gunicorn would hand it over. QStash's
+  signatures are made before the clock starts too: signing is QStash's work, not ours.
 
 The receiver runs in its own process and answers at once, or after ``--receiver-ms``
 (a receiver that does some work, as real ones do).
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 
 import httpx
+from werkzeug.test import EnvironBuilder
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -54,20 +56,27 @@ def _payload(url: str, i: int) -> dict[str, object]:
 
 
 def endpoint_rate(url: str, requests: int) -> float:
-    """Return deliveries per second through the deliver-webhook endpoint."""
+    """Return deliveries per second through the deliver-webhook endpoint (WSGI, in-process)."""
     app = create_app(CONFIG)
-    client = app.test_client()
     path = f"{URL_PREFIX}/deliver-webhook"
-    prepared = []
-    for i in range(requests):
+    environs = []
+    for i in range(requests + 1):
         body = encode_payload(_payload(url, i))
-        prepared.append((body, delivery_headers(app, path, body, message_id=f"msg_{i}")))
-    client.post(path, data=prepared[0][0], headers=prepared[0][1])  # warm the pool
+        headers = delivery_headers(app, path, body, message_id=f"msg_{i}")
+        builder = EnvironBuilder(path=path, method="POST", data=body, headers=headers)
+        environs.append(builder.get_environ())  # what gunicorn hands the app
+    statuses: list[str] = []
+
+    def start_response(status: str, headers: object, exc_info: object = None) -> None:
+        statuses.append(status)
+
+    b"".join(app(environs.pop(), start_response))  # warm the pool
     started = time.perf_counter()
-    for body, headers in prepared:
-        response = client.post(path, data=body, headers=headers)
-        assert response.status_code == 200, response.get_json()
-    return requests / (time.perf_counter() - started)
+    for environ in environs:
+        b"".join(app(environ, start_response))
+    elapsed = time.perf_counter() - started
+    assert all(status.startswith("200") for status in statuses), set(statuses)
+    return requests / elapsed
 
 
 def handler_rate(url: str, requests: int) -> float:
@@ -76,7 +85,17 @@ def handler_rate(url: str, requests: int) -> float:
     schema = DeliverWebhookSchema()
     payloads = [schema.load(_payload(url, i)) for i in range(requests)]
     deliveries = [
-        Delivery(f"msg_{i}", 0, None, None, None, None, {}, b"", url, "deliver-webhook")
+        Delivery(
+            message_id=f"msg_{i}",
+            retried=0,
+            schedule_id=None,
+            caller_ip=None,
+            topic_name=None,
+            region=None,
+            body=b"",
+            url=url,
+            job="deliver-webhook",
+        )
         for i in range(requests)
     ]
     with app.app_context():

@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Flask
 
-from app import blueprint, config
+from app import blueprint, config, store
 from app.jobs import JobRegistry
 from app.jobs import registry as default_registry
 
@@ -32,4 +32,5 @@ def create_app(
         registry = default_registry
         registry.discover(app.config["JOBS_PACKAGES"])
     blueprint.init_app(app, registry)
+    store.init_app(app)
     return app

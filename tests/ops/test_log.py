@@ -1,0 +1,99 @@
+"""The delivery log: one row per delivery, every outcome, never failing a delivery."""
+
+from __future__ import annotations
+
+import queue
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import select, text
+
+from app.store import Store
+from app.store.schema import deliveries
+from app.testing import DeliveryClient
+
+
+def rows(store: Store) -> list[Any]:
+    assert store.flush()
+    with store.read() as conn:
+        return list(conn.execute(select(deliveries).order_by(deliveries.c.id)))
+
+
+@pytest.mark.parametrize(
+    ("job", "payload", "outcome", "status", "error"),
+    [
+        ("noop", {}, "ok", 200, None),
+        ("later", {}, "retry", 503, "retry_later: rate limited upstream"),
+        ("give-up", {}, "non-retryable", 489, "non_retryable: the account was deleted"),
+        ("resize", {"bad": 1}, "non-retryable", 489, "invalid_payload: "),
+        ("crash", {}, "error", 500, "internal_error: job 'crash' raised RuntimeError"),
+    ],
+)
+def test_each_outcome_is_recorded(
+    client: DeliveryClient,
+    store: Store,
+    job: str,
+    payload: Any,
+    outcome: str,
+    status: int,
+    error: str | None,
+) -> None:
+    """A delivery's job, ids, attempt, outcome, status, duration and error are stored."""
+    client.deliver(job, payload, message_id="msg_log", retried=2, schedule_id="scd_1")
+    [row] = rows(store)
+    assert (row.job, row.message_id, row.schedule_id, row.retried) == (
+        job,
+        "msg_log",
+        "scd_1",
+        2,
+    )
+    assert (row.outcome, row.status) == (outcome, status)
+    assert row.duration_ms >= 0
+    assert (row.error is None) if error is None else row.error.startswith(error)
+
+
+def test_forged_signature_is_recorded_as_bad_signature(
+    client: DeliveryClient, store: Store
+) -> None:
+    """A refused delivery is logged with outcome bad-signature and its claimed message id."""
+    client.deliver("noop", {}, key="sig_forger_0123456789abcdefghijk", message_id="msg_forged")
+    [row] = rows(store)
+    assert (row.outcome, row.status, row.message_id) == ("bad-signature", 401, "msg_forged")
+    assert row.error.startswith("signature_mismatch")
+
+
+def test_error_summary_never_contains_the_exception_text(
+    client: DeliveryClient, store: Store
+) -> None:
+    """The stored error is the public answer, not the exception message (it may hold secrets)."""
+    client.deliver("crash", {})
+    [row] = rows(store)
+    assert "hunter2" not in row.error
+
+
+def test_log_failure_never_fails_a_delivery(
+    app: Flask, client: DeliveryClient, store: Store
+) -> None:
+    """With the log table gone, deliveries still answer 200 and the lost rows are counted."""
+    with store.engine.begin() as conn:
+        conn.execute(text("DROP TABLE deliveries"))
+    responses = [client.deliver("noop", {}).status_code for _ in range(3)]
+    assert responses == [200, 200, 200]
+    assert store.log is not None and store.flush()
+    assert store.log.writer.dropped == 3
+
+
+def test_full_queue_drops_rows_without_blocking(client: DeliveryClient, store: Store) -> None:
+    """When the queue is full a delivery drops its row instead of waiting for the database."""
+    assert store.log is not None
+    writer = store.log.writer
+    client.deliver("noop", {})  # starts the writer thread for this process
+    drained = writer._queue
+    writer._queue = queue.Queue(maxsize=1)  # a queue nothing drains, already full
+    writer._queue.put_nowait({})
+    try:
+        assert client.deliver("noop", {}).status_code == 200
+    finally:
+        writer._queue = drained
+    assert writer.dropped == 1

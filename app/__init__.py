@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Flask
 
-from app import blueprint, config, store
+from app import blueprint, config, log_format, metrics, store
 from app.jobs import JobRegistry
 from app.jobs import registry as default_registry
 
@@ -28,9 +28,11 @@ def create_app(
     app = Flask(__name__, instance_relative_config=True)
     config.load(app, test_config)
     config.check(app)
+    log_format.init_app(app)
     if registry is None:
         registry = default_registry
         registry.discover(app.config["JOBS_PACKAGES"])
     blueprint.init_app(app, registry)
     store.init_app(app)
+    metrics.init_app(app)
     return app

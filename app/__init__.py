@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Flask
 
-from app import blueprint, config, log_format, metrics, store
+from app import blueprint, config, dashboard, log_format, metrics, store
 from app.jobs import JobRegistry
 from app.jobs import registry as default_registry
 
@@ -35,4 +35,5 @@ def create_app(
     blueprint.init_app(app, registry)
     store.init_app(app)
     metrics.init_app(app)
+    dashboard.init_app(app)
     return app

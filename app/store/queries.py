@@ -108,15 +108,18 @@ def percentile(ordered: list[float], fraction: float) -> float | None:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def series(conn: Connection, since_ms: int, until_ms: int, bucket_ms: int) -> dict[str, list[int]]:
-    """Return deliveries per job per bucket of ``bucket_ms`` from ``since_ms``."""
+def series(
+    conn: Connection, since_ms: int, until_ms: int, bucket_ms: int, *, failed_only: bool = False
+) -> dict[str, list[int]]:
+    """Return deliveries (or failed attempts) per job per bucket of ``bucket_ms``."""
     buckets = max(1, math.ceil((until_ms - since_ms) / bucket_ms))
     index = (deliveries.c.at_ms - since_ms) // bucket_ms
-    rows = conn.execute(
+    query = (
         select(deliveries.c.job, index.label("bucket"), func.count())
         .where(_window(since_ms, until_ms))
         .group_by(deliveries.c.job, "bucket")
-    ).all()
+    )
+    rows = conn.execute(query.where(FAILED) if failed_only else query).all()
     result: dict[str, list[int]] = {}
     for job, bucket, count in rows:
         counts = result.setdefault(job, [0] * buckets)

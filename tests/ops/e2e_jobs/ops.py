@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import NonRetryableError
-from app.jobs import job
+from app.jobs import cron, job
 from app.qstash.receiver import Delivery
 
 logger = logging.getLogger(__name__)
@@ -52,3 +52,8 @@ def refuse(payload: Any, delivery: Delivery) -> None:
     """Fail for good."""
     logger.warning("refusing this payload")
     raise NonRetryableError("never")
+
+
+@cron("nightly-report", cron="0 3 * * *")
+def nightly_report(payload: Any, delivery: Delivery) -> None:
+    """A scheduled job, for the dashboard's schedules table."""

@@ -41,11 +41,11 @@ class Store:
         return self.engine.connect().execution_options(**{READONLY: True})
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until the queued log rows are written; return False on timeout."""
+        """Write the buffered log rows now; return False if that timed out."""
         return self.log.writer.flush(timeout) if self.log else True
 
     def close(self) -> None:
-        """Write the queued log rows, stop the writer and close every connection."""
+        """Write the buffered log rows, stop the idle writer and close every connection."""
         if self.log:
             self.log.writer.close()
         self.engine.dispose()

@@ -9,14 +9,15 @@ processes on any number of hosts, exactly one wins a claim at a time.
 
 from __future__ import annotations
 
+import functools
 import math
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, delete, select, update
+from sqlalchemy import Connection, Dialect, and_, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Compiled
 
 from app.store.schema import claims
 
@@ -50,36 +51,67 @@ class Busy:
 Claim = Acquired | Completed | Busy
 
 
-def _insert(conn: Connection) -> Callable[..., Any]:
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+@functools.cache
+def _compiled(statement: Any, dialect: Dialect) -> Compiled:
+    return statement.compile(dialect=dialect)  # type: ignore[no-any-return]
+
+
+def _execute(conn: Connection, statement: Any, params: dict[str, Any]) -> Any:
+    """Run ``statement`` on the transaction's DBAPI cursor; return the cursor.
+
+    These statements run on every delivery: compiled once by SQLAlchemy, then executed
+    directly, because SQLAlchemy's per-execution bookkeeping costs more than the SQL.
+    """
+    compiled = _compiled(statement, conn.dialect)
+    values: dict[str, Any] = dict(compiled.construct_params(params) or {})
+    positions = getattr(compiled, "positiontup", None)
+    args = [values[name] for name in positions] if positions else values
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cursor.execute(compiled.string, args)
+    return cursor
+
+
+@functools.cache
+def _claim_statement(dialect: str) -> Any:
+    # Built once per dialect and reused: constructing this statement costs far more
+    # than running it.
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(claims).values(
+        job=bindparam("job"),
+        message_id=bindparam("message_id"),
+        state="running",
+        token=bindparam("token"),
+        lease_until_ms=bindparam("lease_until_ms"),
+        claimed_at_ms=bindparam("now_ms"),
+        takeovers=0,
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[claims.c.job, claims.c.message_id],
+        set_={
+            "token": stmt.excluded.token,
+            "lease_until_ms": stmt.excluded.lease_until_ms,
+            "claimed_at_ms": stmt.excluded.claimed_at_ms,
+            "takeovers": claims.c.takeovers + 1,
+        },
+        where=and_(claims.c.state == "running", claims.c.lease_until_ms < bindparam("now_ms")),
+    ).returning(claims.c.takeovers)
 
 
 def claim(conn: Connection, job: str, message_id: str, *, now_ms: int, lease_ms: int) -> Claim:
     """Claim (job, message_id) for ``lease_ms``, or say why not; one transaction."""
+    statement = _claim_statement(conn.dialect.name)
     for _ in range(3):  # a claim released between our two statements: try again
         token = secrets.token_hex(16)
-        stmt = _insert(conn)(claims).values(
-            job=job,
-            message_id=message_id,
-            state="running",
-            token=token,
-            lease_until_ms=now_ms + lease_ms,
-            claimed_at_ms=now_ms,
-            takeovers=0,
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[claims.c.job, claims.c.message_id],
-            set_={
-                "token": stmt.excluded.token,
-                "lease_until_ms": stmt.excluded.lease_until_ms,
-                "claimed_at_ms": stmt.excluded.claimed_at_ms,
-                "takeovers": claims.c.takeovers + 1,
-            },
-            where=and_(claims.c.state == "running", claims.c.lease_until_ms < now_ms),
-        ).returning(claims.c.takeovers)
-        won = conn.execute(stmt).first()
+        params = {
+            "job": job,
+            "message_id": message_id,
+            "token": token,
+            "lease_until_ms": now_ms + lease_ms,
+            "now_ms": now_ms,
+        }
+        won = _execute(conn, statement, params).fetchone()
         if won is not None:
-            return Acquired(token=token, takeover=won.takeovers > 0)
+            return Acquired(token=token, takeover=won[0] > 0)
         found = _existing(conn, job, message_id, now_ms)
         if found is not None:
             return found
@@ -103,8 +135,23 @@ def _existing(conn: Connection, job: str, message_id: str, now_ms: int) -> Claim
     return Busy(retry_after=max(1, math.ceil((row.lease_until_ms - now_ms) / 1000)))
 
 
-def _mine(job: str, message_id: str, token: str) -> ColumnElement[bool]:
-    return and_(claims.c.job == job, claims.c.message_id == message_id, claims.c.token == token)
+_MINE = and_(
+    claims.c.job == bindparam("b_job"),
+    claims.c.message_id == bindparam("b_message_id"),
+    claims.c.token == bindparam("b_token"),
+)
+_COMPLETE = (
+    update(claims)
+    .where(_MINE)
+    .values(
+        state="done",
+        completed_at_ms=bindparam("now_ms"),
+        status=bindparam("b_status"),
+        content_type=bindparam("b_content_type"),
+        body=bindparam("b_body"),
+    )
+)
+_RELEASE = delete(claims).where(_MINE)
 
 
 def complete(
@@ -119,20 +166,19 @@ def complete(
     body: bytes,
 ) -> bool:
     """Mark our claim done with its answer; False if another process took it over."""
-    result = conn.execute(
-        update(claims)
-        .where(_mine(job, message_id, token))
-        .values(
-            state="done",
-            completed_at_ms=now_ms,
-            status=status,
-            content_type=content_type,
-            body=body,
-        )
-    )
-    return result.rowcount == 1
+    params = {
+        "b_job": job,
+        "b_message_id": message_id,
+        "b_token": token,
+        "now_ms": now_ms,
+        "b_status": status,
+        "b_content_type": content_type,
+        "b_body": body,
+    }
+    return bool(_execute(conn, _COMPLETE, params).rowcount == 1)
 
 
 def release(conn: Connection, job: str, message_id: str, token: str) -> bool:
     """Give our claim up so the next delivery runs the handler; False if it was lost."""
-    return conn.execute(delete(claims).where(_mine(job, message_id, token))).rowcount == 1
+    params = {"b_job": job, "b_message_id": message_id, "b_token": token}
+    return bool(_execute(conn, _RELEASE, params).rowcount == 1)

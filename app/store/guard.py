@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 
 from app.qstash.receiver import error_response
 from app.store import claims
+from app.store.engine import writing
 from app.store.log import GUARD_HEADER
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ class DuplicateGuard:
         if delivery.message_id is None or delivery.job is None or (job and not job.dedupe):
             return None
         try:
-            with self.engine.begin() as conn:
+            with writing(self.engine) as conn:
                 result = claims.claim(
                     conn,
                     delivery.job,
@@ -108,7 +109,7 @@ class DuplicateGuard:
         if held is None:
             return
         name, message_id, token = held
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             if 200 <= response.status_code < 300:
                 kept = claims.complete(
                     conn,

@@ -32,6 +32,7 @@ from sqlalchemy import (
 )
 
 from app.errors import ConfigurationError
+from app.store.engine import writing
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY.
 _Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -121,7 +122,7 @@ def current_version(conn: Connection) -> int:
 
 def migrate(engine: Engine) -> int:
     """Apply the missing migrations in order; return the version now in place."""
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK})
         schema_version.create(conn, checkfirst=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import queue
 from typing import Any
 
 import pytest
@@ -84,16 +83,25 @@ def test_log_failure_never_fails_a_delivery(
     assert store.log.writer.dropped == 3
 
 
-def test_full_queue_drops_rows_without_blocking(client: DeliveryClient, store: Store) -> None:
-    """When the queue is full a delivery drops its row instead of waiting for the database."""
+def test_full_buffer_drops_rows_without_blocking(client: DeliveryClient, store: Store) -> None:
+    """When the buffer is full a delivery drops its row instead of waiting for the database."""
     assert store.log is not None
-    writer = store.log.writer
-    client.deliver("noop", {})  # starts the writer thread for this process
-    drained = writer._queue
-    writer._queue = queue.Queue(maxsize=1)  # a queue nothing drains, already full
-    writer._queue.put_nowait({})
-    try:
-        assert client.deliver("noop", {}).status_code == 200
-    finally:
-        writer._queue = drained
-    assert writer.dropped == 1
+    store.log.writer.capacity = 0
+    assert client.deliver("noop", {}).status_code == 200
+    assert store.log.writer.dropped == 1
+    assert rows(store) == []
+
+
+def test_rows_are_written_in_batches_after_the_answer(client: DeliveryClient, store: Store) -> None:
+    """Rows wait in the buffer until a batch is full, then go out in one write."""
+    assert store.log is not None
+    store.log.writer.batch = 3
+    store.log.writer.delay = 3600
+    for _ in range(2):
+        client.deliver("noop", {})
+    with store.read() as conn:
+        assert conn.execute(select(deliveries)).all() == []
+    response = client.deliver("noop", {})
+    response.close()  # what the WSGI server does once the answer is sent
+    with store.read() as conn:
+        assert len(conn.execute(select(deliveries)).all()) == 3

@@ -7,6 +7,7 @@ compared. Run once on SQLite (the default store) and, given a URL, on PostgreSQL
 
     .venv/bin/python bench/operations.py [--seconds 3] [--rounds 5] [--workers 2]
         [--postgres postgresql+psycopg://…]   (default: $TEST_DATABASE_URL, if set)
+        [--handler-ms 5]   (the handler sleeps that long: the cost relative to real work)
 
 This file is also the app gunicorn serves (``operations:app``), configured by env.
 """
@@ -21,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -69,7 +71,11 @@ def build() -> Any:
     """Return the benchmark app: one no-op job, the store as the environment says."""
     registry = JobRegistry()
 
+    pause = float(os.environ.get("BENCH_HANDLER_MS", "0")) / 1000
+
     def noop(payload: Any, delivery: Delivery) -> dict[str, bool]:
+        if pause:
+            time.sleep(pause)  # a handler that waits on I/O, like most real ones
         return {"ok": True}
 
     registry.job("noop")(noop)
@@ -134,7 +140,9 @@ def wrk(url: str, script: Path, seconds: float, prefix: str) -> float:
     return float(match.group(1))
 
 
-def compare(database_url: str, seconds: float, rounds: int, workers: int) -> tuple[float, float]:
+def compare(
+    database_url: str, seconds: float, rounds: int, workers: int, handler_ms: float = 0
+) -> tuple[float, float]:
     """Return the median requests/s (on, off) of alternating rounds against ``database_url``."""
     token = sign(BODY, url=APP_URL + "/api/jobs/noop", key=CURRENT_KEY)
     run = uuid.uuid4().hex[:8]
@@ -142,7 +150,11 @@ def compare(database_url: str, seconds: float, rounds: int, workers: int) -> tup
         tmp = Path(name)
         script = tmp / "noop.lua"
         script.write_text(WRK_SCRIPT.replace("{body}", BODY.decode()).replace("{token}", token))
-        common = {"DATABASE_URL": database_url, "PROMETHEUS_MULTIPROC_DIR": ""}
+        common = {
+            "DATABASE_URL": database_url,
+            "PROMETHEUS_MULTIPROC_DIR": "",
+            "BENCH_HANDLER_MS": str(handler_ms),
+        }
         on = stack.enter_context(
             server(tmp, "on", {**common, "DELIVERY_LOG": "1", "DUPLICATE_GUARD": "1"}, workers)
         )
@@ -170,14 +182,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--postgres", default=os.environ.get("TEST_DATABASE_URL"))
+    parser.add_argument("--handler-ms", type=float, default=0.0)
     args = parser.parse_args()
+    timing = (args.seconds, args.rounds, args.workers, args.handler_ms)
+    print(f"gunicorn -w {args.workers}, handler {args.handler_ms:g} ms, {args.rounds} rounds")
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
     with tempfile.TemporaryDirectory() as tmp:
         sqlite_url = f"sqlite:///{tmp}/bench.sqlite3"
-        report("SQLite", *compare(sqlite_url, args.seconds, args.rounds, args.workers))
+        report("SQLite", *compare(sqlite_url, *timing))
     if args.postgres:
-        report("PostgreSQL", *compare(args.postgres, args.seconds, args.rounds, args.workers))
+        report("PostgreSQL", *compare(args.postgres, *timing))
     else:
         print("PostgreSQL   skipped: pass --postgres URL or set TEST_DATABASE_URL")
 

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _HELD = "_qstash_jobs_claim"
+#: The width of ``claims.message_id``.
+MESSAGE_ID_LIMIT = 200
 _UNAVAILABLE_RETRY_AFTER = 10
 # Added to a job's own timeout: the lease must outlast the longest legitimate run.
 _LEASE_MARGIN = 30
@@ -61,14 +63,21 @@ class DuplicateGuard:
     def before_handler(self, delivery: Delivery) -> Response | None:
         """Claim the delivery's message; answer instead of the handler when not ours."""
         job = self._job(delivery)
-        if delivery.message_id is None or delivery.job is None or (job and not job.dedupe):
+        message_id = delivery.message_id
+        if message_id is None or delivery.job is None or (job and not job.dedupe):
+            return None
+        if len(message_id) > MESSAGE_ID_LIMIT:
+            # Not a QStash id (they are short); the header is not signed, so say so and run.
+            logger.warning(
+                "message id longer than %d characters: not deduplicated", MESSAGE_ID_LIMIT
+            )
             return None
         try:
             with writing(self.engine) as conn:
                 result = claims.claim(
                     conn,
                     delivery.job,
-                    delivery.message_id,
+                    message_id,
                     now_ms=_now_ms(),
                     lease_ms=int(self._lease(job) * 1000),
                 )
@@ -93,13 +102,12 @@ class DuplicateGuard:
                 response.headers["Content-Type"] = result.content_type
             response.headers[GUARD_HEADER] = "replayed"
             return response
-        busy = error_response(
+        return error_response(
             503,
             "delivery_in_progress",
             "this message is being handled by another worker; QStash will retry",
             headers={"Retry-After": str(result.retry_after), GUARD_HEADER: "busy"},
         )
-        return busy
 
     def after_delivery(
         self, job: str | None, delivery: Delivery | None, response: Response, duration: float

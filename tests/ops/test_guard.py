@@ -100,6 +100,14 @@ def test_same_message_id_for_another_job_is_not_a_duplicate(
     assert len(calls) == 2
 
 
+def test_overlong_message_id_is_run_not_stored(client: DeliveryClient, calls: Calls) -> None:
+    """A message id wider than the claims column is not deduplicated, and never a 500."""
+    long_id = "m" * 5000
+    answers = [client.deliver("noop", {}, message_id=long_id).status_code for _ in range(2)]
+    assert answers == [200, 200]
+    assert len(calls) == 2
+
+
 @pytest.fixture
 def opt_out_app(database_url: str) -> Iterator[tuple[Flask, list[str]]]:
     seen: list[str] = []

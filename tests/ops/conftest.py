@@ -82,8 +82,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, postgres_url: s
 
 
 def ops_config(database_url: str, **overrides: Any) -> dict[str, Any]:
-    """Return the shared test config with the store on ``database_url``."""
-    return {**TEST_CONFIG, "DATABASE_URL": database_url, **overrides}
+    """Return the shared test config with the log and guard on ``database_url``."""
+    store = {"DATABASE_URL": database_url, "DELIVERY_LOG": True, "DUPLICATE_GUARD": True}
+    return {**TEST_CONFIG, **store, **overrides}
 
 
 @pytest.fixture

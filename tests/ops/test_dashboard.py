@@ -16,8 +16,7 @@ from app.jobs import JobRegistry
 from app.qstash.receiver import Delivery
 from app.store import get_store
 from app.testing import DeliveryClient
-from tests.conftest import TEST_CONFIG
-from tests.ops.conftest import close_store
+from tests.ops.conftest import close_store, ops_config
 
 TOKEN = "a-dashboard-token-of-some-length"
 
@@ -37,8 +36,8 @@ def registry() -> JobRegistry:
 
 
 def make_app(tmp_path: Any, **config: Any) -> Flask:
-    base = {"DATABASE_URL": f"sqlite:///{tmp_path}/d.sqlite3", "DASHBOARD_TOKEN": TOKEN}
-    return create_app({**TEST_CONFIG, **base, **config}, registry=registry())
+    config = {"DASHBOARD_TOKEN": TOKEN, **config}
+    return create_app(ops_config(f"sqlite:///{tmp_path}/d.sqlite3", **config), registry=registry())
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ import pytest
 from flask import Flask
 from sqlalchemy import select, text
 
-from app.store import Store
+from app import config
+from app.store import Store, enabled
 from app.store.schema import deliveries
 from app.testing import DeliveryClient
 
@@ -105,3 +106,22 @@ def test_rows_are_written_in_batches_after_the_answer(client: DeliveryClient, st
     response.close()  # what the WSGI server does once the answer is sent
     with store.read() as conn:
         assert len(conn.execute(select(deliveries)).all()) == 3
+
+
+@pytest.mark.parametrize(
+    ("testing", "url", "expected"),
+    [
+        (True, None, (False, False)),
+        (True, "sqlite:////tmp/x.db", (True, True)),
+        (False, None, (True, True)),
+    ],
+)
+def test_log_and_guard_are_on_by_default_except_in_tests_without_a_database(
+    monkeypatch: pytest.MonkeyPatch, testing: bool, url: str | None, expected: tuple[bool, bool]
+) -> None:
+    """Production defaults: both on; a TESTING app without DATABASE_URL writes nothing."""
+    monkeypatch.setitem(config.DEFAULTS, "DELIVERY_LOG", None)
+    monkeypatch.setitem(config.DEFAULTS, "DUPLICATE_GUARD", True)
+    flask_app = Flask("defaults")
+    config.load(flask_app, {"TESTING": testing, "DATABASE_URL": url}, environ={})
+    assert enabled(flask_app) == expected

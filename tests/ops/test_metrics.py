@@ -11,6 +11,7 @@ from app import create_app
 from app.errors import ConfigurationError
 from app.testing import DeliveryClient
 from tests.conftest import TEST_CONFIG, Calls, make_registry
+from tests.ops.conftest import ops_config
 
 
 def samples(client: DeliveryClient, **headers: str) -> dict[str, float]:
@@ -24,7 +25,7 @@ def samples(client: DeliveryClient, **headers: str) -> dict[str, float]:
 
 def test_redeliveries_and_duplicates_are_counted(calls: Calls, tmp_path: Path) -> None:
     """A QStash retry counts as a redelivery; the guard's replay counts as a duplicate."""
-    config = {**TEST_CONFIG, "DATABASE_URL": f"sqlite:///{tmp_path}/m.sqlite3"}
+    config = ops_config(f"sqlite:///{tmp_path}/m.sqlite3")
     client = DeliveryClient(create_app(config, registry=make_registry(calls)))
     client.deliver("noop", {}, message_id="msg_m")
     client.deliver("noop", {}, message_id="msg_m", retried=1)

@@ -28,3 +28,37 @@ loglevel = os.environ.get("LOG_LEVEL", "info")
 # Import the app before forking: configuration errors stop the master at once with one
 # line, and workers share the imported code.
 preload_app = True
+
+# /metrics adds up every worker's samples (prometheus-client's multiprocess mode): the
+# directory must be known before the app, and prometheus_client, are imported.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    import tempfile
+
+    _own_metrics_dir = tempfile.mkdtemp(prefix="qstash-jobs-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _own_metrics_dir
+
+
+def on_starting(server):
+    from app.metrics import prepare_multiprocess_dir
+
+    prepare_multiprocess_dir(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+
+
+def child_exit(server, worker):
+    from app.metrics import worker_exited
+
+    worker_exited(worker.pid)
+
+
+def on_exit(server):
+    if "_own_metrics_dir" in globals():
+        import shutil
+
+        shutil.rmtree(_own_metrics_dir, ignore_errors=True)
+
+
+# LOG_FORMAT=json: gunicorn's own lines are JSON too (the app's follow app.config).
+if os.environ.get("LOG_FORMAT", "").strip().lower() == "json":
+    from app.log_format import gunicorn_logconfig
+
+    logconfig_dict = gunicorn_logconfig()

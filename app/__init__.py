@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Flask
 
-from app import blueprint, config
+from app import blueprint, config, dashboard, log_format, metrics, store
 from app.jobs import JobRegistry
 from app.jobs import registry as default_registry
 
@@ -30,6 +30,7 @@ def create_app(
     app = Flask(__name__, instance_relative_config=True)
     config.load(app, test_config)
     config.check(app)
+    log_format.init_app(app)
     if registry is None:
         registry = default_registry
         for name in registry.discover(app.config["JOBS_PACKAGES"]):
@@ -37,4 +38,7 @@ def create_app(
             if callable(init_module):
                 init_module(app)
     blueprint.init_app(app, registry)
+    store.init_app(app)
+    metrics.init_app(app)
+    dashboard.init_app(app)
     return app

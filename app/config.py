@@ -66,6 +66,21 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_CONNECT_TIMEOUT": 5.0,
     "WEBHOOK_TIMEOUT": 15.0,
     "WEBHOOK_MAX_RESPONSE_BYTES": 64 * 1024,
+    # Operations (docs/operations.md). DATABASE_URL None: SQLite in the instance folder.
+    "DATABASE_URL": None,
+    # None: on, except under TESTING without an explicit DATABASE_URL.
+    "DELIVERY_LOG": None,
+    "DUPLICATE_GUARD": True,
+    # A claim older than this is presumed crashed and taken over; keep it above the
+    # longest handler run (gunicorn's timeout kills a worker at 120 s by default).
+    "DUPLICATE_LEASE_SECONDS": 150,
+    "DELIVERY_LOG_RETENTION_DAYS": 30,
+    # Completed claims must outlive QStash's retry window, or a late redelivery reruns.
+    "CLAIM_RETENTION_DAYS": 14,
+    "DASHBOARD_TOKEN": None,
+    "METRICS": True,
+    "METRICS_TOKEN": None,
+    "LOG_FORMAT": "text",
 }
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -129,6 +144,17 @@ ENVIRONMENT: dict[str, Callable[[str, str], Any]] = {
     "WEBHOOK_CONNECT_TIMEOUT": _number(float),
     "WEBHOOK_TIMEOUT": _number(float),
     "WEBHOOK_MAX_RESPONSE_BYTES": _number(int),
+    "DATABASE_URL": _text,
+    "DELIVERY_LOG": _flag,
+    "DUPLICATE_GUARD": _flag,
+    "DUPLICATE_LEASE_SECONDS": _number(float),
+    "DELIVERY_LOG_RETENTION_DAYS": _number(float),
+    "CLAIM_RETENTION_DAYS": _number(float),
+    "DASHBOARD_TOKEN": _text,
+    "SECRET_KEY": _text,
+    "METRICS": _flag,
+    "METRICS_TOKEN": _text,
+    "LOG_FORMAT": _text,
 }
 
 

@@ -48,6 +48,8 @@ class Job:
     timeout: str | int | None = None
     cron: CronExpression | None = None
     description: str = ""
+    #: Claim each message id once, so a redelivery of a completed message does not rerun.
+    dedupe: bool = True
 
     @property
     def path(self) -> str:
@@ -108,6 +110,8 @@ def _validate(job: Job) -> None:
         raise JobDefinitionError(f"job {job.name!r}: parallelism must be an int >= 1")
     if job.parallelism is not None and job.queue is None:
         raise JobDefinitionError(f"job {job.name!r}: parallelism needs a queue")
+    if not isinstance(job.dedupe, bool):
+        raise JobDefinitionError(f"job {job.name!r}: dedupe must be True or False")
     if not callable(job.handler):
         raise JobDefinitionError(f"job {job.name!r}: the handler is not callable")
 

@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 from marshmallow import Schema, fields
 
-from app import create_app
+from app import config, create_app
 from app.errors import NonRetryableError, RetryLater
 from app.jobs import JobRegistry
 from app.qstash.receiver import Delivery
@@ -74,6 +74,13 @@ def make_registry(calls: Calls) -> JobRegistry:
         raise RuntimeError("database password=hunter2 unreachable")
 
     return registry
+
+
+@pytest.fixture(autouse=True)
+def _no_store_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Apps made in tests keep no delivery log unless they ask (never in the repository)."""
+    monkeypatch.setitem(config.DEFAULTS, "DELIVERY_LOG", False)
+    monkeypatch.setitem(config.DEFAULTS, "DUPLICATE_GUARD", False)
 
 
 @pytest.fixture

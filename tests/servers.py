@@ -80,7 +80,10 @@ def gunicorn(
         str(tmp_path / f"gunicorn-{port}.ctl"),
         *args,
     ]
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    # The delivery log and duplicate guard keep their state in tmp_path, not in the
+    # repository's instance folder, so nothing leaks between servers or test runs.
+    store = {"DATABASE_URL": f"sqlite:///{tmp_path / f'store-{port}.sqlite3'}"}
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **store, **env}
     with log.open("wb") as sink:
         process = subprocess.Popen(
             command, cwd=ROOT, env=full_env, stdout=sink, stderr=subprocess.STDOUT

@@ -1,0 +1,184 @@
+"""Claims on (job, message id): the atomic primitive under the duplicate-delivery guard.
+
+``claim()`` is one ``INSERT … ON CONFLICT DO UPDATE … WHERE`` statement: it inserts a new
+claim, or takes over a *running* claim whose lease expired, and returns a row only when it
+won. PostgreSQL locks the conflicting row and re-checks the ``WHERE`` on its newest
+version; SQLite runs it inside ``BEGIN IMMEDIATE``. Either way, of any number of
+processes on any number of hosts, exactly one wins a claim at a time.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Dialect, and_, bindparam, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Compiled
+
+from app.store.schema import claims
+
+SUPPORTED_DIALECTS = ("postgresql", "sqlite")
+
+
+@dataclass(frozen=True)
+class Acquired:
+    """This process holds the claim until it completes or releases it."""
+
+    token: str
+    takeover: bool
+
+
+@dataclass(frozen=True)
+class Completed:
+    """The message was handled before; its stored answer."""
+
+    status: int
+    content_type: str | None
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Busy:
+    """Another process holds a live claim for ``retry_after`` more seconds."""
+
+    retry_after: int
+
+
+Claim = Acquired | Completed | Busy
+
+
+@functools.cache
+def _compiled(statement: Any, dialect: Dialect) -> Compiled:
+    return statement.compile(dialect=dialect)  # type: ignore[no-any-return]
+
+
+def _execute(conn: Connection, statement: Any, params: dict[str, Any]) -> Any:
+    """Run ``statement`` on the transaction's DBAPI cursor; return the cursor.
+
+    These statements run on every delivery: compiled once by SQLAlchemy, then executed
+    directly, because SQLAlchemy's per-execution bookkeeping costs more than the SQL.
+    """
+    compiled = _compiled(statement, conn.dialect)
+    values: dict[str, Any] = dict(compiled.construct_params(params) or {})
+    positions = getattr(compiled, "positiontup", None)
+    args = [values[name] for name in positions] if positions else values
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cursor.execute(compiled.string, args)
+    return cursor
+
+
+@functools.cache
+def _claim_statement(dialect: str) -> Any:
+    # Built once per dialect and reused: constructing this statement costs far more
+    # than running it.
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(claims).values(
+        job=bindparam("job"),
+        message_id=bindparam("message_id"),
+        state="running",
+        token=bindparam("token"),
+        lease_until_ms=bindparam("lease_until_ms"),
+        claimed_at_ms=bindparam("now_ms"),
+        takeovers=0,
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[claims.c.job, claims.c.message_id],
+        set_={
+            "token": stmt.excluded.token,
+            "lease_until_ms": stmt.excluded.lease_until_ms,
+            "claimed_at_ms": stmt.excluded.claimed_at_ms,
+            "takeovers": claims.c.takeovers + 1,
+        },
+        where=and_(claims.c.state == "running", claims.c.lease_until_ms < bindparam("now_ms")),
+    ).returning(claims.c.takeovers)
+
+
+def claim(conn: Connection, job: str, message_id: str, *, now_ms: int, lease_ms: int) -> Claim:
+    """Claim (job, message_id) for ``lease_ms``, or say why not; one transaction."""
+    statement = _claim_statement(conn.dialect.name)
+    for _ in range(3):  # a claim released between our two statements: try again
+        token = secrets.token_hex(16)
+        params = {
+            "job": job,
+            "message_id": message_id,
+            "token": token,
+            "lease_until_ms": now_ms + lease_ms,
+            "now_ms": now_ms,
+        }
+        won = _execute(conn, statement, params).fetchone()
+        if won is not None:
+            return Acquired(token=token, takeover=won[0] > 0)
+        found = _existing(conn, job, message_id, now_ms)
+        if found is not None:
+            return found
+    return Busy(retry_after=1)
+
+
+def _existing(conn: Connection, job: str, message_id: str, now_ms: int) -> Claim | None:
+    row = conn.execute(
+        select(
+            claims.c.state,
+            claims.c.lease_until_ms,
+            claims.c.status,
+            claims.c.content_type,
+            claims.c.body,
+        ).where(claims.c.job == job, claims.c.message_id == message_id)
+    ).first()
+    if row is None:
+        return None
+    if row.state == "done":
+        return Completed(status=row.status, content_type=row.content_type, body=row.body or b"")
+    return Busy(retry_after=max(1, math.ceil((row.lease_until_ms - now_ms) / 1000)))
+
+
+_MINE = and_(
+    claims.c.job == bindparam("b_job"),
+    claims.c.message_id == bindparam("b_message_id"),
+    claims.c.token == bindparam("b_token"),
+)
+_COMPLETE = (
+    update(claims)
+    .where(_MINE)
+    .values(
+        state="done",
+        completed_at_ms=bindparam("now_ms"),
+        status=bindparam("b_status"),
+        content_type=bindparam("b_content_type"),
+        body=bindparam("b_body"),
+    )
+)
+_RELEASE = delete(claims).where(_MINE)
+
+
+def complete(
+    conn: Connection,
+    job: str,
+    message_id: str,
+    token: str,
+    *,
+    now_ms: int,
+    status: int,
+    content_type: str | None,
+    body: bytes,
+) -> bool:
+    """Mark our claim done with its answer; False if another process took it over."""
+    params = {
+        "b_job": job,
+        "b_message_id": message_id,
+        "b_token": token,
+        "now_ms": now_ms,
+        "b_status": status,
+        "b_content_type": content_type,
+        "b_body": body,
+    }
+    return bool(_execute(conn, _COMPLETE, params).rowcount == 1)
+
+
+def release(conn: Connection, job: str, message_id: str, token: str) -> bool:
+    """Give our claim up so the next delivery runs the handler; False if it was lost."""
+    params = {"b_job": job, "b_message_id": message_id, "b_token": token}
+    return bool(_execute(conn, _RELEASE, params).rowcount == 1)

@@ -1,0 +1,160 @@
+"""The duplicate-delivery guard: a delivery hook that runs each (job, message id) once.
+
+Before the handler: claim the message. Won → run the handler; after a 2xx answer the
+claim is marked done with that answer, after any other answer it is released so QStash's
+retry runs the handler again. Already done → answer 200 with the stored answer, handler
+not run. Running elsewhere under a live lease → 503 + ``Retry-After``. A claim whose lease
+expired (its worker crashed) is taken over. Jobs opt out with ``@job(..., dedupe=False)``.
+
+The guard fails closed: when the database cannot be reached it answers 503 (QStash
+retries later) rather than risk running a side effect twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import TYPE_CHECKING
+
+from flask import Response, current_app, g
+from sqlalchemy import Engine
+
+from app.qstash.receiver import error_response
+from app.store import claims
+from app.store.engine import writing
+from app.store.log import GUARD_HEADER
+
+if TYPE_CHECKING:
+    from app.jobs import Job
+    from app.qstash.receiver import Delivery
+
+logger = logging.getLogger(__name__)
+
+_HELD = "_qstash_jobs_claim"
+#: The width of ``claims.message_id``.
+MESSAGE_ID_LIMIT = 200
+_UNAVAILABLE_RETRY_AFTER = 10
+# Added to a job's own timeout: the lease must outlast the longest legitimate run.
+_LEASE_MARGIN = 30
+_DURATION = re.compile(r"(\d+)([smhd]?)")
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def timeout_seconds(timeout: str | int | None) -> int | None:
+    """Return a job's ``timeout`` option ("90s", "5m", 30) in seconds, None if unset."""
+    if isinstance(timeout, int):
+        return timeout
+    match = _DURATION.fullmatch(timeout.strip()) if isinstance(timeout, str) else None
+    return int(match.group(1)) * _UNIT[match.group(2)] if match else None
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class DuplicateGuard:
+    """The delivery hook that claims each message before its handler runs."""
+
+    def __init__(self, engine: Engine, lease_seconds: float) -> None:
+        self.engine = engine
+        self.lease_seconds = lease_seconds
+
+    def before_handler(self, delivery: Delivery) -> Response | None:
+        """Claim the delivery's message; answer instead of the handler when not ours."""
+        job = self._job(delivery)
+        message_id = delivery.message_id
+        if message_id is None or delivery.job is None or (job and not job.dedupe):
+            return None
+        if len(message_id) > MESSAGE_ID_LIMIT:
+            # Not a QStash id (they are short); the header is not signed, so say so and run.
+            logger.warning(
+                "message id longer than %d characters: not deduplicated", MESSAGE_ID_LIMIT
+            )
+            return None
+        try:
+            with writing(self.engine) as conn:
+                result = claims.claim(
+                    conn,
+                    delivery.job,
+                    message_id,
+                    now_ms=_now_ms(),
+                    lease_ms=int(self._lease(job) * 1000),
+                )
+        except Exception:
+            logger.exception("duplicate guard: the claim store is unavailable")
+            return _unavailable()
+        return self._answer(delivery, result)
+
+    def _answer(self, delivery: Delivery, result: claims.Claim) -> Response | None:
+        if isinstance(result, claims.Acquired):
+            setattr(g, _HELD, (delivery.job, delivery.message_id, result.token))
+            if result.takeover:
+                logger.warning(
+                    "took over the expired claim on %s message %s (its worker died?)",
+                    delivery.job,
+                    delivery.message_id,
+                )
+            return None
+        if isinstance(result, claims.Completed):
+            response = Response(result.body, status=result.status, mimetype=None)
+            if result.content_type:
+                response.headers["Content-Type"] = result.content_type
+            response.headers[GUARD_HEADER] = "replayed"
+            return response
+        return error_response(
+            503,
+            "delivery_in_progress",
+            "this message is being handled by another worker; QStash will retry",
+            headers={"Retry-After": str(result.retry_after), GUARD_HEADER: "busy"},
+        )
+
+    def after_delivery(
+        self, job: str | None, delivery: Delivery | None, response: Response, duration: float
+    ) -> None:
+        """Complete our claim with a 2xx answer, release it after any other answer."""
+        held = g.pop(_HELD, None)
+        if held is None:
+            return
+        name, message_id, token = held
+        with writing(self.engine) as conn:
+            if 200 <= response.status_code < 300:
+                kept = claims.complete(
+                    conn,
+                    name,
+                    message_id,
+                    token,
+                    now_ms=_now_ms(),
+                    status=response.status_code,
+                    content_type=response.content_type,
+                    body=response.get_data(),
+                )
+            else:
+                kept = claims.release(conn, name, message_id, token)
+        if not kept:
+            logger.warning(
+                "the claim on %s message %s expired while its handler ran and was taken"
+                " over; raise DUPLICATE_LEASE_SECONDS or the job's timeout",
+                name,
+                message_id,
+            )
+
+    def _lease(self, job: Job | None) -> float:
+        own = timeout_seconds(job.timeout) if job else None
+        return max(self.lease_seconds, own + _LEASE_MARGIN if own else 0)
+
+    def _job(self, delivery: Delivery) -> Job | None:
+        registry = current_app.extensions.get("qstash_jobs")
+        if registry is None or delivery.job not in registry:
+            return None
+        job: Job = registry[delivery.job]
+        return job
+
+
+def _unavailable() -> Response:
+    return error_response(
+        503,
+        "guard_unavailable",
+        "the duplicate-delivery guard cannot reach its database; QStash will retry",
+        headers={"Retry-After": str(_UNAVAILABLE_RETRY_AFTER)},
+    )

@@ -1,0 +1,201 @@
+"""Throughput of a guarded no-op job with the delivery log + duplicate guard on vs off.
+
+Two gunicorn servers run side by side, identical but for DELIVERY_LOG/DUPLICATE_GUARD;
+wrk sends each the same signed no-op delivery with a fresh ``Upstash-Message-Id`` per
+request (a repeated id would be a cheap replay), in alternating rounds; medians are
+compared. Run once on SQLite (the default store) and, given a URL, on PostgreSQL.
+
+    .venv/bin/python bench/operations.py [--seconds 3] [--rounds 5] [--workers 2]
+        [--postgres postgresql+psycopg://…]   (default: $TEST_DATABASE_URL, if set)
+        [--handler-ms 5]   (the handler sleeps that long: the cost relative to real work)
+
+This file is also the app gunicorn serves (``operations:app``), configured by env.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(ROOT), str(HERE)]
+
+from app import create_app  # noqa: E402
+from app.jobs import JobRegistry  # noqa: E402
+from app.qstash.receiver import Delivery  # noqa: E402
+from app.qstash.signature import sign  # noqa: E402
+
+CURRENT_KEY = "sig_bench_current_0123456789abcd"
+NEXT_KEY = "sig_bench_next_0123456789abcdefg"
+APP_URL = "http://127.0.0.1"
+BODY = b'{"webhookId":"wh_123","eventType":"order.created","payload":{"id":42}}'
+
+WRK_SCRIPT = """
+local thread_count = 0
+function setup(thread)
+  thread_count = thread_count + 1
+  thread:set("tid", thread_count)
+end
+local counter = 0
+local prefix = "x"
+function init(args)
+  prefix = args[1] .. "_" .. tostring(tid)
+end
+wrk.method = "POST"
+wrk.body = [[{body}]]
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Upstash-Retried"] = "0"
+wrk.headers["Upstash-Signature"] = "{token}"
+function request()
+  counter = counter + 1
+  wrk.headers["Upstash-Message-Id"] = "msg_" .. prefix .. "_" .. counter
+  return wrk.format(nil, nil, nil, nil)
+end
+"""
+
+
+def build() -> Any:
+    """Return the benchmark app: one no-op job, the store as the environment says."""
+    registry = JobRegistry()
+
+    pause = float(os.environ.get("BENCH_HANDLER_MS", "0")) / 1000
+
+    def noop(payload: Any, delivery: Delivery) -> dict[str, bool]:
+        if pause:
+            time.sleep(pause)  # a handler that waits on I/O, like most real ones
+        return {"ok": True}
+
+    registry.job("noop")(noop)
+    config = {
+        "QSTASH_CURRENT_SIGNING_KEY": CURRENT_KEY,
+        "QSTASH_NEXT_SIGNING_KEY": NEXT_KEY,
+        "APP_URL": APP_URL,
+    }
+    return create_app(config, registry=registry)
+
+
+if os.environ.get("BENCH_OPERATIONS_APP"):
+    app = build()
+
+
+@contextmanager
+def server(tmp: Path, name: str, env: dict[str, str], workers: int) -> Iterator[str]:
+    """Run gunicorn serving this module's app with ``env``; yield its base URL."""
+    from tests.servers import free_port, wait_until_up  # noqa: PLC0415
+
+    port = free_port()
+    log = tmp / f"{name}.log"
+    command = [
+        str(Path(sys.executable).with_name("gunicorn")),
+        "operations:app",
+        "--pythonpath",
+        f"{ROOT},{HERE}",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--control-socket",
+        str(tmp / f"{name}.ctl"),
+        "--log-level",
+        "warning",
+    ]
+    full_env = {**os.environ, "BENCH_OPERATIONS_APP": "1", **env}
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, cwd=HERE, env=full_env, stdout=sink, stderr=sink)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until_up(base + "/healthz", process, log, timeout=30)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+def wrk(url: str, script: Path, seconds: float, prefix: str) -> float:
+    """Return requests/s of one wrk run; fail loudly on any non-2xx answer."""
+    out = subprocess.run(
+        ["wrk", "-t2", "-c8", f"-d{max(1, round(seconds))}s", "-s", str(script), url, "--", prefix],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 30,
+    ).stdout
+    if "Non-2xx" in out:
+        raise SystemExit(f"wrk saw errors:\n{out}")
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    assert match, out
+    return float(match.group(1))
+
+
+def compare(
+    database_url: str, seconds: float, rounds: int, workers: int, handler_ms: float = 0
+) -> tuple[float, float]:
+    """Return the median requests/s (on, off) of alternating rounds against ``database_url``."""
+    token = sign(BODY, url=APP_URL + "/api/jobs/noop", key=CURRENT_KEY)
+    run = uuid.uuid4().hex[:8]
+    with tempfile.TemporaryDirectory() as name, ExitStack() as stack:
+        tmp = Path(name)
+        script = tmp / "noop.lua"
+        script.write_text(WRK_SCRIPT.replace("{body}", BODY.decode()).replace("{token}", token))
+        common = {
+            "DATABASE_URL": database_url,
+            "PROMETHEUS_MULTIPROC_DIR": "",
+            "BENCH_HANDLER_MS": str(handler_ms),
+        }
+        on = stack.enter_context(
+            server(tmp, "on", {**common, "DELIVERY_LOG": "1", "DUPLICATE_GUARD": "1"}, workers)
+        )
+        off = stack.enter_context(
+            server(tmp, "off", {**common, "DELIVERY_LOG": "0", "DUPLICATE_GUARD": "0"}, workers)
+        )
+        for base in (on, off):
+            wrk(base + "/api/jobs/noop", script, 1, f"{run}w")  # warm-up
+        measured: dict[str, list[float]] = {"on": [], "off": []}
+        for index in range(rounds):
+            order = [("on", on), ("off", off)] if index % 2 == 0 else [("off", off), ("on", on)]
+            for label, base in order:
+                prefix = f"{run}{label}{index}"
+                measured[label].append(wrk(base + "/api/jobs/noop", script, seconds, prefix))
+    return statistics.median(measured["on"]), statistics.median(measured["off"])
+
+
+def report(label: str, on: float, off: float) -> None:
+    print(f"{label:<12} log+guard on {on:8.0f} req/s   off {off:8.0f} req/s   ratio {on / off:.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="per round and mode")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--postgres", default=os.environ.get("TEST_DATABASE_URL"))
+    parser.add_argument("--handler-ms", type=float, default=0.0)
+    args = parser.parse_args()
+    timing = (args.seconds, args.rounds, args.workers, args.handler_ms)
+    print(f"gunicorn -w {args.workers}, handler {args.handler_ms:g} ms, {args.rounds} rounds")
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+    with tempfile.TemporaryDirectory() as tmp:
+        sqlite_url = f"sqlite:///{tmp}/bench.sqlite3"
+        report("SQLite", *compare(sqlite_url, *timing))
+    if args.postgres:
+        report("PostgreSQL", *compare(args.postgres, *timing))
+    else:
+        print("PostgreSQL   skipped: pass --postgres URL or set TEST_DATABASE_URL")
+
+
+if __name__ == "__main__":
+    main()

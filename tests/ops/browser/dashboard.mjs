@@ -1,0 +1,59 @@
+// Walk through the dashboard in Debian's Chromium, as a person would, and report what
+// the page showed as JSON on stdout. Usage: node dashboard.mjs BASE_URL TOKEN OUT.png
+import { chromium } from "playwright-core";
+
+const [base, token, screenshot] = process.argv.slice(2);
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  ],
+  timeout: 30000,
+});
+const report = { consoleErrors: [], failedResponses: [] };
+try {
+  const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+  page.setDefaultTimeout(15000);
+  // Responses >= 400 are listed apart (the wrong-token attempt is one); console errors
+  // such as a CSP violation must not happen at all.
+  page.on("console", (m) => {
+    if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) {
+      report.consoleErrors.push(m.text());
+    }
+  });
+  page.on("response", (r) => {
+    if (r.status() >= 400) report.failedResponses.push([new URL(r.url()).pathname, r.status()]);
+  });
+
+  await page.goto(`${base}/dashboard/`);
+  report.redirectedToLogin = new URL(page.url()).pathname === "/dashboard/login";
+
+  await page.fill("#token", "not-the-token-at-all");
+  await page.click("button[type=submit]");
+  report.wrongTokenMessage = (await page.textContent(".error")) || "";
+
+  await page.fill("#token", token);
+  await page.click("button[type=submit]");
+  await page.waitForSelector("#chart").catch(async (error) => {
+    throw new Error(`no chart at ${page.url()}: ${(await page.textContent("main")).trim()}`, { cause: error });
+  });
+  report.afterLogin = new URL(page.url()).pathname;
+  report.series = await page.$$eval("#chart polyline.series", (lines) =>
+    lines.map((l) => ({ label: l.dataset.label, color: l.getAttribute("stroke") })));
+  const rows = (selector) => page.$$eval(`${selector} tbody tr`, (trs) =>
+    trs.map((tr) => [...tr.querySelectorAll("td")].map((td) => td.innerText.trim())));
+  report.jobs = await rows("#jobs");
+  report.failures = await rows("#failures");
+  report.schedules = await rows("#schedules");
+  const box = async (selector) => (await page.locator(selector).boundingBox());
+  report.boxes = { chart: await box("#chart"), jobs: await box("#jobs"), failures: await box("#failures") };
+  await page.screenshot({ path: screenshot, fullPage: true });
+
+  await page.click("form.logout button");
+  await page.goto(`${base}/dashboard/`);
+  report.afterLogout = new URL(page.url()).pathname;
+} finally {
+  await browser.close();
+}
+process.stdout.write(JSON.stringify(report));

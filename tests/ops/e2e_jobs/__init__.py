@@ -1,0 +1,1 @@
+"""Jobs for the operations end-to-end tests under gunicorn."""

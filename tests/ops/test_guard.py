@@ -1,0 +1,169 @@
+"""The duplicate-delivery guard: each (job, message id) runs once, across processes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+from sqlalchemy import Engine, create_engine
+
+from app import create_app
+from app.jobs import JobRegistry
+from app.qstash.receiver import Delivery
+from app.store import Store, claims
+from app.testing import DeliveryClient
+from tests.conftest import Calls
+from tests.ops.conftest import close_store, ops_config
+
+LEASE_MS = 60_000
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def hold_claim(store: Store, job: str, message_id: str, *, lease_ms: int) -> str:
+    """Claim a message as another worker would, and return its token."""
+    with store.engine.begin() as conn:
+        result = claims.claim(conn, job, message_id, now_ms=now_ms(), lease_ms=lease_ms)
+    assert isinstance(result, claims.Acquired)
+    return result.token
+
+
+def test_redelivery_of_a_completed_message_replays_its_answer(
+    client: DeliveryClient, calls: Calls
+) -> None:
+    """The second delivery of a message answers the stored 200 and does not run the handler."""
+    first = client.deliver("resize", {"fileKey": "a.png"}, message_id="msg_1")
+    second = client.deliver("resize", {"fileKey": "a.png"}, message_id="msg_1", retried=1)
+    assert len(calls) == 1
+    assert (second.status_code, second.get_json()) == (200, first.get_json())
+    assert second.headers["Content-Type"] == "application/json"
+    assert second.headers["X-Duplicate-Delivery"] == "replayed"
+
+
+def test_message_in_progress_elsewhere_answers_503_with_retry_after(
+    client: DeliveryClient, store: Store, calls: Calls
+) -> None:
+    """While another worker holds a live claim the delivery answers 503 + Retry-After."""
+    hold_claim(store, "noop", "msg_busy", lease_ms=LEASE_MS)
+    response = client.deliver("noop", {}, message_id="msg_busy")
+    assert response.status_code == 503
+    assert 55 <= int(response.headers["Retry-After"]) <= 60
+    assert response.get_json()["code"] == "delivery_in_progress"
+    assert len(calls) == 0
+
+
+def test_expired_claim_is_taken_over(client: DeliveryClient, store: Store, calls: Calls) -> None:
+    """A claim whose lease ran out (its worker died) is taken over and the handler runs."""
+    hold_claim(store, "noop", "msg_crashed", lease_ms=-1)
+    response = client.deliver("noop", {}, message_id="msg_crashed")
+    assert response.status_code == 200
+    assert len(calls) == 1
+
+
+def test_dead_owner_cannot_complete_a_claim_taken_over(store: Store) -> None:
+    """The worker that lost its claim to a takeover can neither complete nor release it."""
+    stale = hold_claim(store, "noop", "msg_slow", lease_ms=-1)
+    hold_claim(store, "noop", "msg_slow", lease_ms=LEASE_MS)
+    with store.engine.begin() as conn:
+        assert not claims.complete(
+            conn,
+            "noop",
+            "msg_slow",
+            stale,
+            now_ms=now_ms(),
+            status=200,
+            content_type=None,
+            body=b"",
+        )
+        assert not claims.release(conn, "noop", "msg_slow", stale)
+
+
+@pytest.mark.parametrize("job", ["crash", "later", "give-up"])
+def test_failed_attempt_releases_the_claim(client: DeliveryClient, calls: Calls, job: str) -> None:
+    """After a non-2xx answer the claim is released, so QStash's retry runs the handler again."""
+    client.deliver(job, {}, message_id="msg_retry")
+    client.deliver(job, {}, message_id="msg_retry", retried=1)
+    assert len(calls) == 2
+
+
+def test_same_message_id_for_another_job_is_not_a_duplicate(
+    client: DeliveryClient, calls: Calls
+) -> None:
+    """Claims are per (job, message id)."""
+    client.deliver("noop", {}, message_id="msg_shared")
+    client.deliver("resize", {"fileKey": "k"}, message_id="msg_shared")
+    assert len(calls) == 2
+
+
+def test_overlong_message_id_is_run_not_stored(client: DeliveryClient, calls: Calls) -> None:
+    """A message id wider than the claims column is not deduplicated, and never a 500."""
+    long_id = "m" * 5000
+    answers = [client.deliver("noop", {}, message_id=long_id).status_code for _ in range(2)]
+    assert answers == [200, 200]
+    assert len(calls) == 2
+
+
+@pytest.fixture
+def opt_out_app(database_url: str) -> Iterator[tuple[Flask, list[str]]]:
+    seen: list[str] = []
+    registry = JobRegistry()
+
+    @registry.job("counter", dedupe=False)
+    def counter(payload: object, delivery: Delivery) -> dict[str, int]:
+        seen.append(delivery.message_id or "")
+        return {"n": len(seen)}
+
+    flask_app = create_app(ops_config(database_url), registry=registry)
+    yield flask_app, seen
+    close_store(flask_app)
+
+
+def test_job_can_opt_out(opt_out_app: tuple[Flask, list[str]]) -> None:
+    """A job declared with dedupe=False runs on every delivery of the same message."""
+    flask_app, seen = opt_out_app
+    client = DeliveryClient(flask_app)
+    answers = [client.deliver("counter", {}, message_id="msg_x").get_json() for _ in range(2)]
+    assert answers == [{"n": 1}, {"n": 2}]
+
+
+def test_unreachable_database_answers_503_without_running(
+    client: DeliveryClient, store: Store, calls: Calls, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guard fails closed: no claim store, no handler run, QStash retries later."""
+    assert store.guard is not None
+    dead = create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1")
+    monkeypatch.setattr(store.guard, "engine", dead)
+    response = client.deliver("noop", {}, message_id="msg_down")
+    assert response.status_code == 503
+    assert response.get_json()["code"] == "guard_unavailable"
+    assert "Retry-After" in response.headers
+    assert len(calls) == 0
+
+
+def _race(engine: Engine, outcomes: list[claims.Claim], start: threading.Barrier) -> None:
+    start.wait()
+    with engine.begin() as conn:
+        outcomes.append(claims.claim(conn, "noop", "msg_race", now_ms=now_ms(), lease_ms=LEASE_MS))
+
+
+def test_concurrent_claims_have_exactly_one_winner(store: Store) -> None:
+    """Twenty connections claiming one message at the same instant: one wins, all others wait."""
+    engine = create_engine(store.engine.url, pool_size=20)
+    if store.engine.dialect.name == "sqlite":
+        engine = store.engine  # the store's own engine sets BEGIN IMMEDIATE
+    outcomes: list[claims.Claim] = []
+    start = threading.Barrier(20)
+    threads = [threading.Thread(target=_race, args=(engine, outcomes, start)) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    engine.dispose()
+    assert len(outcomes) == 20
+    assert sum(isinstance(o, claims.Acquired) for o in outcomes) == 1
+    assert sum(isinstance(o, claims.Busy) for o in outcomes) == 19

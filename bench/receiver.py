@@ -1,7 +1,8 @@
 """Throughput of a guarded no-op job vs the same no-op unguarded, side by side.
 
 (a) in-process: the WSGI app called directly, alternating guarded and unguarded rounds;
-(b) under gunicorn on 127.0.0.1 with wrk as the load generator (skipped if wrk is absent).
+(b) under gunicorn on 127.0.0.1 with wrk as the load generator (skipped if wrk is absent),
+    once bare (no access log) and once with the project's gunicorn.conf.py, as deployed.
 
     .venv/bin/python bench/receiver.py [--seconds 5] [--workers 2] [--rounds 3]
 
@@ -105,8 +106,14 @@ def wrk(url: str, script: Path, seconds: float) -> float:
     return float(match.group(1))
 
 
-def under_gunicorn(seconds: float, workers: int, rounds: int) -> tuple[float, float]:
-    """Return requests/s (guarded, unguarded) under gunicorn, alternating rounds."""
+def under_gunicorn(
+    seconds: float, workers: int, rounds: int, production: bool
+) -> tuple[float, float]:
+    """Return requests/s (guarded, unguarded) under gunicorn, alternating rounds.
+
+    ``production`` runs gunicorn with the project's gunicorn.conf.py (access log on, as
+    deployed; the log goes to a file here); otherwise bare gunicorn without access log.
+    """
     from tests.servers import free_port, wait_until_up  # noqa: PLC0415
 
     port = free_port()
@@ -134,6 +141,7 @@ def under_gunicorn(seconds: float, workers: int, rounds: int) -> tuple[float, fl
             str(Path(tmp) / "g.ctl"),
             "--log-level",
             "warning",
+            *(["--config", str(ROOT / "gunicorn.conf.py")] if production else []),
         ]
         with log.open("wb") as sink:
             process = subprocess.Popen(command, cwd=HERE, stdout=sink, stderr=sink)
@@ -169,10 +177,12 @@ def main() -> None:
         print("(b) gunicorn: skipped, wrk not installed (apt-get install wrk)")
         return
     os.environ.setdefault("PYTHONPATH", str(ROOT))
-    report(
-        f"(b) gunicorn -w {args.workers} + wrk",
-        *under_gunicorn(args.seconds, args.workers, args.rounds),
-    )
+    for production in (False, True):
+        label = "gunicorn.conf.py" if production else "bare gunicorn"
+        report(
+            f"(b) {label} -w {args.workers} + wrk",
+            *under_gunicorn(args.seconds, args.workers, args.rounds, production),
+        )
 
 
 if __name__ == "__main__":

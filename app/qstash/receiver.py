@@ -170,9 +170,16 @@ def error_response(
 
 def expected_url(req: Request, app_url: str) -> str:
     """Return the public URL of this request: APP_URL + path (+ query), never Host."""
-    url = app_url.rstrip("/") + quote(req.path, safe=_PATH_SAFE)
-    if req.query_string:
-        url += "?" + req.query_string.decode("latin-1")
+    return _public_url(app_url, req.path, req.query_string)
+
+
+# Job endpoints are few, so their URLs are built once; varied query strings can only
+# cycle this bounded cache.
+@functools.lru_cache(maxsize=512)
+def _public_url(app_url: str, path: str, query: bytes) -> str:
+    url = app_url.rstrip("/") + quote(path, safe=_PATH_SAFE)
+    if query:
+        url += "?" + query.decode("latin-1")
     return url
 
 

@@ -171,6 +171,11 @@ def main() -> None:
             "JOBS_PACKAGES": "tests.devserver.jobs_fixture",
             "FIXTURE_STATE_DIR": tmp_name,
             "QSTASH_URL": f"http://127.0.0.1:{port}",
+            # The dev server's throughput, with the app's receiver alone: the delivery log,
+            # duplicate guard and metrics have their own benchmark (bench/operations.py).
+            "DELIVERY_LOG": "0",
+            "DUPLICATE_GUARD": "0",
+            "METRICS": "0",
         }
         db = tmp / "qstash.db"
         server = start_dev_server(port, db, tmp / "dev.log")

@@ -66,7 +66,7 @@ DEFAULTS: dict[str, Any] = {
     "WEBHOOK_CONNECT_TIMEOUT": 5.0,
     "WEBHOOK_TIMEOUT": 15.0,
     "WEBHOOK_MAX_RESPONSE_BYTES": 64 * 1024,
-    # Operations (docs/operations.md). DATABASE_URL None: SQLite in the instance folder.
+    # Operations (README: "Operations"). DATABASE_URL None: SQLite in the instance folder.
     "DATABASE_URL": None,
     # None: on, except under TESTING without an explicit DATABASE_URL.
     "DELIVERY_LOG": None,

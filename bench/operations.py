@@ -94,34 +94,14 @@ if os.environ.get("BENCH_OPERATIONS_APP"):
 @contextmanager
 def server(tmp: Path, name: str, env: dict[str, str], workers: int) -> Iterator[str]:
     """Run gunicorn serving this module's app with ``env``; yield its base URL."""
-    from tests.servers import free_port, wait_until_up  # noqa: PLC0415
+    from tests.servers import gunicorn  # noqa: PLC0415
 
-    port = free_port()
-    log = tmp / f"{name}.log"
-    command = [
-        str(Path(sys.executable).with_name("gunicorn")),
-        "operations:app",
-        "--pythonpath",
-        f"{ROOT},{HERE}",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        str(workers),
-        "--control-socket",
-        str(tmp / f"{name}.ctl"),
-        "--log-level",
-        "warning",
-    ]
-    full_env = {**os.environ, "BENCH_OPERATIONS_APP": "1", **env}
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, cwd=HERE, env=full_env, stdout=sink, stderr=sink)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_until_up(base + "/healthz", process, log, timeout=30)
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
+    full_env = {"PYTHONPATH": f"{ROOT}:{HERE}", "BENCH_OPERATIONS_APP": "1", **env}
+    args = ("--log-level", "warning")
+    with gunicorn(
+        tmp, full_env, app="operations:app", workers=workers, args=args, config=False
+    ) as s:
+        yield s.url
 
 
 def wrk(url: str, script: Path, seconds: float, prefix: str) -> float:

@@ -114,9 +114,8 @@ def under_gunicorn(
     ``production`` runs gunicorn with the project's gunicorn.conf.py (access log on, as
     deployed; the log goes to a file here); otherwise bare gunicorn without access log.
     """
-    from tests.servers import free_port, wait_until_up  # noqa: PLC0415
+    from tests.servers import gunicorn  # noqa: PLC0415
 
-    port = free_port()
     token = sign(BODY, url=APP_URL + "/api/jobs/noop", key=CURRENT_KEY)
     with tempfile.TemporaryDirectory() as tmp:
         signed, plain = Path(tmp) / "signed.lua", Path(tmp) / "plain.lua"
@@ -127,35 +126,14 @@ def under_gunicorn(
         # The unguarded twin gets the identical request, signature header included, so
         # the only difference measured is the guard.
         plain.write_text(signed.read_text())
-        log = Path(tmp) / "gunicorn.log"
-        command = [
-            str(Path(sys.executable).with_name("gunicorn")),
-            "receiver_app:app",
-            "--pythonpath",
-            f"{ROOT},{HERE}",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            str(workers),
-            "--control-socket",
-            str(Path(tmp) / "g.ctl"),
-            "--log-level",
-            "warning",
-            *(["--config", str(ROOT / "gunicorn.conf.py")] if production else []),
-        ]
-        with log.open("wb") as sink:
-            process = subprocess.Popen(command, cwd=HERE, stdout=sink, stderr=sink)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            wait_until_up(base + "/healthz", process, log, timeout=30)
-            wrk(base + "/api/jobs/noop", signed, 1)  # warm-up
+        env = {"PYTHONPATH": f"{ROOT}:{HERE}"}
+        options = {"app": "receiver_app:app", "workers": workers, "config": production}
+        with gunicorn(Path(tmp), env, args=("--log-level", "warning"), **options) as server:
+            wrk(server.url + "/api/jobs/noop", signed, 1)  # warm-up
             guarded, unguarded = [], []
             for _ in range(rounds):
-                guarded.append(wrk(base + "/api/jobs/noop", signed, seconds / (2 * rounds)))
-                unguarded.append(wrk(base + "/plain/noop", plain, seconds / (2 * rounds)))
-        finally:
-            process.terminate()
-            process.wait(timeout=15)
+                guarded.append(wrk(server.url + "/api/jobs/noop", signed, seconds / (2 * rounds)))
+                unguarded.append(wrk(server.url + "/plain/noop", plain, seconds / (2 * rounds)))
     return sorted(guarded)[rounds // 2], sorted(unguarded)[rounds // 2]
 
 

@@ -63,15 +63,19 @@ def gunicorn(
     args: tuple[str, ...] = (),
     port: int | None = None,
     ready_path: str = "/healthz",
+    config: bool = True,
 ) -> Iterator[Server]:
-    """Run ``gunicorn app`` from the project root with ``env`` on 127.0.0.1; stop it after."""
+    """Run ``gunicorn app`` from the project root with ``env`` on 127.0.0.1; stop it after.
+
+    ``config`` reads the project's gunicorn.conf.py (as deployed); without it gunicorn
+    runs on its own defaults (no access log).
+    """
     port = port or free_port()
     log = tmp_path / f"gunicorn-{port}.log"
     command = [
         GUNICORN,
         app,
-        "--config",
-        str(ROOT / "gunicorn.conf.py"),
+        *(["--config", str(ROOT / "gunicorn.conf.py")] if config else []),
         "--bind",
         f"127.0.0.1:{port}",
         "--workers",

@@ -99,7 +99,10 @@ def _skip_reason() -> str | None:
 
 def _mail_admins(job: Job, template: str, fired: datetime, data: dict[str, Any]) -> list[str]:
     admins = list(dict.fromkeys(current_app.config["ADMIN_EMAILS"]))
-    payloads = [{"to": admin, "template": template, "data": data} for admin in admins]
+    payloads = [
+        {"to": admin, "template": template, "data": {"name": admin.partition("@")[0], **data}}
+        for admin in admins
+    ]
     ids = [dedup_id(job, fired, admin) for admin in admins]
     return send_email.enqueue_many(payloads, deduplication_ids=ids)
 

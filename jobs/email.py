@@ -92,11 +92,8 @@ class JobFailures(Schema):
     latest = fields.List(fields.Nested(FailureItem), load_default=list)
 
 
-class DailyDigestData(Schema):
+class DailyDigestData(TemplateData):
     """The daily-digest data (jobs/cron.py): failed attempts by job over [since, until]."""
-
-    class Meta:
-        unknown = EXCLUDE
 
     since = fields.Date(required=True)
     until = fields.Date(required=True)
@@ -114,11 +111,8 @@ class JobWeek(Schema):
     p95_ms = fields.Float(data_key="p95Ms", load_default=None, allow_none=True)
 
 
-class WeeklyReportData(Schema):
+class WeeklyReportData(TemplateData):
     """The weekly-report data (jobs/cron.py): per-job counts and durations over a week."""
-
-    class Meta:
-        unknown = EXCLUDE
 
     since = fields.Date(required=True)
     until = fields.Date(required=True)
@@ -177,6 +171,7 @@ TEMPLATES: dict[str, EmailTemplate] = {
     "daily_digest": EmailTemplate(
         DailyDigestData(),
         {
+            "name": "Ada",
             "since": "2026-11-26",
             "until": "2026-11-26",
             "jobs": [
@@ -192,6 +187,7 @@ TEMPLATES: dict[str, EmailTemplate] = {
     "weekly_report": EmailTemplate(
         WeeklyReportData(),
         {
+            "name": "Ada",
             "since": "2026-11-22",
             "until": "2026-11-28",
             "jobs": [

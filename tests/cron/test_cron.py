@@ -264,3 +264,15 @@ def test_schedules_sync_dry_run_lists_the_three_cron_jobs(
     for job in (daily_digest, weekly_report, check_expiries):
         assert f"+ create qstash-jobs-{job.name}" in result.output
     assert "would change 3 of 3 (dry run)" in result.output
+
+
+def test_digest_subject_counts_failures_and_greets_the_admin(
+    app: Flask, store: Store, queue: StubQueue, clock: Clock, tmp_path: Path
+) -> None:
+    """The subject states the failure count and day; the body greets the address's name."""
+    _seed_monday(store)
+    clock(TUESDAY_9)
+    first = _fire(app, queue, daily_digest)[0]
+    message = _eml(tmp_path / "outbox", first.message_id)
+    assert message["Subject"] == "[QStash Jobs] 4 failed attempts on November 23, 2026"
+    assert _part(message, "plain").startswith(f"Hi {first.payload['to'].partition('@')[0]},")

@@ -1,4 +1,8 @@
-"""Fixtures for the cron jobs: the real app of discovered jobs over a SQLite store in tmp."""
+"""Fixtures for the cron jobs: the real app of discovered jobs over a real store.
+
+The store is SQLite in ``tmp_path`` and, when ``TEST_DATABASE_URL`` reaches a server,
+PostgreSQL too (the ``database_url`` fixture of the operations tests).
+"""
 
 from __future__ import annotations
 
@@ -18,15 +22,18 @@ from app.store import Store, get_store
 from app.store.schema import claims, deliveries
 from app.testing import StubQueue
 from tests.conftest import TEST_CONFIG
+from tests.ops.conftest import database_url, postgres_url
+
+__all__ = ["database_url", "postgres_url"]  # the operations tests' database fixtures
 
 ADMINS = ["ada@example.com", "grace@example.com"]
 
 
-def cron_config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
-    """Return a test config with the log and guard on a SQLite file in ``tmp_path``."""
+def cron_config(url: str, tmp_path: Path, **overrides: Any) -> dict[str, Any]:
+    """Return a test config with the log and guard on ``url``, the outbox in ``tmp_path``."""
     return {
         **TEST_CONFIG,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'store.sqlite3'}",
+        "DATABASE_URL": url,
         "DELIVERY_LOG": True,
         "DUPLICATE_GUARD": True,
         "ADMIN_EMAILS": ADMINS,
@@ -37,12 +44,12 @@ def cron_config(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def make_app(tmp_path: Path) -> Iterator[Callable[..., Flask]]:
+def make_app(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Flask]]:
     """Build apps of every discovered job; their stores are closed after the test."""
     made: list[Flask] = []
 
     def make(**overrides: Any) -> Flask:
-        app = create_app(cron_config(tmp_path, **overrides))
+        app = create_app(cron_config(database_url, tmp_path, **overrides))
         app.instance_path = str(tmp_path / "instance")
         made.append(app)
         return app

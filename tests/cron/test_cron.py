@@ -276,3 +276,27 @@ def test_digest_subject_counts_failures_and_greets_the_admin(
     message = _eml(tmp_path / "outbox", first.message_id)
     assert message["Subject"] == "[QStash Jobs] 4 failed attempts on November 23, 2026"
     assert _part(message, "plain").startswith(f"Hi {first.payload['to'].partition('@')[0]},")
+
+
+def test_redelivered_weekly_firing_does_not_mail_twice(
+    app: Flask, store: Store, queue: StubQueue, clock: Clock
+) -> None:
+    """The weekly report, fired twice for the same Sunday, is mailed once per admin."""
+    clock(datetime(2026, 11, 29, 8, 0, 30, tzinfo=UTC))
+    _fire(app, queue, weekly_report)
+    clock(datetime(2026, 11, 29, 20, tzinfo=UTC))
+    assert len(_fire(app, queue, weekly_report)) == len(ADMINS)
+
+
+def test_at_replays_an_earlier_firing(
+    app: Flask, store: Store, queue: StubQueue, clock: Clock
+) -> None:
+    """``{"at": …}`` reports on the firing due then, not on the latest one."""
+    _seed_monday(store)
+    clock(datetime(2026, 11, 27, 12, tzinfo=UTC))
+    with app.app_context():
+        daily_digest.enqueue({"at": "2026-11-24T10:30:00+00:00"})
+    queue.drain(fail_fast=True)
+    data = queue.published("send-email")[0].payload["data"]
+    assert (data["since"], data["until"]) == ("2026-11-23", "2026-11-23")
+    assert data["jobs"][0]["job"] == "deliver-webhook"

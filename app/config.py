@@ -77,6 +77,8 @@ DEFAULTS: dict[str, Any] = {
     "DELIVERY_LOG_RETENTION_DAYS": 30,
     # Completed claims must outlive QStash's retry window, or a late redelivery reruns.
     "CLAIM_RETENTION_DAYS": 14,
+    # Who gets the daily-digest and weekly-report emails (jobs/cron.py); none: not sent.
+    "ADMIN_EMAILS": [],
     "DASHBOARD_TOKEN": None,
     "METRICS": True,
     "METRICS_TOKEN": None,
@@ -150,6 +152,7 @@ ENVIRONMENT: dict[str, Callable[[str, str], Any]] = {
     "DUPLICATE_LEASE_SECONDS": _number(float),
     "DELIVERY_LOG_RETENTION_DAYS": _number(float),
     "CLAIM_RETENTION_DAYS": _number(float),
+    "ADMIN_EMAILS": _packages,
     "DASHBOARD_TOKEN": _text,
     "SECRET_KEY": _text,
     "METRICS": _flag,

@@ -76,6 +76,59 @@ class SubscriptionEndingData(TemplateData):
     renew_url = fields.Url(required=True, data_key="renewUrl", schemes=_HTTP)
 
 
+class FailureItem(Schema):
+    at = fields.AwareDateTime(required=True)
+    message_id = fields.String(data_key="messageId", load_default=None, allow_none=True)
+    attempt = fields.Integer(required=True, validate=validate.Range(min=1))
+    status = fields.Integer(required=True)
+    error = fields.String(load_default=None, allow_none=True)
+    dlq_id = fields.String(data_key="dlqId", load_default=None, allow_none=True)
+
+
+class JobFailures(Schema):
+    job = _NAME
+    failures = fields.Integer(required=True, validate=validate.Range(min=0))
+    attempts = fields.Integer(required=True, validate=validate.Range(min=0))
+    latest = fields.List(fields.Nested(FailureItem), load_default=list)
+
+
+class DailyDigestData(TemplateData):
+    """The daily-digest data (jobs/cron.py): failed attempts by job over [since, until]."""
+
+    since = fields.Date(required=True)
+    until = fields.Date(required=True)
+    jobs = fields.List(fields.Nested(JobFailures), required=True)
+
+
+class JobWeek(Schema):
+    job = _NAME
+    total = fields.Integer(required=True, validate=validate.Range(min=0))
+    failures = fields.Integer(required=True, validate=validate.Range(min=0))
+    failure_rate = fields.Float(
+        required=True, data_key="failureRate", validate=validate.Range(0, 1)
+    )
+    p50_ms = fields.Float(data_key="p50Ms", load_default=None, allow_none=True)
+    p95_ms = fields.Float(data_key="p95Ms", load_default=None, allow_none=True)
+
+
+class WeeklyReportData(TemplateData):
+    """The weekly-report data (jobs/cron.py): per-job counts and durations over a week."""
+
+    since = fields.Date(required=True)
+    until = fields.Date(required=True)
+    jobs = fields.List(fields.Nested(JobWeek), required=True)
+
+
+_SAMPLE_FAILURE = {
+    "at": "2026-11-26T14:03:12+00:00",
+    "messageId": "msg_26hZCxZCuWyyTWPmSVBrNC1RADwpgWxPcak2rQD51EMjFMuzcW7qYXpPiDyw8Gd",
+    "attempt": 4,
+    "status": 500,
+    "error": "ConnectError: <upstream> refused the connection",
+    "dlqId": "1725323658779-0",
+}
+
+
 @dataclass(frozen=True)
 class EmailTemplate:
     """A template's data schema and the sample data its preview renders."""
@@ -115,6 +168,48 @@ TEMPLATES: dict[str, EmailTemplate] = {
             "renewUrl": "https://app.example.com/billing",
         },
     ),
+    "daily_digest": EmailTemplate(
+        DailyDigestData(),
+        {
+            "name": "Ada",
+            "since": "2026-11-26",
+            "until": "2026-11-26",
+            "jobs": [
+                {
+                    "job": "deliver-webhook",
+                    "failures": 3,
+                    "attempts": 40,
+                    "latest": [_SAMPLE_FAILURE],
+                },
+            ],
+        },  # fmt: skip
+    ),
+    "weekly_report": EmailTemplate(
+        WeeklyReportData(),
+        {
+            "name": "Ada",
+            "since": "2026-11-22",
+            "until": "2026-11-28",
+            "jobs": [
+                {
+                    "job": "send-email",
+                    "total": 1200,
+                    "failures": 6,
+                    "failureRate": 0.005,
+                    "p50Ms": 84.0,
+                    "p95Ms": 412.5,
+                },
+                {
+                    "job": "process-image",
+                    "total": 0,
+                    "failures": 0,
+                    "failureRate": 0.0,
+                    "p50Ms": None,
+                    "p95Ms": None,
+                },
+            ],
+        },  # fmt: skip
+    ),
 }
 
 
@@ -142,13 +237,21 @@ def _money(value: Decimal) -> str:
     return f"{value:,.2f}"
 
 
+def _percent(value: float) -> str:
+    return f"{value * 100:.1f}%"
+
+
+def _duration(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f} ms"
+
+
 environment = Environment(
     loader=FileSystemLoader(TEMPLATE_ROOT),
     autoescape=select_autoescape(["html"]),
     undefined=StrictUndefined,
     keep_trailing_newline=True,
 )
-environment.filters.update(long_date=_long_date, money=_money)
+environment.filters.update(long_date=_long_date, money=_money, percent=_percent, duration=_duration)
 
 
 @dataclass(frozen=True)

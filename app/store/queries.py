@@ -128,9 +128,14 @@ def series(
 
 
 def latest_failures(
-    conn: Connection, limit: int = 20, since_ms: int = 0, until_ms: int | None = None
+    conn: Connection,
+    limit: int = 20,
+    since_ms: int = 0,
+    until_ms: int | None = None,
+    *,
+    job: str | None = None,
 ) -> list[Failure]:
-    """Return the newest failed attempts, newest first."""
+    """Return the newest failed attempts (of every job, or of ``job``), newest first."""
     query = select(
         deliveries.c.at_ms,
         deliveries.c.job,
@@ -143,6 +148,8 @@ def latest_failures(
     ).where(FAILED, deliveries.c.at_ms >= since_ms)
     if until_ms is not None:
         query = query.where(deliveries.c.at_ms < until_ms)
+    if job is not None:
+        query = query.where(deliveries.c.job == job)
     rows = conn.execute(query.order_by(deliveries.c.at_ms.desc()).limit(limit))
     return [Failure(*row) for row in rows]
 

@@ -108,10 +108,29 @@ def enqueue(job: Job, payload: Any, *, client: Publisher | None = None, **option
 
 
 def enqueue_many(
-    job: Job, payloads: Iterable[Any], *, client: Publisher | None = None, **options: Any
+    job: Job,
+    payloads: Iterable[Any],
+    *,
+    client: Publisher | None = None,
+    deduplication_ids: Iterable[str] | None = None,
+    **options: Any,
 ) -> list[str]:
-    """Validate every payload first, then publish them all in one batch; return the ids."""
-    messages = [job_message(job, payload, **options) for payload in payloads]
+    """Validate every payload first, then publish them all in one batch; return the ids.
+
+    ``deduplication_ids`` gives each message its own id, one per payload in order (a
+    ``deduplication_id`` option would be shared by every message of the batch).
+    """
+    payloads = list(payloads)
+    if deduplication_ids is None:
+        messages = [job_message(job, payload, **options) for payload in payloads]
+    else:
+        ids = list(deduplication_ids)
+        if len(ids) != len(payloads) or "deduplication_id" in options:
+            raise ValueError("deduplication_ids needs one id per payload and no deduplication_id")
+        messages = [
+            job_message(job, payload, deduplication_id=dedup, **options)
+            for payload, dedup in zip(payloads, ids, strict=True)
+        ]
     if not messages:
         return []
     return [result.message_id for result in _publisher(client).send_batch(messages)]

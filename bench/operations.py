@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +35,7 @@ from app import create_app  # noqa: E402
 from app.jobs import JobRegistry  # noqa: E402
 from app.qstash.receiver import Delivery  # noqa: E402
 from app.qstash.signature import sign  # noqa: E402
+from bench._load import wrk  # noqa: E402
 
 CURRENT_KEY = "sig_bench_current_0123456789abcd"
 NEXT_KEY = "sig_bench_next_0123456789abcdefg"
@@ -104,22 +103,6 @@ def server(tmp: Path, name: str, env: dict[str, str], workers: int) -> Iterator[
         yield s.url
 
 
-def wrk(url: str, script: Path, seconds: float, prefix: str) -> float:
-    """Return requests/s of one wrk run; fail loudly on any non-2xx answer."""
-    out = subprocess.run(
-        ["wrk", "-t2", "-c8", f"-d{max(1, round(seconds))}s", "-s", str(script), url, "--", prefix],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=seconds + 30,
-    ).stdout
-    if "Non-2xx" in out:
-        raise SystemExit(f"wrk saw errors:\n{out}")
-    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    assert match, out
-    return float(match.group(1))
-
-
 def compare(
     database_url: str, seconds: float, rounds: int, workers: int, handler_ms: float = 0
 ) -> tuple[float, float]:
@@ -142,13 +125,14 @@ def compare(
             server(tmp, "off", {**common, "DELIVERY_LOG": "0", "DUPLICATE_GUARD": "0"}, workers)
         )
         for base in (on, off):
-            wrk(base + "/api/jobs/noop", script, 1, f"{run}w")  # warm-up
+            wrk(base + "/api/jobs/noop", script, 1, threads=2, args=[f"{run}w"])  # warm-up
         measured: dict[str, list[float]] = {"on": [], "off": []}
         for index in range(rounds):
             order = [("on", on), ("off", off)] if index % 2 == 0 else [("off", off), ("on", on)]
             for label, base in order:
                 prefix = f"{run}{label}{index}"
-                measured[label].append(wrk(base + "/api/jobs/noop", script, seconds, prefix))
+                rate = wrk(base + "/api/jobs/noop", script, seconds, threads=2, args=[prefix])
+                measured[label].append(rate)
     return statistics.median(measured["on"]), statistics.median(measured["off"])
 
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +28,7 @@ sys.path[:0] = [str(ROOT), str(HERE)]
 from receiver_app import APP_URL, CURRENT_KEY, build  # noqa: E402
 
 from app.qstash.signature import sign  # noqa: E402
+from bench._load import wrk  # noqa: E402
 
 BODY = b'{"webhookId":"wh_123","eventType":"order.created","payload":{"id":42}}'
 
@@ -90,20 +89,6 @@ wrk.headers["Upstash-Message-Id"] = "msg_bench"
 wrk.headers["Upstash-Retried"] = "0"
 {signature}
 """
-
-
-def wrk(url: str, script: Path, seconds: float) -> float:
-    out = subprocess.run(
-        ["wrk", "-t1", "-c8", f"-d{max(1, round(seconds))}s", "-s", str(script), url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    if "Non-2xx" in out:
-        raise SystemExit(f"wrk saw errors:\n{out}")
-    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    assert match, out
-    return float(match.group(1))
 
 
 def under_gunicorn(

@@ -19,10 +19,11 @@ JS = Path(__file__).parent / "js"
 @pytest.fixture(scope="module")
 def observed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     node = shutil.which("node")
-    assert node, "Node.js is required (installed by .ci/run)"
-    assert (JS / "node_modules" / "@upstash" / "qstash").is_dir(), (
-        "run `npm ci` in tests/devserver/js (.ci/run does)"
-    )
+    if node is None or not (JS / "node_modules" / "@upstash" / "qstash").is_dir():
+        message = "the JS oracle needs Node.js and `npm ci --prefix tests/devserver/js`"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message + " (.ci/run installs both)")
+        pytest.skip(message)
     db = tmp_path_factory.mktemp("js") / "qstash.db"
     with DevServer(db=db, time_scale=0.01).running(port=0) as server:
         env = {k: v for k, v in os.environ.items() if k != "QSTASH_DEV"}

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from app.qstash.client.expressions import duration_seconds
+from tests.servers import serving
 
 TOKEN = "test-token-0123456789"
 KEYS = {"current": "sig_current_key", "next": "sig_next_key"}
@@ -287,11 +288,5 @@ def running() -> Iterator[FakeQStash]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
     server.daemon_threads = True
     fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
+    with serving(server):
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
+from tests.servers import serving
+
 Reply = Callable[[Request], Response]
 
 
@@ -84,10 +86,5 @@ def running_endpoint() -> Iterator[Endpoint]:
         "127.0.0.1", 0, Request.application(endpoint.handle), threaded=True, request_handler=_Quiet
     )
     endpoint.base = f"http://127.0.0.1:{server.port}"
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         yield endpoint
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -6,6 +6,7 @@ import base64
 import json
 import threading
 import time
+from collections.abc import Callable
 
 import httpx
 from werkzeug.wrappers import Request, Response
@@ -252,20 +253,26 @@ def test_dedup_window_expires(endpoint: Endpoint) -> None:
         client.close()
 
 
-def test_queue_parallelism_one_is_sequential(api: httpx.Client, endpoint: Endpoint) -> None:
-    """A queue with parallelism 1 delivers one message at a time, in order."""
-    active, overlaps = [0], [0]
+def in_flight_tracker() -> tuple[Callable[[Request], Response], list[int]]:
+    """Return an endpoint reply that takes 30 ms, and a cell holding the peak in flight."""
+    active, peak = [0], [0]
     lock = threading.Lock()
 
     def tracked(request: Request) -> Response:
         with lock:
             active[0] += 1
-            overlaps[0] = max(overlaps[0], active[0])
+            peak[0] = max(peak[0], active[0])
         time.sleep(0.03)
         with lock:
             active[0] -= 1
         return Response("ok")
 
+    return tracked, peak
+
+
+def test_queue_parallelism_one_is_sequential(api: httpx.Client, endpoint: Endpoint) -> None:
+    """A queue with parallelism 1 delivers one message at a time, in order."""
+    tracked, overlaps = in_flight_tracker()
     endpoint.replies["/q"] = tracked
     ids = [
         api.post(f"/v2/enqueue/serial/{endpoint.url('/q')}", content=str(i)).json()["messageId"]
@@ -351,18 +358,7 @@ def test_paused_schedule_does_not_fire(api: httpx.Client, endpoint: Endpoint) ->
 
 def test_flow_control_parallelism(api: httpx.Client, endpoint: Endpoint) -> None:
     """Flow control parallelism=2 never has more than two deliveries of its key in flight."""
-    active, peak = [0], [0]
-    lock = threading.Lock()
-
-    def tracked(request: Request) -> Response:
-        with lock:
-            active[0] += 1
-            peak[0] = max(peak[0], active[0])
-        time.sleep(0.03)
-        with lock:
-            active[0] -= 1
-        return Response("ok")
-
+    tracked, peak = in_flight_tracker()
     endpoint.replies["/fc"] = tracked
     headers = {
         "Upstash-Flow-Control-Key": "tenant-1",

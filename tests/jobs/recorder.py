@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.servers import serving
+
 
 @dataclass
 class Recorded:
@@ -118,11 +120,5 @@ def recording_server(ssl_context: ssl.SSLContext | None = None) -> Iterator[Reco
         server.socket = ssl_context.wrap_socket(server.socket, server_side=True)
     scheme = "https" if ssl_context else "http"
     recorder.url = f"{scheme}://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
+    with serving(server):
         yield recorder
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)

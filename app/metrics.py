@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flask import Response, current_app, request
-from prometheus_client import (
+
+# An empty PROMETHEUS_MULTIPROC_DIR means "unset", as in a shell. prometheus-client, which
+# decides when first imported, would take it as the current directory and write a
+# counter_<pid>.db and histogram_<pid>.db there for every worker.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR") == "":
+    del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+
+from prometheus_client import (  # noqa: E402 - after the environment is settled
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,

@@ -115,7 +115,7 @@ def compare(
         script.write_text(WRK_SCRIPT.replace("{body}", BODY.decode()).replace("{token}", token))
         common = {
             "DATABASE_URL": database_url,
-            "PROMETHEUS_MULTIPROC_DIR": "",
+            "PROMETHEUS_MULTIPROC_DIR": "",  # in-process metrics per worker, as in the off run
             "BENCH_HANDLER_MS": str(handler_ms),
         }
         on = stack.enter_context(

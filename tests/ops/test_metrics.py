@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,8 @@ from app.errors import ConfigurationError
 from app.testing import DeliveryClient
 from tests.conftest import TEST_CONFIG, Calls, make_registry
 from tests.ops.conftest import ops_config
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def samples(client: DeliveryClient, **headers: str) -> dict[str, float]:
@@ -56,3 +61,20 @@ def test_unknown_log_format_is_refused(calls: Calls) -> None:
     """LOG_FORMAT other than text or json stops the app with a clear message."""
     with pytest.raises(ConfigurationError, match="LOG_FORMAT must be text or json"):
         create_app({**TEST_CONFIG, "LOG_FORMAT": "xml"}, registry=make_registry(calls))
+
+
+def test_an_empty_multiprocess_dir_means_in_process_metrics(tmp_path: Path) -> None:
+    """PROMETHEUS_MULTIPROC_DIR="" must not spray sample files into the working directory."""
+    script = (
+        "from app.metrics import Metrics\n"
+        "metrics = Metrics()\n"
+        "metrics.deliveries.labels(job='noop', outcome='ok').inc()\n"
+        "print(metrics.deliveries.labels(job='noop', outcome='ok')._value.get())\n"
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": "", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1.0"
+    assert list(tmp_path.iterdir()) == []

@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Engine
 
 from app.errors import ConfigurationError
 from app.qstash.receiver import add_delivery_hook
+from app.store.claimer import Claimer, HostClaimer
 from app.store.claims import SUPPORTED_DIALECTS
 from app.store.engine import READONLY, database_url, forget_connections_after_fork, make_engine
 from app.store.guard import DuplicateGuard
@@ -41,11 +42,18 @@ class Store:
         return self.engine.connect().execution_options(**{READONLY: True})
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Write the buffered log rows now; return False if that timed out."""
+        """Write the buffered log rows and queued claim completions now.
+
+        Return False if the log's buffer stayed locked past ``timeout``.
+        """
+        if self.guard:
+            self.guard.claimer.flush()
         return self.log.writer.flush(timeout) if self.log else True
 
     def close(self) -> None:
-        """Write the buffered log rows, stop the idle writer and close every connection."""
+        """Write what is buffered or queued, stop the timers and close every connection."""
+        if self.guard:
+            self.guard.claimer.close()
         if self.log:
             self.log.writer.close()
         self.engine.dispose()
@@ -84,7 +92,11 @@ def init_app(app: Flask) -> Store | None:
     store = Store(
         engine=engine,
         log=DeliveryLog(BatchWriter(engine)) if log_on else None,
-        guard=DuplicateGuard(engine, app.config["DUPLICATE_LEASE_SECONDS"]) if guard_on else None,
+        guard=(
+            DuplicateGuard(claimer_for(engine), app.config["DUPLICATE_LEASE_SECONDS"])
+            if guard_on
+            else None
+        ),
     )
     if store.guard:
         add_delivery_hook(app, store.guard)
@@ -92,6 +104,13 @@ def init_app(app: Flask) -> Store | None:
         add_delivery_hook(app, store.log)
     app.extensions[EXTENSION] = store
     return store
+
+
+def claimer_for(engine: Engine) -> Claimer | HostClaimer:
+    """Kernel locks next to a SQLite file (one host); leased rows in PostgreSQL."""
+    if engine.dialect.name == "sqlite":
+        return HostClaimer(engine, f"{engine.url.database}.claims")
+    return Claimer(engine)
 
 
 def get_store(app: Flask) -> Store | None:

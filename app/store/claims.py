@@ -17,8 +17,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Dialect, and_, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Compiled
 
+from app.store.engine import execute as _execute
+from app.store.engine import execute_many
 from app.store.schema import claims
 
 SUPPORTED_DIALECTS = ("postgresql", "sqlite")
@@ -51,24 +52,8 @@ class Busy:
 Claim = Acquired | Completed | Busy
 
 
-@functools.cache
-def _compiled(statement: Any, dialect: Dialect) -> Compiled:
-    return statement.compile(dialect=dialect)  # type: ignore[no-any-return]
-
-
-def _execute(conn: Connection, statement: Any, params: dict[str, Any]) -> Any:
-    """Run ``statement`` on the transaction's DBAPI cursor; return the cursor.
-
-    These statements run on every delivery: compiled once by SQLAlchemy, then executed
-    directly, because SQLAlchemy's per-execution bookkeeping costs more than the SQL.
-    """
-    compiled = _compiled(statement, conn.dialect)
-    values: dict[str, Any] = dict(compiled.construct_params(params) or {})
-    positions = getattr(compiled, "positiontup", None)
-    args = [values[name] for name in positions] if positions else values
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    cursor.execute(compiled.string, args)
-    return cursor
+def _driver(conn: Connection) -> Any:
+    return conn.connection.driver_connection
 
 
 @functools.cache
@@ -98,8 +83,15 @@ def _claim_statement(dialect: str) -> Any:
 
 
 def claim(conn: Connection, job: str, message_id: str, *, now_ms: int, lease_ms: int) -> Claim:
-    """Claim (job, message_id) for ``lease_ms``, or say why not; one transaction."""
-    statement = _claim_statement(conn.dialect.name)
+    """Claim (job, message_id) for ``lease_ms``, or say why not, in ``conn``'s transaction."""
+    return claim_on(_driver(conn), conn.dialect, job, message_id, now_ms=now_ms, lease_ms=lease_ms)
+
+
+def claim_on(
+    driver: Any, dialect: Dialect, job: str, message_id: str, *, now_ms: int, lease_ms: int
+) -> Claim:
+    """:func:`claim` on a DBAPI connection inside a write transaction."""
+    statement = _claim_statement(dialect.name)
     for _ in range(3):  # a claim released between our two statements: try again
         token = secrets.token_hex(16)
         params = {
@@ -109,30 +101,43 @@ def claim(conn: Connection, job: str, message_id: str, *, now_ms: int, lease_ms:
             "lease_until_ms": now_ms + lease_ms,
             "now_ms": now_ms,
         }
-        won = _execute(conn, statement, params).fetchone()
+        won = _execute(driver, dialect, statement, params).fetchone()
         if won is not None:
             return Acquired(token=token, takeover=won[0] > 0)
-        found = _existing(conn, job, message_id, now_ms)
+        found = _existing(driver, dialect, job, message_id, now_ms)
         if found is not None:
             return found
     return Busy(retry_after=1)
 
 
-def _existing(conn: Connection, job: str, message_id: str, now_ms: int) -> Claim | None:
-    row = conn.execute(
-        select(
-            claims.c.state,
-            claims.c.lease_until_ms,
-            claims.c.status,
-            claims.c.content_type,
-            claims.c.body,
-        ).where(claims.c.job == job, claims.c.message_id == message_id)
-    ).first()
+_EXISTING = select(
+    claims.c.state,
+    claims.c.lease_until_ms,
+    claims.c.status,
+    claims.c.content_type,
+    claims.c.body,
+).where(claims.c.job == bindparam("job"), claims.c.message_id == bindparam("message_id"))
+
+
+def _existing(
+    driver: Any,
+    dialect: Dialect,
+    job: str,
+    message_id: str,
+    now_ms: int,
+    *,
+    live_only: bool = False,
+) -> Claim | None:
+    params = {"job": job, "message_id": message_id}
+    row = _execute(driver, dialect, _EXISTING, params).fetchone()
     if row is None:
         return None
-    if row.state == "done":
-        return Completed(status=row.status, content_type=row.content_type, body=row.body or b"")
-    return Busy(retry_after=max(1, math.ceil((row.lease_until_ms - now_ms) / 1000)))
+    state, lease_until_ms, status, content_type, body = row
+    if state == "done":
+        return Completed(status=status, content_type=content_type, body=bytes(body or b""))
+    if live_only and lease_until_ms < now_ms:
+        return None
+    return Busy(retry_after=max(1, math.ceil((lease_until_ms - now_ms) / 1000)))
 
 
 _MINE = and_(
@@ -166,7 +171,30 @@ def complete(
     body: bytes,
 ) -> bool:
     """Mark our claim done with its answer; False if another process took it over."""
-    params = {
+    params = completion(
+        job,
+        message_id,
+        token,
+        now_ms=now_ms,
+        status=status,
+        content_type=content_type,
+        body=body,
+    )
+    return complete_on(_driver(conn), conn.dialect, params)
+
+
+def completion(
+    job: str,
+    message_id: str,
+    token: str,
+    *,
+    now_ms: int,
+    status: int,
+    content_type: str | None,
+    body: bytes,
+) -> dict[str, Any]:
+    """Return the parameters of :func:`complete_on` for one answered delivery."""
+    return {
         "b_job": job,
         "b_message_id": message_id,
         "b_token": token,
@@ -175,10 +203,64 @@ def complete(
         "b_content_type": content_type,
         "b_body": body,
     }
-    return bool(_execute(conn, _COMPLETE, params).rowcount == 1)
+
+
+def complete_on(driver: Any, dialect: Dialect, params: dict[str, Any]) -> bool:
+    """:func:`complete` on a DBAPI connection with :func:`completion`'s parameters."""
+    return bool(_execute(driver, dialect, _COMPLETE, params).rowcount == 1)
 
 
 def release(conn: Connection, job: str, message_id: str, token: str) -> bool:
     """Give our claim up so the next delivery runs the handler; False if it was lost."""
+    return release_on(_driver(conn), conn.dialect, job, message_id, token)
+
+
+def release_on(driver: Any, dialect: Dialect, job: str, message_id: str, token: str) -> bool:
+    """:func:`release` on a DBAPI connection inside a write transaction."""
     params = {"b_job": job, "b_message_id": message_id, "b_token": token}
-    return bool(_execute(conn, _RELEASE, params).rowcount == 1)
+    return bool(_execute(driver, dialect, _RELEASE, params).rowcount == 1)
+
+
+_DONE_COLUMNS = (
+    "state",
+    "token",
+    "lease_until_ms",
+    "completed_at_ms",
+    "status",
+    "content_type",
+    "body",
+)
+
+
+@functools.cache
+def _record_done_statement() -> Any:
+    # A claim held outside the table (a kernel lock, see ``HostClaimer``), recorded as
+    # done. It may replace a running row whose lease expired, never a done row.
+    stmt = sqlite.insert(claims).values(
+        job=bindparam("b_job"),
+        message_id=bindparam("b_message_id"),
+        state="done",
+        token=bindparam("b_token"),
+        lease_until_ms=bindparam("now_ms"),
+        claimed_at_ms=bindparam("b_claimed_at_ms"),
+        completed_at_ms=bindparam("now_ms"),
+        takeovers=0,
+        status=bindparam("b_status"),
+        content_type=bindparam("b_content_type"),
+        body=bindparam("b_body"),
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[claims.c.job, claims.c.message_id],
+        set_={name: stmt.excluded[name] for name in _DONE_COLUMNS},
+        where=claims.c.state == "running",
+    )
+
+
+def record_done_on(driver: Any, dialect: Dialect, rows: list[dict[str, Any]]) -> None:
+    """Insert done rows (:func:`completion`'s parameters plus ``b_claimed_at_ms``); SQLite."""
+    execute_many(driver, dialect, _record_done_statement(), rows)
+
+
+def read_on(driver: Any, dialect: Dialect, job: str, message_id: str, now_ms: int) -> Claim | None:
+    """Say what the table holds for (job, message_id): done, running under a lease, or None."""
+    return _existing(driver, dialect, job, message_id, now_ms, live_only=True)

@@ -9,23 +9,65 @@ and ``postgresql://`` URLs are served by psycopg 3.
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import threading
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Dialect, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from app.errors import ConfigurationError
 
 DEFAULT_FILE = "qstash-jobs.sqlite3"
 #: Pass ``execution_options(readonly=True)`` for a SQLite read that takes no write lock.
 READONLY = "readonly"
+
+
+@functools.cache
+def _prepared(
+    statement: Any, dialect: Dialect
+) -> tuple[str, tuple[str, ...] | None, dict[str, Any]]:
+    """Return ``statement``'s SQL for ``dialect``, its parameter order and fixed values."""
+    compiled: SQLCompiler = statement.compile(dialect=dialect)
+    required = {name: None for name, bind in compiled.binds.items() if bind.required}
+    fixed = dict(compiled.construct_params(required) or {})
+    for name in required:
+        fixed.pop(name, None)
+    positions = getattr(compiled, "positiontup", None)
+    return compiled.string, tuple(positions) if positions else None, fixed
+
+
+def execute(driver: Any, dialect: Dialect, statement: Any, params: dict[str, Any]) -> Any:
+    """Run ``statement`` on a cursor of the DBAPI connection ``driver``; return the cursor.
+
+    These statements run on every delivery: compiled once by SQLAlchemy, then executed
+    directly, because SQLAlchemy's per-execution bookkeeping (even ``construct_params``)
+    costs more than the SQL.
+    """
+    sql, positions, fixed = _prepared(statement, dialect)
+    values = {**fixed, **params} if fixed else params
+    cursor = driver.cursor()
+    cursor.execute(sql, [values[name] for name in positions] if positions else values)
+    return cursor
+
+
+def execute_many(driver: Any, dialect: Dialect, statement: Any, rows: list[dict[str, Any]]) -> Any:
+    """:func:`execute` for many parameter sets at once (a batch of log rows)."""
+    sql, positions, fixed = _prepared(statement, dialect)
+    if fixed:
+        rows = [{**fixed, **row} for row in rows]
+    cursor = driver.cursor()
+    cursor.executemany(
+        sql, [[row[name] for name in positions] for row in rows] if positions else rows
+    )
+    return cursor
 
 
 def database_url(configured: str | None, instance_path: str) -> URL:
@@ -135,6 +177,12 @@ class _FileLock:
 
 
 _WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, _FileLock] = weakref.WeakKeyDictionary()
+
+
+def write_lock(engine: Engine) -> AbstractContextManager[None]:
+    """Return the context that queues behind this host's other writers (SQLite), or none."""
+    lock = _WRITE_LOCKS.get(engine)
+    return lock.held() if lock is not None else nullcontext()
 
 
 @contextmanager

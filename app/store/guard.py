@@ -18,11 +18,10 @@ import time
 from typing import TYPE_CHECKING
 
 from flask import Response, current_app, g
-from sqlalchemy import Engine
 
 from app.qstash.receiver import error_response
 from app.store import claims
-from app.store.engine import writing
+from app.store.claimer import Claimer, HostClaimer
 from app.store.log import GUARD_HEADER
 
 if TYPE_CHECKING:
@@ -56,8 +55,8 @@ def _now_ms() -> int:
 class DuplicateGuard:
     """The delivery hook that claims each message before its handler runs."""
 
-    def __init__(self, engine: Engine, lease_seconds: float) -> None:
-        self.engine = engine
+    def __init__(self, claimer: Claimer | HostClaimer, lease_seconds: float) -> None:
+        self.claimer = claimer
         self.lease_seconds = lease_seconds
 
     def before_handler(self, delivery: Delivery) -> Response | None:
@@ -73,14 +72,9 @@ class DuplicateGuard:
             )
             return None
         try:
-            with writing(self.engine) as conn:
-                result = claims.claim(
-                    conn,
-                    delivery.job,
-                    message_id,
-                    now_ms=_now_ms(),
-                    lease_ms=int(self._lease(job) * 1000),
-                )
+            result = self.claimer.claim(
+                delivery.job, message_id, now_ms=_now_ms(), lease_ms=int(self._lease(job) * 1000)
+            )
         except Exception:
             logger.exception("duplicate guard: the claim store is unavailable")
             return _unavailable()
@@ -112,26 +106,29 @@ class DuplicateGuard:
     def after_delivery(
         self, job: str | None, delivery: Delivery | None, response: Response, duration: float
     ) -> None:
-        """Complete our claim with a 2xx answer, release it after any other answer."""
+        """Complete our claim with a 2xx answer, release it after any other answer.
+
+        A completion is written shortly after the answer (see :mod:`app.store.claimer`);
+        a release at once, so that QStash's retry runs the handler.
+        """
         held = g.pop(_HELD, None)
         if held is None:
             return
         name, message_id, token = held
-        with writing(self.engine) as conn:
-            if 200 <= response.status_code < 300:
-                kept = claims.complete(
-                    conn,
-                    name,
-                    message_id,
-                    token,
-                    now_ms=_now_ms(),
-                    status=response.status_code,
-                    content_type=response.content_type,
-                    body=response.get_data(),
-                )
-            else:
-                kept = claims.release(conn, name, message_id, token)
-        if not kept:
+        if 200 <= response.status_code < 300:
+            self.claimer.complete(
+                name,
+                message_id,
+                token,
+                now_ms=_now_ms(),
+                status=response.status_code,
+                content_type=response.content_type,
+                body=response.get_data(),
+            )
+            # Written once the answer has gone out, when due; by a timer when idle.
+            response.call_on_close(self.claimer.flush_if_due)
+            return
+        if not self.claimer.release(name, message_id, token):
             logger.warning(
                 "the claim on %s message %s expired while its handler ran and was taken"
                 " over; raise DUPLICATE_LEASE_SECONDS or the job's timeout",

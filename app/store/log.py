@@ -16,10 +16,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from flask import Response, has_request_context, request
-from sqlalchemy import Engine
+from sqlalchemy import Engine, bindparam
 
 from app.qstash.receiver import outcome
-from app.store.engine import writing
+from app.store.engine import execute_many, writing
 from app.store.schema import deliveries
 
 if TYPE_CHECKING:
@@ -65,6 +65,23 @@ def delivery_row(
         "guard": response.headers.get(GUARD_HEADER),
         "dlq_id": None,
     }
+
+
+_COLUMNS = (
+    "at_ms",
+    "job",
+    "message_id",
+    "schedule_id",
+    "retried",
+    "outcome",
+    "status",
+    "duration_ms",
+    "error",
+    "guard",
+    "dlq_id",
+)
+#: The rows of :func:`delivery_row`, inserted without SQLAlchemy's per-row bookkeeping.
+_INSERT = deliveries.insert().values({name: bindparam(name) for name in _COLUMNS})
 
 
 def _unverified_header(name: str) -> str | None:
@@ -157,7 +174,7 @@ class BatchWriter:
             return
         try:
             with writing(self.engine) as conn:
-                conn.execute(deliveries.insert(), rows)
+                execute_many(conn.connection.driver_connection, conn.dialect, _INSERT, rows)
         except Exception as exc:
             self._drop(len(rows), f"the delivery log could not be written ({exc})")
 

@@ -65,25 +65,44 @@ def test_twenty_simultaneous_duplicates_run_once(tmp_path: Path, database_url: s
     assert all(int(a.headers["Retry-After"]) >= 1 for a in answers if a.status_code == 503)
 
 
-def test_crashed_workers_claim_is_taken_over_after_its_lease(
-    tmp_path: Path, database_url: str
-) -> None:
-    """A worker dies mid-delivery; retries answer 503 until the lease ends, then run once."""
+def test_crashed_workers_claim_is_taken_over(tmp_path: Path, database_url: str) -> None:
+    """A worker dies mid-delivery; the message then runs exactly once more.
+
+    PostgreSQL claims are leased rows: retries answer 503 until the lease ends. SQLite
+    claims are kernel locks, which die with the worker: the next retry runs at once.
+    """
     effects = tmp_path / "effects.txt"
     env = server_env(database_url, effects, DUPLICATE_LEASE_SECONDS="2")
+    leased = not database_url.startswith("sqlite")
     with gunicorn(tmp_path, env, workers=2) as server:
         with pytest.raises(httpx.TransportError):
             deliver(server, "die-once", "msg_crash")
-        retry = deliver(server, "die-once", "msg_crash")
-        assert retry.status_code == 503 and int(retry.headers["Retry-After"]) <= 2
-        time.sleep(int(retry.headers["Retry-After"]) + 0.2)
+        if leased:
+            retry = deliver(server, "die-once", "msg_crash")
+            assert retry.status_code == 503 and int(retry.headers["Retry-After"]) <= 2
+            time.sleep(int(retry.headers["Retry-After"]) + 0.2)
         taken = deliver(server, "die-once", "msg_crash")
-        again = deliver(server, "die-once", "msg_crash")
+        again = replayed(server, "die-once", "msg_crash")
     assert taken.status_code == 200 and taken.json() == {"survived": True}
-    assert again.headers["X-Duplicate-Delivery"] == "replayed"
+    assert again.json() == {"survived": True}
     assert len(runs(effects)) == 1
     engine = create_engine(database_url)
     with engine.connect() as conn:
         row = conn.execute(select(claims.c.state, claims.c.takeovers)).one()
     engine.dispose()
-    assert tuple(row) == ("done", 1)
+    assert tuple(row) == ("done", 1 if leased else 0)
+
+
+def replayed(server: Server, job: str, message_id: str) -> httpx.Response:
+    """Redeliver a completed message until it is answered from the store, as QStash would.
+
+    Another worker may still be writing "done" for a few milliseconds and answer 503.
+    """
+    deadline = time.monotonic() + 5
+    while True:
+        answer = deliver(server, job, message_id)
+        if answer.status_code != 503 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert answer.headers["X-Duplicate-Delivery"] == "replayed", answer.text
+    return answer

@@ -14,6 +14,7 @@ from app import create_app
 from app.jobs import JobRegistry
 from app.qstash.receiver import Delivery
 from app.store import Store, claims
+from app.store.claimer import Claimer
 from app.testing import DeliveryClient
 from tests.conftest import Calls
 from tests.ops.conftest import close_store, ops_config
@@ -137,7 +138,7 @@ def test_unreachable_database_answers_503_without_running(
     """The guard fails closed: no claim store, no handler run, QStash retries later."""
     assert store.guard is not None
     dead = create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1")
-    monkeypatch.setattr(store.guard, "engine", dead)
+    monkeypatch.setattr(store.guard, "claimer", Claimer(dead))
     response = client.deliver("noop", {}, message_id="msg_down")
     assert response.status_code == 503
     assert response.get_json()["code"] == "guard_unavailable"

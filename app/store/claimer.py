@@ -1,0 +1,327 @@
+"""How the duplicate guard claims messages, cheaply enough to run on every delivery.
+
+The guard needs, per delivery, a claim that every other worker and host sees *before*
+the handler runs, and after a 2xx answer a durable "done" with that answer. Both
+claimers below answer a duplicate that reaches *this* process before "done" is written
+from memory, and run their statements straight on a DBAPI connection kept per thread
+(compiled once by SQLAlchemy, see :func:`app.store.engine.execute`): SQLAlchemy's
+per-transaction pool checkout, events and pre-ping cost more than the SQL.
+
+:class:`Claimer` (PostgreSQL; several hosts) commits each claim as a row with a lease
+before the handler. Marking it done waits for the next transaction the process opens
+anyway, the next claim, or for an idle timer ``delay`` seconds later: one commit per
+delivery instead of two.
+
+:class:`HostClaimer` (SQLite, which is one host by nature) holds each running claim as a
+kernel record lock on a file next to the database, which costs one system call, and
+writes only the done rows, in batches. The kernel drops a dead process's locks at once,
+so a crashed worker's claims are free immediately rather than after a lease.
+
+What deferring "done" costs, for both: in the window, a duplicate reaching another
+process finds the claim still held and is answered 503 + ``Retry-After`` exactly as if
+it had arrived during the handler; QStash retries it and gets the stored answer. A
+process dying in the window loses its done rows, so a later redelivery would run the
+handler again; QStash redelivers only when it did not get our answer, so that takes a
+crash *and* a lost answer within ``delay`` seconds.
+"""
+
+from __future__ import annotations
+
+import atexit
+import errno
+import fcntl
+import hashlib
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine
+
+from app.store import claims
+from app.store.engine import write_lock
+
+logger = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+#: How long a completion may wait for a transaction before a timer writes it.
+DELAY = 0.02
+
+
+class _Base:
+    """A DBAPI connection per thread, a per-process timer, and warnings at most per minute."""
+
+    def __init__(self, engine: Engine, delay: float) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect
+        self.delay = delay
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._lock = threading.Lock()
+        self._pending: dict[Key, dict[str, Any]] = {}
+        self._oldest = 0.0
+        self._local = threading.local()
+        self._pid = -1
+        self._stop = threading.Event()
+        self._warned_at = 0.0
+        # Connections inherited through fork: never used or closed by the child.
+        self._inherited: list[Any] = []
+
+    def flush(self) -> None:
+        raise NotImplementedError
+
+    def flush_if_due(self) -> None:
+        """Write the queued completions if they are due; never raise."""
+        if self._due():
+            try:
+                self.flush()
+            except Exception as exc:
+                self._warn(f"duplicate guard: could not record completed deliveries ({exc})")
+
+    def close(self) -> None:
+        """Write the queued completions and stop this process's timer."""
+        self._stop.set()
+        try:
+            self.flush()
+        except Exception:
+            logger.exception("duplicate guard: could not record completed deliveries")
+
+    def _due(self) -> bool:
+        return bool(self._pending) and time.monotonic() - self._oldest >= self.delay
+
+    def _new_process(self) -> None:
+        """Reset what a forked child must not share with its parent (under ``_lock``)."""
+        self._pending = {}
+
+    def _queue(self, key: Key, params: dict[str, Any]) -> int:
+        with self._lock:
+            if not self._pending:
+                self._oldest = time.monotonic()
+            self._pending[key] = params
+            return len(self._pending)
+
+    def _queued_answer(self, key: Key) -> claims.Completed | None:
+        done = self._pending.get(key)
+        if done is None:
+            return None
+        return claims.Completed(
+            status=done["b_status"], content_type=done["b_content_type"], body=done["b_body"]
+        )
+
+    def _started(self) -> None:
+        """Set this process up on its first claim: its own state and timer."""
+        if self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._new_process()
+            self._pid = os.getpid()
+            self._stop = threading.Event()
+            threading.Thread(target=self._idle, name="duplicate-guard", daemon=True).start()
+            atexit.register(self.close)
+
+    def _idle(self) -> None:
+        # Polls rather than being woken per completion: a wake-up per delivery would
+        # hand the GIL back and forth on every request of a busy worker.
+        stop = self._stop
+        while not stop.wait(self.delay):
+            self.flush_if_due()
+
+    def _connection(self) -> Any:
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            if getattr(local, "driver", None) is not None:
+                self._inherited.append(local.driver)
+            proxied = self.engine.raw_connection()
+            driver = proxied.driver_connection
+            proxied.detach()  # ours for this thread's life, not the pool's
+            local.driver = driver
+            local.pid = os.getpid()
+        return local.driver
+
+    def _discard(self, driver: Any) -> None:
+        self._local.driver = None
+        self._local.pid = None
+        try:
+            driver.rollback()
+            driver.close()
+        except Exception:
+            logger.debug("closing a failed claim connection", exc_info=True)
+
+    @contextmanager
+    def _write(self) -> Iterator[Any]:
+        """A write transaction on this thread's connection; a failed one drops it."""
+        driver = self._connection()
+        with write_lock(self.engine):
+            try:
+                if self._sqlite:
+                    driver.execute("BEGIN IMMEDIATE")
+                yield driver
+                driver.commit()
+            except BaseException:
+                self._discard(driver)
+                raise
+
+    def _warn(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._warned_at > 60:  # one a minute, not one per delivery
+            self._warned_at = now
+            logger.warning(message)
+
+
+class Claimer(_Base):
+    """Claims as leased rows: one commit per delivery, completions ride the next one."""
+
+    def __init__(self, engine: Engine, *, delay: float = DELAY) -> None:
+        super().__init__(engine, delay)
+
+    def claim(self, job: str, message_id: str, *, now_ms: int, lease_ms: int) -> claims.Claim:
+        """Claim (job, message_id) in one committed transaction, or say why not."""
+        self._started()
+        done = self._queued_answer((job, message_id))
+        if done is not None:
+            return done
+        with self._transaction() as driver:
+            return claims.claim_on(
+                driver, self.dialect, job, message_id, now_ms=now_ms, lease_ms=lease_ms
+            )
+
+    def complete(self, job: str, message_id: str, token: str, **answer: Any) -> bool:
+        """Queue marking our claim done with its answer; the next transaction writes it."""
+        self._queue((job, message_id), claims.completion(job, message_id, token, **answer))
+        return False
+
+    def release(self, job: str, message_id: str, token: str) -> bool:
+        """Give our claim up now, so QStash's retry runs the handler; False if it was lost."""
+        with self._transaction() as driver:
+            return claims.release_on(driver, self.dialect, job, message_id, token)
+
+    def flush(self) -> None:
+        """Commit the queued completions now."""
+        if self._pending and self._pid == os.getpid():
+            with self._transaction():
+                pass
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """A write transaction that first commits the queued completions."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        try:
+            with self._write() as driver:
+                lost = sum(
+                    not claims.complete_on(driver, self.dialect, params)
+                    for params in pending.values()
+                )
+                yield driver
+        except BaseException:
+            with self._lock:  # still to be recorded: back in the queue
+                self._pending = {**pending, **self._pending}
+            raise
+        if lost:
+            logger.warning(
+                "%d claim(s) expired while their handler ran and were taken over; raise"
+                " DUPLICATE_LEASE_SECONDS or the job's timeout",
+                lost,
+            )
+
+
+class HostClaimer(_Base):
+    """Claims as kernel record locks on ``lock_path``; done rows written in batches.
+
+    Each (job, message id) maps to one byte of the lock file (a 62-bit hash: a collision
+    would only make one message wait for another). POSIX record locks belong to the
+    process, so threads of one process are told apart by ``_running``; and closing any
+    descriptor of the file would drop them all, so the file is opened once per process
+    and never closed.
+    """
+
+    def __init__(
+        self, engine: Engine, lock_path: str, *, delay: float = DELAY, batch: int = 100
+    ) -> None:
+        super().__init__(engine, delay)
+        self.lock_path = lock_path
+        self.batch = batch
+        self._running: dict[Key, int] = {}  # locked by this process -> claimed at (ms)
+        self._flushing = threading.Lock()
+        self._fd = -1
+
+    def claim(self, job: str, message_id: str, *, now_ms: int, lease_ms: int) -> claims.Claim:
+        """Lock (job, message_id) and check it was not done before, or say why not."""
+        self._started()
+        key = (job, message_id)
+        with self._lock:
+            done = self._queued_answer(key)
+            if done is not None:
+                return done
+            if key in self._running or not self._lock_byte(key, fcntl.LOCK_EX | fcntl.LOCK_NB):
+                # Held by a live handler here or in another process of this host.
+                return claims.Busy(retry_after=max(1, math.ceil(lease_ms / 1000)))
+            self._running[key] = now_ms
+        try:
+            found = claims.read_on(self._connection(), self.dialect, job, message_id, now_ms)
+        except BaseException:
+            self._discard(self._connection())
+            self._let_go([key])
+            raise
+        if found is not None:
+            self._let_go([key])
+            return found
+        return claims.Acquired(token=os.urandom(8).hex(), takeover=False)
+
+    def complete(self, job: str, message_id: str, token: str, **answer: Any) -> bool:
+        """Queue the done row (the lock stays held until it is written); say if a batch is due."""
+        params = claims.completion(job, message_id, token, **answer)
+        params["b_claimed_at_ms"] = self._running.get((job, message_id), params["now_ms"])
+        return self._queue((job, message_id), params) >= self.batch
+
+    def release(self, job: str, message_id: str, token: str) -> bool:
+        """Drop our lock so QStash's retry runs the handler; nothing was written."""
+        self._let_go([(job, message_id)])
+        return True
+
+    def flush(self) -> None:
+        """Write the queued done rows in one transaction, then drop their locks."""
+        if self._pid != os.getpid():
+            return
+        with self._flushing:
+            with self._lock:
+                batch = dict(self._pending)
+            if not batch:
+                return
+            with self._write() as driver:
+                claims.record_done_on(driver, self.dialect, list(batch.values()))
+            with self._lock:
+                for key in batch:
+                    del self._pending[key]
+            self._let_go(batch)
+
+    def _due(self) -> bool:
+        return len(self._pending) >= self.batch or super()._due()
+
+    def _new_process(self) -> None:
+        # A child inherits neither its parent's record locks nor, so, its claims.
+        super()._new_process()
+        self._running = {}
+        self._fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def _let_go(self, keys: Iterable[Key]) -> None:
+        with self._lock:
+            for key in keys:
+                if self._running.pop(key, None) is not None:
+                    self._lock_byte(key, fcntl.LOCK_UN)
+
+    def _lock_byte(self, key: Key, operation: int) -> bool:
+        digest = hashlib.blake2b(f"{key[0]}\0{key[1]}".encode(), digest_size=8).digest()
+        offset = int.from_bytes(digest, "big") >> 2
+        try:
+            fcntl.lockf(self._fd, operation, 1, offset, os.SEEK_SET)
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EAGAIN):
+                return False
+            raise
+        return True

@@ -105,8 +105,9 @@ def server(tmp: Path, name: str, env: dict[str, str], workers: int) -> Iterator[
 
 def compare(
     database_url: str, seconds: float, rounds: int, workers: int, handler_ms: float = 0
-) -> tuple[float, float]:
-    """Return the median requests/s (on, off) of alternating rounds against ``database_url``."""
+) -> tuple[float, float, list[float]]:
+    """Return the median requests/s (on, off) of alternating rounds against ``database_url``,
+    and each round's on/off ratio, sorted."""
     token = sign(BODY, url=APP_URL + "/api/jobs/noop", key=CURRENT_KEY)
     run = uuid.uuid4().hex[:8]
     with tempfile.TemporaryDirectory() as name, ExitStack() as stack:
@@ -133,11 +134,16 @@ def compare(
                 prefix = f"{run}{label}{index}"
                 rate = wrk(base + "/api/jobs/noop", script, seconds, threads=2, args=[prefix])
                 measured[label].append(rate)
-    return statistics.median(measured["on"]), statistics.median(measured["off"])
+    pairs = sorted(a / b for a, b in zip(measured["on"], measured["off"], strict=True))
+    return statistics.median(measured["on"]), statistics.median(measured["off"]), pairs
 
 
-def report(label: str, on: float, off: float) -> None:
-    print(f"{label:<12} log+guard on {on:8.0f} req/s   off {off:8.0f} req/s   ratio {on / off:.3f}")
+def report(label: str, on: float, off: float, pairs: list[float]) -> None:
+    """Print the medians, their ratio, and the spread of the per-round ratios."""
+    print(
+        f"{label:<12} log+guard on {on:8.0f} req/s   off {off:8.0f} req/s   ratio {on / off:.3f}"
+        f"   (rounds: median {statistics.median(pairs):.3f}, {pairs[0]:.3f}-{pairs[-1]:.3f})"
+    )
 
 
 def main() -> None:

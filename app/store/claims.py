@@ -180,7 +180,7 @@ def complete(
         content_type=content_type,
         body=body,
     )
-    return complete_on(_driver(conn), conn.dialect, params)
+    return bool(complete_on(_driver(conn), conn.dialect, params).rowcount == 1)
 
 
 def completion(
@@ -205,20 +205,24 @@ def completion(
     }
 
 
-def complete_on(driver: Any, dialect: Dialect, params: dict[str, Any]) -> bool:
-    """:func:`complete` on a DBAPI connection with :func:`completion`'s parameters."""
-    return bool(_execute(driver, dialect, _COMPLETE, params).rowcount == 1)
+def complete_on(driver: Any, dialect: Dialect, params: dict[str, Any]) -> Any:
+    """:func:`complete` on a DBAPI connection with :func:`completion`'s parameters.
+
+    Return the cursor: its ``rowcount`` is 1 if the claim was still ours, once known
+    (in a PostgreSQL pipeline, after the pipeline synced).
+    """
+    return _execute(driver, dialect, _COMPLETE, params)
 
 
 def release(conn: Connection, job: str, message_id: str, token: str) -> bool:
     """Give our claim up so the next delivery runs the handler; False if it was lost."""
-    return release_on(_driver(conn), conn.dialect, job, message_id, token)
+    return bool(release_on(_driver(conn), conn.dialect, job, message_id, token).rowcount == 1)
 
 
-def release_on(driver: Any, dialect: Dialect, job: str, message_id: str, token: str) -> bool:
-    """:func:`release` on a DBAPI connection inside a write transaction."""
+def release_on(driver: Any, dialect: Dialect, job: str, message_id: str, token: str) -> Any:
+    """:func:`release` on a DBAPI connection; return the cursor (see :func:`complete_on`)."""
     params = {"b_job": job, "b_message_id": message_id, "b_token": token}
-    return bool(_execute(driver, dialect, _RELEASE, params).rowcount == 1)
+    return _execute(driver, dialect, _RELEASE, params)
 
 
 _DONE_COLUMNS = (

@@ -240,12 +240,12 @@ def test_leased_completions_survive_a_failed_transaction(
     assert isinstance(first, claims.Acquired)
     complete(claimer, "msg_1", first.token)
 
-    def refuse(*args: Any, **kwargs: Any) -> None:
-        raise OSError("connection lost")
+    def fail_in_the_database(driver: Any, *args: Any, **kwargs: Any) -> None:
+        driver.cursor().execute("SELECT * FROM no_such_table").fetchone()
 
     with monkeypatch.context() as patch:
-        patch.setattr(claims, "claim_on", refuse)
-        with pytest.raises(OSError):
+        patch.setattr(claims, "claim_on", fail_in_the_database)
+        with pytest.raises(Exception, match="no_such_table"):
             claim(claimer, "msg_2")
     assert state(engine, "msg_1") == "running"
     claimer.flush()

@@ -1,10 +1,12 @@
 """The scheduled jobs: ``daily-digest``, ``weekly-report`` and ``check-expiries``.
 
 QStash fires them (``flask qstash schedules sync`` creates the schedules) with the body
-``{}``. A delivery works out which firing it belongs to — the last time the job's cron
-expression matched, at or before now — so a redelivery of that firing, even hours later,
-covers the same window and publishes the same deduplication ids: the admins get one email
-per firing. The duplicate guard also skips a redelivered message that already completed.
+``{}``. A delivery works out which firing it belongs to: the last time the job's cron
+expression matched, at or before the message's first attempt (from the delivery log, so
+a retry arriving after the next firing still counts as its own), else at or before now.
+A redelivery of that firing, even hours later, covers the same window and publishes the
+same deduplication ids: the admins get one email per firing. The duplicate guard also
+skips a redelivered message that already completed.
 
 * ``daily-digest`` mails ``ADMIN_EMAILS`` the failed attempts since the previous firing's
   day (on Monday: Friday to Sunday), by job, with the latest failures of each.
@@ -107,8 +109,21 @@ def _mail_admins(job: Job, template: str, fired: datetime, data: dict[str, Any])
     return send_email.enqueue_many(payloads, deduplication_ids=ids)
 
 
-def _report(job: Job, payload: dict[str, Any], template: str, build: Any) -> dict[str, Any]:
-    fired = firing(job, payload["at"] or now())
+def first_attempt(job: Job, delivery: Delivery) -> datetime | None:
+    """Return when this message was first delivered, if this is a retry and the log knows."""
+    store = get_store(current_app)
+    if not delivery.retried or delivery.message_id is None or store is None or not store.log:
+        return None
+    store.flush()
+    with store.read() as conn:
+        first = queries.first_attempt_ms(conn, job.name, delivery.message_id)
+    return None if first is None else datetime.fromtimestamp(first / 1000, UTC)
+
+
+def _report(
+    job: Job, payload: dict[str, Any], delivery: Delivery, template: str, build: Any
+) -> dict[str, Any]:
+    fired = firing(job, payload["at"] or first_attempt(job, delivery) or now())
     since, until = report_window(job, fired)
     result: dict[str, Any] = {"firing": fired.isoformat(), "since": since.isoformat()}
     reason = _skip_reason()
@@ -175,13 +190,13 @@ def weekly_jobs(conn: Any, since_ms: int, until_ms: int) -> list[dict[str, Any]]
 @cron("daily-digest", cron="0 9 * * 1-5", schema=ReportPayload, retries=3)
 def daily_digest(payload: dict[str, Any], delivery: Delivery) -> dict[str, Any]:
     """Email the admins the failed deliveries since the previous digest, by job."""
-    return _report(daily_digest, payload, "daily_digest", digest_jobs)
+    return _report(daily_digest, payload, delivery, "daily_digest", digest_jobs)
 
 
 @cron("weekly-report", cron="0 8 * * 0", schema=ReportPayload, retries=3)
 def weekly_report(payload: dict[str, Any], delivery: Delivery) -> dict[str, Any]:
     """Email the admins per-job deliveries, failure rate and p50/p95 for the past week."""
-    return _report(weekly_report, payload, "weekly_report", weekly_jobs)
+    return _report(weekly_report, payload, delivery, "weekly_report", weekly_jobs)
 
 
 def expire_outbox(folder: Path, cutoff: float) -> int:

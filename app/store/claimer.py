@@ -70,6 +70,8 @@ class _Base:
         self._warned_at = 0.0
         # Connections inherited through fork: never used or closed by the child.
         self._inherited: list[Any] = []
+        self._open: list[Any] = []  # this process's, closed by close()
+        self._open_pid = -1
 
     def flush(self) -> None:
         raise NotImplementedError
@@ -83,12 +85,20 @@ class _Base:
                 self._warn(f"duplicate guard: could not record completed deliveries ({exc})")
 
     def close(self) -> None:
-        """Write the queued completions and stop this process's timer."""
+        """Write the queued completions, stop this process's timer, close its connections."""
         self._stop.set()
         try:
             self.flush()
         except Exception:
             logger.exception("duplicate guard: could not record completed deliveries")
+        if self._open_pid == os.getpid():
+            for driver in self._open:
+                try:
+                    driver.close()
+                except Exception:
+                    logger.debug("closing a claim connection", exc_info=True)
+        self._open = []
+        self._local = threading.local()
 
     def _due(self) -> bool:
         return bool(self._pending) and time.monotonic() - self._oldest >= self.delay
@@ -151,11 +161,17 @@ class _Base:
                 driver.autocommit = True  # see _write
             local.driver = driver
             local.pid = os.getpid()
+            if self._open and self._open_pid != os.getpid():
+                self._open = []  # the parent's
+            self._open_pid = os.getpid()
+            self._open.append(driver)
         return local.driver
 
     def _discard(self, driver: Any) -> None:
         self._local.driver = None
         self._local.pid = None
+        if driver in self._open:
+            self._open.remove(driver)
         try:
             driver.rollback()
             driver.close()

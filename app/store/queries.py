@@ -154,6 +154,15 @@ def latest_failures(
     return [Failure(*row) for row in rows]
 
 
+def first_attempt_ms(conn: Connection, job: str, message_id: str) -> int | None:
+    """Return when the log first saw ``message_id`` delivered to ``job`` (epoch ms), if ever."""
+    return conn.execute(
+        select(func.min(deliveries.c.at_ms)).where(
+            deliveries.c.message_id == message_id, deliveries.c.job == job
+        )
+    ).scalar()
+
+
 def record_dlq(conn: Connection, message_id: str, dlq_id: str) -> int:
     """Attach QStash's DLQ id to the failed attempts of ``message_id``; return how many."""
     result = conn.execute(

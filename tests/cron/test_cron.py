@@ -300,3 +300,34 @@ def test_at_replays_an_earlier_firing(
     data = queue.published("send-email")[0].payload["data"]
     assert (data["since"], data["until"]) == ("2026-11-23", "2026-11-23")
     assert data["jobs"][0]["job"] == "deliver-webhook"
+
+
+def test_retry_after_the_next_firing_still_reports_its_own_firing(
+    app: Flask, store: Store, queue: StubQueue, clock: Clock
+) -> None:
+    """A firing's message retried past the next firing keeps the window of its first attempt.
+
+    Tuesday's digest fails (its first attempt is logged), QStash retries it on Wednesday
+    after 09:00: the retry still mails Monday's failures, under Tuesday's dedup ids.
+    """
+    _seed_monday(store)
+    insert_rows(store, [row("daily-digest", int(TUESDAY_9.timestamp() * 1000),
+                            outcome="retry", message_id="msg_tuesday")])  # fmt: skip
+    clock(datetime(2026, 11, 25, 9, 30, tzinfo=UTC))
+    client = DeliveryClient(app)
+    answer = client.deliver("daily-digest", {}, message_id="msg_tuesday", retried=1)
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json()["firing"] == "2026-11-24T09:00:00+00:00"
+    queue.drain(fail_fast=True)
+    emails = queue.published("send-email")
+    assert emails[0].payload["data"]["since"] == "2026-11-23"
+    assert all("-20261124T0900Z-" in m.options.deduplication_id for m in emails)
+
+
+def test_first_delivery_reports_the_firing_before_now(
+    app: Flask, store: Store, queue: StubQueue, clock: Clock
+) -> None:
+    """Without a logged earlier attempt the firing is the last one at or before now."""
+    clock(datetime(2026, 11, 25, 9, 30, tzinfo=UTC))
+    answer = DeliveryClient(app).deliver("daily-digest", {}, message_id="msg_new", retried=1)
+    assert answer.get_json()["firing"] == "2026-11-25T09:00:00+00:00"

@@ -159,27 +159,10 @@ _COMPLETE = (
 _RELEASE = delete(claims).where(_MINE)
 
 
-def complete(
-    conn: Connection,
-    job: str,
-    message_id: str,
-    token: str,
-    *,
-    now_ms: int,
-    status: int,
-    content_type: str | None,
-    body: bytes,
-) -> bool:
-    """Mark our claim done with its answer; False if another process took it over."""
-    params = completion(
-        job,
-        message_id,
-        token,
-        now_ms=now_ms,
-        status=status,
-        content_type=content_type,
-        body=body,
-    )
+def complete(conn: Connection, job: str, message_id: str, token: str, **answer: Any) -> bool:
+    """Mark our claim done with its answer (:func:`completion`'s keywords); False if
+    another process took it over."""
+    params = completion(job, message_id, token, **answer)
     return bool(complete_on(_driver(conn), conn.dialect, params).rowcount == 1)
 
 

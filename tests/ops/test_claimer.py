@@ -213,32 +213,34 @@ def test_a_legacy_running_row_is_respected_until_its_lease_ends(
     assert state(engine, "msg_dead") == "done"
 
 
-def test_leased_claims_write_done_with_the_next_claim(database_url: str, tmp_path: Path) -> None:
-    """The row-lease claimer commits once per delivery: "done" rides the next claim."""
+@pytest.fixture
+def leased(database_url: str, tmp_path: Path) -> Iterator[tuple[Engine, Claimer]]:
+    """A row-lease claimer (both dialects) that has completed msg_1, not yet written."""
     engine = make_engine(resolve_url(database_url, str(tmp_path)))
     migrate(engine)
     claimer = Claimer(engine, delay=60)
     first = claim(claimer, "msg_1")
     assert isinstance(first, claims.Acquired)
     complete(claimer, "msg_1", first.token)
-    assert state(engine, "msg_1") == "running"
-    assert isinstance(claim(claimer, "msg_1"), claims.Completed)  # from memory
-    assert isinstance(claim(claimer, "msg_2"), claims.Acquired)
-    assert state(engine, "msg_1") == "done"
+    yield engine, claimer
     claimer.close()
     engine.dispose()
 
 
+def test_leased_claims_write_done_with_the_next_claim(leased: tuple[Engine, Claimer]) -> None:
+    """The row-lease claimer commits once per delivery: "done" rides the next claim."""
+    engine, claimer = leased
+    assert state(engine, "msg_1") == "running"
+    assert isinstance(claim(claimer, "msg_1"), claims.Completed)  # from memory
+    assert isinstance(claim(claimer, "msg_2"), claims.Acquired)
+    assert state(engine, "msg_1") == "done"
+
+
 def test_leased_completions_survive_a_failed_transaction(
-    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    leased: tuple[Engine, Claimer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A claim transaction that fails puts the completions it carried back in the queue."""
-    engine = make_engine(resolve_url(database_url, str(tmp_path)))
-    migrate(engine)
-    claimer = Claimer(engine, delay=60)
-    first = claim(claimer, "msg_1")
-    assert isinstance(first, claims.Acquired)
-    complete(claimer, "msg_1", first.token)
+    engine, claimer = leased
 
     def fail_in_the_database(driver: Any, *args: Any, **kwargs: Any) -> None:
         driver.cursor().execute("SELECT * FROM no_such_table").fetchone()
@@ -250,5 +252,3 @@ def test_leased_completions_survive_a_failed_transaction(
     assert state(engine, "msg_1") == "running"
     claimer.flush()
     assert state(engine, "msg_1") == "done"
-    claimer.close()
-    engine.dispose()

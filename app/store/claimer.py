@@ -36,6 +36,7 @@ import math
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -65,13 +66,27 @@ class _Base:
         self._oldest = 0.0
         self._latest = 0.0  # when this process last queued a completion
         self._local = threading.local()
-        self._pid = -1
+        self._ready = False  # this process has its state and timer
         self._stop = threading.Event()
         self._warned_at = 0.0
         # Connections inherited through fork: never used or closed by the child.
         self._inherited: list[Any] = []
         self._open: list[Any] = []  # this process's, closed by close()
-        self._open_pid = -1
+        # A hook rather than a getpid() per delivery; weak, so that it keeps nothing alive.
+        forked = weakref.WeakMethod(self._forked)
+        os.register_at_fork(after_in_child=lambda: (method := forked()) and method())
+
+    def _forked(self) -> None:
+        """In a forked child: drop the parent's state; the first claim sets ours up."""
+        self._ready = False
+        self._lock = threading.Lock()  # another thread may have held it at the fork
+        self._pending = {}  # the parent's claims, not ours
+        inherited = getattr(self._local, "driver", None)
+        if inherited is not None:
+            self._inherited.append(inherited)
+        self._inherited.extend(self._open)
+        self._open = []
+        self._local = threading.local()
 
     def flush(self) -> None:
         raise NotImplementedError
@@ -91,7 +106,7 @@ class _Base:
             self.flush()
         except Exception:
             logger.exception("duplicate guard: could not record completed deliveries")
-        if self._open_pid == os.getpid():
+        if self._ready:
             for driver in self._open:
                 try:
                     driver.close()
@@ -125,16 +140,16 @@ class _Base:
 
     def _started(self) -> None:
         """Set this process up on its first claim: its own state and timer."""
-        if self._pid == os.getpid():
+        if self._ready:
             return
         with self._lock:
-            if self._pid == os.getpid():
+            if self._ready:
                 return
             self._new_process()
-            self._pid = os.getpid()
             self._stop = threading.Event()
             threading.Thread(target=self._idle, name="duplicate-guard", daemon=True).start()
             atexit.register(self.close)
+            self._ready = True
 
     def _idle(self) -> None:
         # Polls rather than being woken per completion: a wake-up per delivery would
@@ -150,9 +165,7 @@ class _Base:
 
     def _connection(self) -> Any:
         local = self._local
-        if getattr(local, "pid", None) != os.getpid():
-            if getattr(local, "driver", None) is not None:
-                self._inherited.append(local.driver)
+        if getattr(local, "driver", None) is None:
             proxied = self.engine.raw_connection()
             driver: Any = proxied.driver_connection
             proxied.detach()  # ours for this thread's life, not the pool's
@@ -160,16 +173,11 @@ class _Base:
                 driver.rollback()  # the pool's pre-ping may have opened a transaction
                 driver.autocommit = True  # see _write
             local.driver = driver
-            local.pid = os.getpid()
-            if self._open and self._open_pid != os.getpid():
-                self._open = []  # the parent's
-            self._open_pid = os.getpid()
             self._open.append(driver)
         return local.driver
 
     def _discard(self, driver: Any) -> None:
         self._local.driver = None
-        self._local.pid = None
         if driver in self._open:
             self._open.remove(driver)
         try:
@@ -238,7 +246,7 @@ class Claimer(_Base):
 
     def flush(self) -> None:
         """Commit the queued completions now."""
-        if self._pending and self._pid == os.getpid():
+        if self._pending and self._ready:
             with self._transaction():
                 pass
 
@@ -309,7 +317,7 @@ class HostClaimer(_Base):
         if found is not None:
             self._let_go([key])
             return found
-        return claims.Acquired(token=os.urandom(8).hex(), takeover=False)
+        return claims.Acquired(token="", takeover=False)  # the lock is ours: no token needed
 
     def complete(self, job: str, message_id: str, token: str, **answer: Any) -> bool:
         """Queue the done row (the lock stays held until it is written); say if a batch is due."""
@@ -325,7 +333,7 @@ class HostClaimer(_Base):
 
     def flush(self) -> None:
         """Write the queued done rows in one transaction, then drop their locks."""
-        if self._pid != os.getpid():
+        if not self._ready:
             return
         with self._flushing:
             with self._lock:
@@ -342,10 +350,14 @@ class HostClaimer(_Base):
     def _due(self) -> bool:
         return len(self._pending) >= self.batch or super()._due()
 
-    def _new_process(self) -> None:
+    def _forked(self) -> None:
         # A child inherits neither its parent's record locks nor, so, its claims.
-        super()._new_process()
+        super()._forked()
         self._running = {}
+        self._flushing = threading.Lock()
+
+    def _new_process(self) -> None:
+        super()._new_process()
         self._fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
     def _let_go(self, keys: Iterable[Key]) -> None:

@@ -51,10 +51,21 @@ def runs(side_effects: Path) -> list[str]:
     return side_effects.read_text().splitlines() if side_effects.exists() else []
 
 
-def test_twenty_simultaneous_duplicates_run_once(tmp_path: Path, database_url: str) -> None:
-    """The same signed delivery sent 20 times at once: one run, every answer 200 or 503."""
+@pytest.mark.parametrize(
+    "workers",
+    [("--worker-class", "sync"), ("--worker-class", "gthread", "--threads", "8")],
+    ids=["sync", "gthread"],
+)
+def test_twenty_simultaneous_duplicates_run_once(
+    tmp_path: Path, database_url: str, workers: tuple[str, ...]
+) -> None:
+    """The same signed delivery sent 20 times at once: one run, every answer 200 or 503.
+
+    With threaded workers, several duplicates reach the same process at once too.
+    """
     effects = tmp_path / "effects.txt"
-    with gunicorn(tmp_path, server_env(database_url, effects), workers=4) as server:
+    env = server_env(database_url, effects)
+    with gunicorn(tmp_path, env, workers=4, args=workers) as server:
         with ThreadPoolExecutor(20) as pool:
             answers = list(pool.map(lambda _: deliver(server, "side-effect", "msg_dup"), range(20)))
     statuses = [answer.status_code for answer in answers]

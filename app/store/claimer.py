@@ -119,8 +119,7 @@ class _Base:
         return bool(self._pending) and time.monotonic() - self._oldest >= self.delay
 
     def _new_process(self) -> None:
-        """Reset what a forked child must not share with its parent (under ``_lock``)."""
-        self._pending = {}
+        """Open what this process needs of its own, on its first claim (under ``_lock``)."""
 
     def _queue(self, key: Key, params: dict[str, Any]) -> int:
         with self._lock:
@@ -308,11 +307,14 @@ class HostClaimer(_Base):
                 # Held by a live handler here or in another process of this host.
                 return claims.Busy(retry_after=max(1, math.ceil(lease_ms / 1000)))
             self._running[key] = (now_ms, offset)
+        driver = None
         try:
-            found = claims.read_on(self._connection(), self.dialect, job, message_id, now_ms)
+            driver = self._connection()
+            found = claims.read_on(driver, self.dialect, job, message_id, now_ms)
         except BaseException:
-            self._discard(self._connection())
-            self._let_go([key])
+            if driver is not None:
+                self._discard(driver)
+            self._let_go([key])  # never keep a lock we did not get to use
             raise
         if found is not None:
             self._let_go([key])
@@ -358,7 +360,8 @@ class HostClaimer(_Base):
 
     def _new_process(self) -> None:
         super()._new_process()
-        self._fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        if self._fd < 0:  # a forked child keeps using the descriptor it inherited
+            self._fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
     def _let_go(self, keys: Iterable[Key]) -> None:
         with self._lock:

@@ -198,6 +198,30 @@ def test_done_rows_that_cannot_be_written_stay_queued_and_locked(
     assert state(engine, "msg_1") == "done"
 
 
+def test_a_claim_whose_read_fails_keeps_no_lock(
+    host: HostClaimer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database failing after the lock was taken must not leave the message locked."""
+
+    def unreachable(*args: Any) -> None:
+        raise OSError("unable to open database file")
+
+    def unreadable(*args: Any) -> None:
+        raise OSError("disk I/O error")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(host.engine, "raw_connection", unreachable)
+        with pytest.raises(OSError, match="unable to open"):
+            claim(host, "msg_1")
+    assert claim_elsewhere(host, "msg_1") == "Acquired"
+    with monkeypatch.context() as patch:
+        patch.setattr(claims, "read_on", unreadable)
+        with pytest.raises(OSError, match="disk I/O"):
+            claim(host, "msg_1")
+    assert claim_elsewhere(host, "msg_1") == "Acquired"
+    assert isinstance(claim(host, "msg_1"), claims.Acquired)
+
+
 def test_a_legacy_running_row_is_respected_until_its_lease_ends(
     host: HostClaimer, engine: Engine
 ) -> None:

@@ -19,7 +19,7 @@ from flask import Response, has_request_context, request
 from sqlalchemy import Engine, bindparam
 
 from app.qstash.receiver import outcome
-from app.store.engine import execute_many, writing
+from app.store.engine import execute_many, write_when_quiet, writing
 from app.store.schema import deliveries
 
 if TYPE_CHECKING:
@@ -163,18 +163,13 @@ class BatchWriter:
             self._rows = []
             self._pid = os.getpid()
             self._stop = threading.Event()
-            threading.Thread(target=self._idle, name="delivery-log", daemon=True).start()
+            threading.Thread(
+                target=write_when_quiet,
+                args=(self._stop, self.delay, lambda: self._latest, self.flush_if_due),
+                name="delivery-log",
+                daemon=True,
+            ).start()
             atexit.register(self.flush, 2.0)
-
-    def _idle(self) -> None:
-        # Only a quiet process is written by this thread: while requests come, their
-        # ``close`` writes. A write here, from a second thread, would hand the GIL back
-        # and forth with the request thread at every SQLite call and hold the write lock
-        # many times longer than the write takes (measured: +50-100 us per request).
-        stop = self._stop
-        while not stop.wait(self.delay):
-            if time.monotonic() - self._latest >= self.delay:
-                self.flush_if_due()
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
         if not rows:

@@ -31,7 +31,7 @@ from marshmallow import Schema, ValidationError, fields, validates
 
 from app.jobs import Job, cron
 from app.qstash.receiver import Delivery
-from app.store import get_store, queries
+from app.store import Store, get_store, queries
 from jobs.email import send_email
 
 #: The latest failures listed per job in the digest (the count is always exact).
@@ -109,12 +109,13 @@ def _mail_admins(job: Job, template: str, fired: datetime, data: dict[str, Any])
     return send_email.enqueue_many(payloads, deduplication_ids=ids)
 
 
-def first_attempt(job: Job, delivery: Delivery) -> datetime | None:
-    """Return when this message was first delivered, if this is a retry and the log knows."""
-    store = get_store(current_app)
+def first_attempt(store: Store | None, job: Job, delivery: Delivery) -> datetime | None:
+    """Return when this message was first delivered, if this is a retry and the log knows.
+
+    The caller flushes the store first: the first attempt may sit in this process's buffer.
+    """
     if not delivery.retried or delivery.message_id is None or store is None or not store.log:
         return None
-    store.flush()
     with store.read() as conn:
         first = queries.first_attempt_ms(conn, job.name, delivery.message_id)
     return None if first is None else datetime.fromtimestamp(first / 1000, UTC)
@@ -123,16 +124,17 @@ def first_attempt(job: Job, delivery: Delivery) -> datetime | None:
 def _report(
     job: Job, payload: dict[str, Any], delivery: Delivery, template: str, build: Any
 ) -> dict[str, Any]:
-    fired = firing(job, payload["at"] or first_attempt(job, delivery) or now())
+    store = get_store(current_app)
+    if store is not None and store.log is not None:
+        store.flush()  # this process's buffered rows: the first attempt's and the window's
+    fired = firing(job, payload["at"] or first_attempt(store, job, delivery) or now())
     since, until = report_window(job, fired)
     result: dict[str, Any] = {"firing": fired.isoformat(), "since": since.isoformat()}
     reason = _skip_reason()
     if reason is not None:
         current_app.logger.warning("%s: not sent: %s", job.name, reason)
         return {**result, "sent": 0, "skipped": reason}
-    store = get_store(current_app)
     assert store is not None
-    store.flush()
     with store.read() as conn:
         jobs = build(conn, _epoch_ms(since, job), _epoch_ms(until, job))
     data = {"since": since.isoformat(), "until": (until - _DAY).isoformat(), "jobs": jobs}

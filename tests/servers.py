@@ -68,6 +68,17 @@ def wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path, timeout
     raise RuntimeError(f"server did not come up in {timeout}s:\n{log.read_text()}")
 
 
+def stop(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    """Terminate ``process`` and reap it; kill it if it outlives ``timeout`` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @contextmanager
 def gunicorn(
     tmp_path: Path,
@@ -112,9 +123,4 @@ def gunicorn(
         wait_until_up(url + ready_path, process, log, timeout=30)
         yield Server(url=url, process=process, log=log)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, timeout=15)

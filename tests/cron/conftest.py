@@ -18,13 +18,13 @@ import jobs.cron
 from app import create_app
 from app.qstash.client import QStash
 from app.qstash.client.for_app import EXTENSION as PUBLISHER
-from app.store import Store, get_store
+from app.store import Store
 from app.store.schema import claims, deliveries
 from app.testing import StubQueue
 from tests.conftest import TEST_CONFIG
-from tests.ops.conftest import database_url, postgres_url
+from tests.ops.conftest import close_store, database_url, postgres_url, store
 
-__all__ = ["database_url", "postgres_url"]  # the operations tests' database fixtures
+__all__ = ["database_url", "postgres_url", "store"]  # the operations tests' fixtures
 
 ADMINS = ["ada@example.com", "grace@example.com"]
 
@@ -56,9 +56,7 @@ def make_app(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Flask]
 
     yield make
     for app in made:
-        found = get_store(app)
-        if found is not None:
-            found.close()
+        close_store(app)
         client = app.extensions.get(PUBLISHER)
         if isinstance(client, QStash):
             client.close()
@@ -67,13 +65,6 @@ def make_app(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Flask]
 @pytest.fixture
 def app(make_app: Callable[..., Flask]) -> Flask:
     return make_app()
-
-
-@pytest.fixture
-def store(app: Flask) -> Store:
-    found = get_store(app)
-    assert found is not None
-    return found
 
 
 @pytest.fixture

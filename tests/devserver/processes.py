@@ -34,14 +34,3 @@ def start_dev_server(port: int, db: Path, log: Path, *extra: str) -> subprocess.
     process = start_flask(["qstash", "dev", "--port", str(port), "--db", str(db), *extra], log)
     wait_until_up(f"http://127.0.0.1:{port}/v2/keys", process, log, timeout=30)
     return process
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Terminate ``process`` and reap it."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

@@ -10,8 +10,8 @@ import pytest
 
 from app.config import DEV_IDENTITY
 from tests.devserver.endpoint import Endpoint
-from tests.devserver.processes import start_dev_server, start_flask, stop
-from tests.servers import free_port
+from tests.devserver.processes import start_dev_server, start_flask
+from tests.servers import free_port, stop
 
 pytestmark = pytest.mark.e2e
 

@@ -12,8 +12,8 @@ from werkzeug.wrappers import Request, Response
 
 from app.config import DEV_IDENTITY
 from tests.devserver.endpoint import Endpoint
-from tests.devserver.processes import start_dev_server, stop
-from tests.servers import free_port
+from tests.devserver.processes import start_dev_server
+from tests.servers import free_port, stop
 
 pytestmark = pytest.mark.e2e
 MESSAGES = 1000

@@ -121,12 +121,14 @@ class _Base:
     def _new_process(self) -> None:
         """Open what this process needs of its own, on its first claim (under ``_lock``)."""
 
-    def _queue(self, key: Key, params: dict[str, Any]) -> None:
+    def _queue(self, key: Key, params: dict[str, Any]) -> bool:
+        """Queue a completion; say whether a write is due."""
         with self._lock:
             self._latest = time.monotonic()
             if not self._pending:
                 self._oldest = self._latest
             self._pending[key] = params
+        return self._due()
 
     def _queued_answer(self, key: Key) -> claims.Completed | None:
         done = self._pending.get(key)
@@ -224,9 +226,10 @@ class Claimer(_Base):
                 driver, self.dialect, job, message_id, now_ms=now_ms, lease_ms=lease_ms
             )
 
-    def complete(self, job: str, message_id: str, token: str, **answer: Any) -> None:
-        """Queue marking our claim done with its answer; the next transaction writes it."""
-        self._queue((job, message_id), claims.completion(job, message_id, token, **answer))
+    def complete(self, job: str, message_id: str, token: str, **answer: Any) -> bool:
+        """Queue marking our claim done with its answer; the next transaction writes it.
+        Say whether a write is due."""
+        return self._queue((job, message_id), claims.completion(job, message_id, token, **answer))
 
     def release(self, job: str, message_id: str, token: str) -> bool:
         """Give our claim up now, so QStash's retry runs the handler; False if it was lost."""
@@ -268,10 +271,9 @@ class HostClaimer(_Base):
     """Claims as kernel record locks on ``lock_path``; done rows written in batches.
 
     Each (job, message id) maps to one byte of the lock file (a 62-bit hash: a collision
-    would only make one message wait for another). POSIX record locks belong to the
-    process, so threads of one process are told apart by ``_running``; and closing any
-    descriptor of the file would drop them all, so the file is opened once per process
-    and never closed.
+    would only make one message wait for another). The locks live in a :class:`_LockFile`
+    shared by every claimer of this process on that path, since POSIX record locks
+    belong to the process, not to a claimer or a thread.
     """
 
     def __init__(
@@ -280,10 +282,8 @@ class HostClaimer(_Base):
         super().__init__(engine, delay)
         self.lock_path = lock_path
         self.batch = batch
-        # Locked by this process -> (claimed at in ms, the lock's byte).
-        self._running: dict[Key, tuple[int, int]] = {}
         self._flushing = threading.Lock()
-        self._fd = -1
+        self._file: _LockFile | None = None
 
     def claim(self, job: str, message_id: str, *, now_ms: int, lease_ms: int) -> claims.Claim:
         """Lock (job, message_id) and check it was not done before, or say why not."""
@@ -293,11 +293,9 @@ class HostClaimer(_Base):
             done = self._queued_answer(key)
             if done is not None:
                 return done
-            offset = _offset(key)
-            if key in self._running or not self._lock_byte(offset, fcntl.LOCK_EX | fcntl.LOCK_NB):
+            if not self._locks().acquire(key, now_ms):
                 # Held by a live handler here or in another process of this host.
                 return claims.Busy(retry_after=max(1, math.ceil(lease_ms / 1000)))
-            self._running[key] = (now_ms, offset)
         driver = None
         try:
             driver = self._connection()
@@ -305,23 +303,23 @@ class HostClaimer(_Base):
         except BaseException:
             if driver is not None:
                 self._discard(driver)
-            self._let_go([key])  # never keep a lock we did not get to use
+            self._locks().release([key])  # never keep a lock we did not get to use
             raise
         if found is not None:
-            self._let_go([key])
+            self._locks().release([key])
             return found
-        return claims.Acquired(token="", takeover=False)  # the lock is ours: no token needed
+        return _OURS
 
-    def complete(self, job: str, message_id: str, token: str, **answer: Any) -> None:
-        """Queue the done row; the lock stays held until it is written."""
+    def complete(self, job: str, message_id: str, token: str, **answer: Any) -> bool:
+        """Queue the done row (the lock stays held until it is written); say if a
+        write is due."""
         params = claims.completion(job, message_id, token, **answer)
-        running = self._running.get((job, message_id))
-        params["b_claimed_at_ms"] = running[0] if running else params["now_ms"]
-        self._queue((job, message_id), params)
+        params["b_claimed_at_ms"] = self._locks().claimed_at((job, message_id), params["now_ms"])
+        return self._queue((job, message_id), params)
 
     def release(self, job: str, message_id: str, token: str) -> bool:
         """Drop our lock so QStash's retry runs the handler; nothing was written."""
-        self._let_go([(job, message_id)])
+        self._locks().release([(job, message_id)])
         return True
 
     def flush(self) -> None:
@@ -338,37 +336,101 @@ class HostClaimer(_Base):
             with self._lock:
                 for key in batch:
                     del self._pending[key]
-            self._let_go(batch)
+            self._locks().release(batch)
 
     def _due(self) -> bool:
         return len(self._pending) >= self.batch or super()._due()
 
     def _forked(self) -> None:
-        # A child inherits neither its parent's record locks nor, so, its claims.
         super()._forked()
-        self._running = {}
         self._flushing = threading.Lock()
 
     def _new_process(self) -> None:
         super()._new_process()
-        if self._fd < 0:  # a forked child keeps using the descriptor it inherited
-            self._fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._file = _LockFile.at(self.lock_path)
 
-    def _let_go(self, keys: Iterable[Key]) -> None:
-        with self._lock:
-            for key in keys:
-                running = self._running.pop(key, None)
-                if running is not None:
-                    self._lock_byte(running[1], fcntl.LOCK_UN)
+    def _locks(self) -> _LockFile:
+        assert self._file is not None, "claim() sets the lock file up"
+        return self._file
 
-    def _lock_byte(self, offset: int, operation: int) -> bool:
+
+_OURS = claims.Acquired(token="", takeover=False)  # a kernel lock needs no token
+
+
+class _LockFile:
+    """This process's record locks on one lock file, and which claims they stand for.
+
+    One per path and process (:meth:`at`): a record lock taken through one descriptor
+    is the process's, so two claimers locking separately would each see the other's
+    locks as their own, and closing any descriptor of the file would drop them all (so
+    it is never closed). ``_running`` tells this process's threads apart.
+    """
+
+    _open: dict[str, _LockFile] = {}
+    _opening = threading.Lock()
+
+    def __init__(self, path: str) -> None:
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._mutex = threading.Lock()
+        # Locked here -> (claimed at in ms, the lock's byte).
+        self._running: dict[Key, tuple[int, int]] = {}
+
+    @classmethod
+    def at(cls, path: str) -> _LockFile:
+        """Return this process's lock file at ``path``, opening it on first use."""
+        real = os.path.realpath(path)
+        with cls._opening:
+            found = cls._open.get(real)
+            if found is None:
+                found = cls._open[real] = cls(real)
+            return found
+
+    @classmethod
+    def forked(cls) -> None:
+        """In a forked child: no record lock was inherited, so no claim either."""
+        cls._opening = threading.Lock()  # another thread may have held it at the fork
+        for file in cls._open.values():
+            file._mutex = threading.Lock()
+            file._running = {}
+
+    def acquire(self, key: Key, now_ms: int) -> bool:
+        """Lock ``key`` for this thread; False if a thread or process holds it."""
+        with self._mutex:
+            if key in self._running:
+                return False
+            offset = _offset(key)
+            if not self._lock(offset, fcntl.LOCK_EX | fcntl.LOCK_NB, 1):
+                return False
+            self._running[key] = (now_ms, offset)
+            return True
+
+    def claimed_at(self, key: Key, default: int) -> int:
+        """Return when ``key`` was locked here (epoch ms), or ``default``."""
+        running = self._running.get(key)
+        return running[0] if running else default
+
+    def release(self, keys: Iterable[Key]) -> None:
+        """Unlock ``keys`` (those not held here are ignored)."""
+        with self._mutex:
+            offsets = [held[1] for key in keys if (held := self._running.pop(key, None))]
+            if len(offsets) > 1 and not self._running:
+                # Nothing else is held here: one call unlocks the whole file.
+                self._lock(0, fcntl.LOCK_UN, 0)
+                return
+            for offset in offsets:
+                self._lock(offset, fcntl.LOCK_UN, 1)
+
+    def _lock(self, offset: int, operation: int, length: int) -> bool:
         try:
-            fcntl.lockf(self._fd, operation, 1, offset, os.SEEK_SET)
+            fcntl.lockf(self._fd, operation, length, offset, os.SEEK_SET)
         except OSError as exc:
             if exc.errno in (errno.EACCES, errno.EAGAIN):
                 return False
             raise
         return True
+
+
+os.register_at_fork(after_in_child=_LockFile.forked)
 
 
 def _offset(key: Key) -> int:

@@ -116,7 +116,7 @@ class DuplicateGuard:
             return
         name, message_id, token = held
         if 200 <= response.status_code < 300:
-            self.claimer.complete(
+            due = self.claimer.complete(
                 name,
                 message_id,
                 token,
@@ -125,8 +125,8 @@ class DuplicateGuard:
                 content_type=response.content_type,
                 body=response.get_data(),
             )
-            # Written once the answer has gone out, when due; by a timer when idle.
-            response.call_on_close(self.claimer.flush_if_due)
+            if due:  # written once the answer has gone out; by a timer when idle
+                response.call_on_close(self.claimer.flush_if_due)
             return
         if not self.claimer.release(name, message_id, token):
             logger.warning(

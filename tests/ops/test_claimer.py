@@ -120,6 +120,44 @@ def test_a_running_claim_is_busy_for_another_thread_of_the_same_process(
     assert isinstance(claim(host, "msg_1"), claims.Busy)
 
 
+def test_two_claimers_of_one_process_share_its_locks(host: HostClaimer, engine: Engine) -> None:
+    """Two apps of one process on one database: record locks are the process's, so
+    each claimer must see the other's running claims, not take them as its own."""
+    other = claimer_for(engine)
+    assert isinstance(other, HostClaimer)
+    first = claim(host, "msg_1")
+    assert isinstance(first, claims.Acquired)
+    assert isinstance(claim(other, "msg_1"), claims.Busy)
+    complete(host, "msg_1", first.token)
+    host.flush()
+    assert isinstance(claim(other, "msg_1"), claims.Completed)
+    other.close()
+
+
+def test_a_written_batch_frees_its_locks_and_keeps_a_running_claim_held(
+    host: HostClaimer,
+) -> None:
+    """Writing a batch unlocks its claims (at once when nothing else is held here) and
+    never a claim whose handler still runs in another thread."""
+    for message_id in ("msg_1", "msg_2", "msg_3"):
+        result = claim(host, message_id)
+        assert isinstance(result, claims.Acquired)
+        complete(host, message_id, result.token)
+    running = claim(host, "msg_running")
+    assert isinstance(running, claims.Acquired)
+    host.flush()
+    assert claim_elsewhere(host, "msg_running") == "Busy"
+    assert claim_elsewhere(host, "msg_1") == "Completed"
+    complete(host, "msg_running", running.token)
+    result = claim(host, "msg_4")
+    assert isinstance(result, claims.Acquired)
+    complete(host, "msg_4", result.token)
+    host.flush()  # nothing else held: the whole file is unlocked in one call
+    assert claim_elsewhere(host, "msg_running") == "Completed"
+    assert claim_elsewhere(host, "msg_4") == "Completed"
+    assert claim_elsewhere(host, "msg_5") == "Acquired"
+
+
 def test_done_is_answered_from_memory_until_written_then_from_the_table(
     engine: Engine,
 ) -> None:

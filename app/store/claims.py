@@ -250,4 +250,13 @@ def record_done_on(driver: Any, dialect: Dialect, rows: list[dict[str, Any]]) ->
 
 def read_on(driver: Any, dialect: Dialect, job: str, message_id: str, now_ms: int) -> Claim | None:
     """Say what the table holds for (job, message_id): done, running under a lease, or None."""
+    params = {"job": job, "message_id": message_id}
+    # Nearly always nothing: ask for the answer's columns only when there is one.
+    if _execute(driver, dialect, _STATE, params).fetchone() is None:
+        return None
     return _existing(driver, dialect, job, message_id, now_ms, live_only=True)
+
+
+_STATE = select(claims.c.state).where(
+    claims.c.job == bindparam("job"), claims.c.message_id == bindparam("message_id")
+)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import operator
 import os
 import threading
 import time
@@ -32,17 +33,28 @@ READONLY = "readonly"
 
 
 @functools.cache
-def _prepared(
-    statement: Any, dialect: Dialect
-) -> tuple[str, tuple[str, ...] | None, dict[str, Any]]:
-    """Return ``statement``'s SQL for ``dialect``, its parameter order and fixed values."""
+def _prepared(statement: Any, dialect: Dialect) -> tuple[str, Callable[[dict[str, Any]], Any]]:
+    """Return ``statement``'s SQL for ``dialect`` and a function turning a dict of its
+    parameters into what the driver takes (a tuple in ``?`` order, or the dict)."""
     compiled: SQLCompiler = statement.compile(dialect=dialect)
     required = {name: None for name, bind in compiled.binds.items() if bind.required}
     fixed = dict(compiled.construct_params(required) or {})
     for name in required:
         fixed.pop(name, None)
     positions = getattr(compiled, "positiontup", None)
-    return compiled.string, tuple(positions) if positions else None, fixed
+    order = _in_order(tuple(positions)) if positions else None
+
+    def bind(params: dict[str, Any]) -> Any:
+        values = {**fixed, **params} if fixed else params
+        return order(values) if order else values
+
+    return compiled.string, bind
+
+
+def _in_order(names: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    # itemgetter builds the tuple in C; with one name it returns a bare value.
+    getter = operator.itemgetter(*names)
+    return getter if len(names) > 1 else lambda values: (getter(values),)
 
 
 def execute(driver: Any, dialect: Dialect, statement: Any, params: dict[str, Any]) -> Any:
@@ -52,22 +64,17 @@ def execute(driver: Any, dialect: Dialect, statement: Any, params: dict[str, Any
     directly, because SQLAlchemy's per-execution bookkeeping (even ``construct_params``)
     costs more than the SQL.
     """
-    sql, positions, fixed = _prepared(statement, dialect)
-    values = {**fixed, **params} if fixed else params
+    sql, bind = _prepared(statement, dialect)
     cursor = driver.cursor()
-    cursor.execute(sql, [values[name] for name in positions] if positions else values)
+    cursor.execute(sql, bind(params))
     return cursor
 
 
 def execute_many(driver: Any, dialect: Dialect, statement: Any, rows: list[dict[str, Any]]) -> Any:
     """:func:`execute` for many parameter sets at once (a batch of log rows)."""
-    sql, positions, fixed = _prepared(statement, dialect)
-    if fixed:
-        rows = [{**fixed, **row} for row in rows]
+    sql, bind = _prepared(statement, dialect)
     cursor = driver.cursor()
-    cursor.executemany(
-        sql, [[row[name] for name in positions] for row in rows] if positions else rows
-    )
+    cursor.executemany(sql, list(map(bind, rows)))
     return cursor
 
 

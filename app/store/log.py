@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from flask import Response, has_request_context, request
@@ -111,13 +112,22 @@ class BatchWriter:
         self._oldest = 0.0
         self._latest = 0.0
         self._lock = threading.Lock()
-        self._pid = -1
+        self._ready = False  # this process has its timer
         self._stop = threading.Event()
         self._warned_at = 0.0
+        # A hook rather than a getpid() per row; weak, so that it keeps nothing alive.
+        forked = weakref.WeakMethod(self._forked)
+        os.register_at_fork(after_in_child=lambda: (method := forked()) and method())
+
+    def _forked(self) -> None:
+        """In a forked child: the parent's rows are written there; no timer runs here."""
+        self._ready = False
+        self._lock = threading.Lock()  # another thread may have held it at the fork
+        self._rows = []
 
     def submit(self, row: dict[str, Any]) -> bool:
         """Buffer ``row`` (or drop it, counted, when full); say whether a write is due."""
-        if self._pid != os.getpid():
+        if not self._ready:
             self._start()
         with self._lock:
             if len(self._rows) >= self.capacity:
@@ -157,11 +167,9 @@ class BatchWriter:
 
     def _start(self) -> None:
         with self._lock:
-            if self._pid == os.getpid():
+            if self._ready:
                 return
-            # A forked child inherits the parent's rows (written there) but no thread.
-            self._rows = []
-            self._pid = os.getpid()
+            self._ready = True
             self._stop = threading.Event()
             threading.Thread(
                 target=write_when_quiet,

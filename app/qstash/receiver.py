@@ -326,7 +326,10 @@ def outcome(status: int) -> str:
     """Name the outcome QStash sees: ok, retry, non-retryable, bad-signature or error."""
     if 200 <= status < 300:
         return "ok"
-    return {401: "bad-signature", 489: "non-retryable", 503: "retry"}.get(status, "error")
+    return _OUTCOMES.get(status, "error")
+
+
+_OUTCOMES = {401: "bad-signature", 489: "non-retryable", 503: "retry"}
 
 
 def guard(

@@ -58,12 +58,17 @@ class DuplicateGuard:
     def __init__(self, claimer: Claimer | HostClaimer, lease_seconds: float) -> None:
         self.claimer = claimer
         self.lease_seconds = lease_seconds
+        # Registered job -> its lease in ms, None if it opted out. A registry refuses to
+        # register a name twice, so an entry never goes stale.
+        self._leases: dict[str, int | None] = {}
 
     def before_handler(self, delivery: Delivery) -> Response | None:
         """Claim the delivery's message; answer instead of the handler when not ours."""
-        job = self._job(delivery)
         message_id = delivery.message_id
-        if message_id is None or delivery.job is None or (job and not job.dedupe):
+        if message_id is None or delivery.job is None:
+            return None
+        lease_ms = self._lease_ms(delivery.job)
+        if lease_ms is None:
             return None
         if len(message_id) > MESSAGE_ID_LIMIT:
             # Not a QStash id (they are short); the header is not signed, so say so and run.
@@ -73,7 +78,7 @@ class DuplicateGuard:
             return None
         try:
             result = self.claimer.claim(
-                delivery.job, message_id, now_ms=_now_ms(), lease_ms=int(self._lease(job) * 1000)
+                delivery.job, message_id, now_ms=_now_ms(), lease_ms=lease_ms
             )
         except Exception:
             logger.exception("duplicate guard: the claim store is unavailable")
@@ -136,16 +141,20 @@ class DuplicateGuard:
                 message_id,
             )
 
-    def _lease(self, job: Job | None) -> float:
-        own = timeout_seconds(job.timeout) if job else None
-        return max(self.lease_seconds, own + _LEASE_MARGIN if own else 0)
-
-    def _job(self, delivery: Delivery) -> Job | None:
+    def _lease_ms(self, name: str) -> int | None:
+        """Return the lease of ``name``'s claims in ms; None if the job opted out."""
+        if name in self._leases:
+            return self._leases[name]
         registry = current_app.extensions.get("qstash_jobs")
-        if registry is None or delivery.job not in registry:
-            return None
-        job: Job = registry[delivery.job]
-        return job
+        job: Job | None = registry[name] if registry is not None and name in registry else None
+        if job is not None and not job.dedupe:
+            lease_ms = None
+        else:
+            own = timeout_seconds(job.timeout) if job else None
+            lease_ms = int(max(self.lease_seconds, own + _LEASE_MARGIN if own else 0) * 1000)
+        if job is not None:  # an unregistered name may be registered later: ask again
+            self._leases[name] = lease_ms
+        return lease_ms
 
 
 def _unavailable() -> Response:

@@ -168,3 +168,39 @@ def test_concurrent_claims_have_exactly_one_winner(store: Store) -> None:
     assert len(outcomes) == 20
     assert sum(isinstance(o, claims.Acquired) for o in outcomes) == 1
     assert sum(isinstance(o, claims.Busy) for o in outcomes) == 19
+
+
+def test_the_lease_covers_the_jobs_own_timeout(database_url: str) -> None:
+    """A claim outlives the longest legitimate run: the job's timeout plus a margin when
+    that is longer than DUPLICATE_LEASE_SECONDS; a job that opts out is not claimed; a
+    name registered after its first delivery is looked up again."""
+    registry = JobRegistry()
+
+    @registry.job("slow", timeout="5m")
+    def slow(payload: object, delivery: Delivery) -> None:
+        return None
+
+    @registry.job("quick", timeout=10)
+    def quick(payload: object, delivery: Delivery) -> None:
+        return None
+
+    @registry.job("free", dedupe=False)
+    def free(payload: object, delivery: Delivery) -> None:
+        return None
+
+    flask_app = create_app(ops_config(database_url, DUPLICATE_LEASE_SECONDS=60), registry=registry)
+    store = flask_app.extensions["qstash_jobs.store"]
+    guard = store.guard
+    with flask_app.app_context():
+        assert guard._lease_ms("slow") == (300 + 30) * 1000
+        assert guard._lease_ms("quick") == 60_000  # 10 s + 30 s < the configured 60 s
+        assert guard._lease_ms("free") is None
+        assert guard._lease_ms("later") == 60_000  # not registered (yet): the default
+
+        @registry.job("later", dedupe=False)
+        def later(payload: object, delivery: Delivery) -> None:
+            return None
+
+        assert guard._lease_ms("later") is None
+        assert guard._lease_ms("slow") == (300 + 30) * 1000  # from the cache, unchanged
+    close_store(flask_app)

@@ -11,9 +11,20 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Connection, and_, case, delete, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Update,
+    and_,
+    case,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
 
-from app.store.schema import claims, deliveries
+from app.store.schema import UNSUCCESSFUL, claims, deliveries
 
 DAY_MS = 86_400_000
 
@@ -155,22 +166,38 @@ def latest_failures(
 
 
 def first_attempt_ms(conn: Connection, job: str, message_id: str) -> int | None:
-    """Return when the log first saw ``message_id`` delivered to ``job`` (epoch ms), if ever."""
+    """Return when the log first saw ``message_id`` delivered to ``job`` unsuccessfully
+    (epoch ms), if ever.
+
+    A handler runs again only after attempts that did not succeed (the duplicate guard
+    replays a success), so the first of those is the first attempt; the message-id
+    index covers exactly those rows.
+    """
     return conn.execute(
         select(func.min(deliveries.c.at_ms)).where(
-            deliveries.c.message_id == message_id, deliveries.c.job == job
+            deliveries.c.message_id == message_id, UNSUCCESSFUL, deliveries.c.job == job
         )
     ).scalar()
 
 
 def record_dlq(conn: Connection, message_id: str, dlq_id: str) -> int:
     """Attach QStash's DLQ id to the failed attempts of ``message_id``; return how many."""
-    result = conn.execute(
+    result = conn.execute(dlq_update(message_id, dlq_id))
+    return result.rowcount
+
+
+def dlq_update(message_id: str, dlq_id: str) -> Update:
+    """The statement of :func:`record_dlq`.
+
+    It repeats the message-id index's condition as a literal (``UNSUCCESSFUL``): a
+    planner can use a partial index only when the query implies its condition, and a
+    bound ``outcome != $1`` (as in ``FAILED``) proves nothing to a generic plan.
+    """
+    return (
         update(deliveries)
-        .where(deliveries.c.message_id == message_id, FAILED)
+        .where(deliveries.c.message_id == message_id, UNSUCCESSFUL, FAILED)
         .values(dlq_id=dlq_id[:200])
     )
-    return result.rowcount
 
 
 def expire(conn: Connection, now_ms: int, *, log_days: float, claim_days: float) -> tuple[int, int]:

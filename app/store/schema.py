@@ -27,6 +27,7 @@ from sqlalchemy import (
     Table,
     Text,
     func,
+    literal_column,
     select,
     text,
 )
@@ -48,7 +49,25 @@ schema_version = Table(
 )
 
 
-def _deliveries(meta: MetaData) -> Table:
+#: The rows the message-id index covers from version 2 on: attempts that did not succeed.
+#: Rendered inline (no bound parameter): a query repeating this term lets the planner
+#: prove that the partial index applies.
+UNSUCCESSFUL = literal_column("deliveries.outcome") != literal_column("'ok'")
+
+
+def _deliveries(meta: MetaData, version: int = 2) -> Table:
+    if version >= 2:
+        # Only the DLQ callback and cron retries look rows up by message id, and both
+        # want attempts that failed; indexing every row cost a random-order B-tree insert
+        # (a page write) per delivery.
+        message_index = Index(
+            "ix_deliveries_message_failed",
+            "message_id",
+            sqlite_where=UNSUCCESSFUL,
+            postgresql_where=UNSUCCESSFUL,
+        )
+    else:
+        message_index = Index("ix_deliveries_message", "message_id")
     return Table(
         "deliveries",
         meta,
@@ -68,7 +87,7 @@ def _deliveries(meta: MetaData) -> Table:
         Column("dlq_id", String(200)),
         Index("ix_deliveries_at", "at_ms"),
         Index("ix_deliveries_job_at", "job", "at_ms"),
-        Index("ix_deliveries_message", "message_id"),
+        message_index,
     )
 
 
@@ -99,14 +118,24 @@ claims = _claims(metadata)
 def _v1_initial(conn: Connection) -> None:
     # Frozen copies of the version-1 tables, independent of later edits above.
     frozen = MetaData()
-    _deliveries(frozen)
+    _deliveries(frozen, version=1)
     _claims(frozen)
     frozen.create_all(conn)
+
+
+def _v2_message_index_for_failures(conn: Connection) -> None:
+    before = _deliveries(MetaData(), version=1)
+    after = _deliveries(MetaData(), version=2)
+    (old,) = (index for index in before.indexes if index.name == "ix_deliveries_message")
+    (new,) = (index for index in after.indexes if index.name == "ix_deliveries_message_failed")
+    old.drop(conn)
+    new.create(conn)
 
 
 #: (version, name, migration), in order. Append; never edit a released entry.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "deliveries and claims", _v1_initial),
+    (2, "message-id index on unsuccessful attempts only", _v2_message_index_for_failures),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -9,8 +9,9 @@ import pytest
 from sqlalchemy import inspect, select
 
 from app.errors import ConfigurationError
-from app.store.engine import database_url, make_engine
-from app.store.schema import LATEST, metadata, migrate, schema_version
+from app.store import queries, schema
+from app.store.engine import database_url, make_engine, writing
+from app.store.schema import LATEST, deliveries, metadata, migrate, schema_version
 
 
 def test_first_start_creates_the_latest_schema(database_url: str) -> None:
@@ -56,6 +57,47 @@ def test_newer_schema_is_refused(database_url: str) -> None:
         conn.execute(schema_version.insert().values(version=LATEST + 1, name="x", applied_at_ms=0))
     with pytest.raises(ConfigurationError, match="newer than this code"):
         migrate(engine)
+    engine.dispose()
+
+
+def test_a_version_1_database_indexes_only_unsuccessful_attempts_by_message_id(
+    database_url: str,
+) -> None:
+    """Version 2 replaces the index of every row's message id with one of the attempts
+    that did not succeed, keeps the rows, and the DLQ lookup still finds them."""
+    engine = make_engine(database_url_of(database_url))
+    with writing(engine) as conn:
+        schema_version.create(conn)
+        schema._v1_initial(conn)
+        conn.execute(schema_version.insert().values(version=1, name="v1", applied_at_ms=0))
+        row = {"job": "noop", "message_id": "msg_1", "retried": 0, "duration_ms": 1.0}
+        conn.execute(
+            deliveries.insert(),
+            [
+                {**row, "at_ms": 1, "outcome": "retry", "status": 503},
+                {**row, "at_ms": 2, "outcome": "ok", "status": 200},
+            ],
+        )
+    assert migrate(engine) == LATEST
+    indexes = {index["name"] for index in inspect(engine).get_indexes("deliveries")}
+    assert "ix_deliveries_message_failed" in indexes
+    assert "ix_deliveries_message" not in indexes
+    with writing(engine) as conn:
+        assert queries.record_dlq(conn, "msg_1", "dlq_1") == 1
+        assert queries.first_attempt_ms(conn, "noop", "msg_1") == 1
+    engine.dispose()
+
+
+def test_the_dlq_lookup_uses_the_partial_index_on_sqlite(tmp_path: Path) -> None:
+    """The DLQ callback's update finds a message's attempts through the partial index
+    rather than by scanning the whole log."""
+    engine = make_engine(database_url(None, str(tmp_path)))
+    migrate(engine)
+    compiled = queries.dlq_update("msg_1", "dlq_1").compile(dialect=engine.dialect)
+    values = tuple(compiled.params[name] for name in compiled.positiontup or ())
+    with engine.connect() as conn:  # prepared as it runs: with parameters, not values
+        plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + str(compiled), values).all()
+    assert "ix_deliveries_message_failed" in " ".join(str(step) for step in plan)
     engine.dispose()
 
 

@@ -8,6 +8,11 @@ compared. Run once on SQLite (the default store) and, given a URL, on PostgreSQL
     .venv/bin/python bench/operations.py [--seconds 3] [--rounds 5] [--workers 2]
         [--postgres postgresql+psycopg://…]   (default: $TEST_DATABASE_URL, if set)
         [--handler-ms 5]   (the handler sleeps that long: the cost relative to real work)
+        [--random-ids]     (ids in random order, as QStash's are, instead of counting up)
+
+Counting ids up lands each batch of rows next to the last one in the message-id
+indexes; random ids, like QStash's, touch a different index page per row, which costs
+the guard and the log more.
 
 This file is also the app gunicorn serves (``operations:app``), configured by env.
 """
@@ -52,6 +57,7 @@ local counter = 0
 local prefix = "x"
 function init(args)
   prefix = args[1] .. "_" .. tostring(tid)
+  math.randomseed(os.time() * 100 + tid)
 end
 wrk.method = "POST"
 wrk.body = [[{body}]]
@@ -60,10 +66,16 @@ wrk.headers["Upstash-Retried"] = "0"
 wrk.headers["Upstash-Signature"] = "{token}"
 function request()
   counter = counter + 1
-  wrk.headers["Upstash-Message-Id"] = "msg_" .. prefix .. "_" .. counter
+  wrk.headers["Upstash-Message-Id"] = {id}
   return wrk.format(nil, nil, nil, nil)
 end
 """
+COUNTING_ID = '"msg_" .. prefix .. "_" .. counter'
+# Three random 31-bit numbers before the unique part: the order of a random id.
+RANDOM_ID = (
+    'string.format("msg_%08x%08x%08x_%s_%d", math.random(0, 0x7fffffff),'
+    " math.random(0, 0x7fffffff), math.random(0, 0x7fffffff), prefix, counter)"
+)
 
 
 def build() -> Any:
@@ -104,7 +116,12 @@ def server(tmp: Path, name: str, env: dict[str, str], workers: int) -> Iterator[
 
 
 def compare(
-    database_url: str, seconds: float, rounds: int, workers: int, handler_ms: float = 0
+    database_url: str,
+    seconds: float,
+    rounds: int,
+    workers: int,
+    handler_ms: float = 0,
+    random_ids: bool = False,
 ) -> tuple[float, float, list[float]]:
     """Return the median requests/s (on, off) of alternating rounds against ``database_url``,
     and each round's on/off ratio, sorted."""
@@ -113,7 +130,11 @@ def compare(
     with tempfile.TemporaryDirectory() as name, ExitStack() as stack:
         tmp = Path(name)
         script = tmp / "noop.lua"
-        script.write_text(WRK_SCRIPT.replace("{body}", BODY.decode()).replace("{token}", token))
+        script.write_text(
+            WRK_SCRIPT.replace("{body}", BODY.decode())
+            .replace("{token}", token)
+            .replace("{id}", RANDOM_ID if random_ids else COUNTING_ID)
+        )
         common = {
             "DATABASE_URL": database_url,
             "PROMETHEUS_MULTIPROC_DIR": "",  # in-process metrics per worker, as in the off run
@@ -153,9 +174,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--postgres", default=os.environ.get("TEST_DATABASE_URL"))
     parser.add_argument("--handler-ms", type=float, default=0.0)
+    parser.add_argument("--random-ids", action="store_true")
     args = parser.parse_args()
-    timing = (args.seconds, args.rounds, args.workers, args.handler_ms)
-    print(f"gunicorn -w {args.workers}, handler {args.handler_ms:g} ms, {args.rounds} rounds")
+    timing = (args.seconds, args.rounds, args.workers, args.handler_ms, args.random_ids)
+    ids = "random" if args.random_ids else "counting"
+    print(
+        f"gunicorn -w {args.workers}, handler {args.handler_ms:g} ms, {args.rounds} rounds,"
+        f" {ids} message ids"
+    )
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
     with tempfile.TemporaryDirectory() as tmp:

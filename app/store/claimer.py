@@ -36,7 +36,6 @@ import math
 import os
 import threading
 import time
-import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -44,7 +43,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from app.store import claims
-from app.store.engine import write_lock, write_when_quiet
+from app.store.engine import call_in_forked_children, start_quiet_writer, write_lock
 
 logger = logging.getLogger(__name__)
 
@@ -72,9 +71,7 @@ class _Base:
         # Connections inherited through fork: never used or closed by the child.
         self._inherited: list[Any] = []
         self._open: list[Any] = []  # this process's, closed by close()
-        # A hook rather than a getpid() per delivery; weak, so that it keeps nothing alive.
-        forked = weakref.WeakMethod(self._forked)
-        os.register_at_fork(after_in_child=lambda: (method := forked()) and method())
+        call_in_forked_children(self._forked)
 
     def _forked(self) -> None:
         """In a forked child: drop the parent's state; the first claim sets ours up."""
@@ -146,13 +143,9 @@ class _Base:
             if self._ready:
                 return
             self._new_process()
-            self._stop = threading.Event()
-            threading.Thread(
-                target=write_when_quiet,
-                args=(self._stop, self.delay, lambda: self._latest, self.flush_if_due),
-                name="duplicate-guard",
-                daemon=True,
-            ).start()
+            self._stop = start_quiet_writer(
+                "duplicate-guard", self.delay, lambda: self._latest, self.flush_if_due
+            )
             atexit.register(self.close)
             self._ready = True
 

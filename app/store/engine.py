@@ -211,6 +211,27 @@ def write_when_quiet(
             write()
 
 
+def start_quiet_writer(
+    name: str, delay: float, latest: Callable[[], float], write: Callable[[], None]
+) -> threading.Event:
+    """Start a daemon thread running :func:`write_when_quiet`; return the event that
+    stops it."""
+    stop = threading.Event()
+    threading.Thread(
+        target=write_when_quiet, args=(stop, delay, latest, write), name=name, daemon=True
+    ).start()
+    return stop
+
+
+def call_in_forked_children(method: Callable[[], None]) -> None:
+    """Call the bound ``method`` in every child this process forks from now on.
+
+    A hook rather than a ``getpid()`` per call; weak, so that it keeps nothing alive.
+    """
+    ref = weakref.WeakMethod(method)
+    os.register_at_fork(after_in_child=lambda: (alive := ref()) and alive())
+
+
 @contextmanager
 def writing(engine: Engine) -> Iterator[Connection]:
     """Open a write transaction; on SQLite, queue behind this host's other writers first."""

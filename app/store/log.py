@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import threading
 import time
-import weakref
 from typing import TYPE_CHECKING, Any
 
 from flask import Response, has_request_context, request
 from sqlalchemy import Engine, bindparam
 
 from app.qstash.receiver import outcome
-from app.store.engine import execute_many, write_when_quiet, writing
+from app.store.engine import (
+    call_in_forked_children,
+    execute_many,
+    start_quiet_writer,
+    writing,
+)
 from app.store.schema import deliveries
 
 if TYPE_CHECKING:
@@ -115,9 +118,7 @@ class BatchWriter:
         self._ready = False  # this process has its timer
         self._stop = threading.Event()
         self._warned_at = 0.0
-        # A hook rather than a getpid() per row; weak, so that it keeps nothing alive.
-        forked = weakref.WeakMethod(self._forked)
-        os.register_at_fork(after_in_child=lambda: (method := forked()) and method())
+        call_in_forked_children(self._forked)
 
     def _forked(self) -> None:
         """In a forked child: the parent's rows are written there; no timer runs here."""
@@ -170,13 +171,9 @@ class BatchWriter:
             if self._ready:
                 return
             self._ready = True
-            self._stop = threading.Event()
-            threading.Thread(
-                target=write_when_quiet,
-                args=(self._stop, self.delay, lambda: self._latest, self.flush_if_due),
-                name="delivery-log",
-                daemon=True,
-            ).start()
+            self._stop = start_quiet_writer(
+                "delivery-log", self.delay, lambda: self._latest, self.flush_if_due
+            )
             atexit.register(self.flush, 2.0)
 
     def _write(self, rows: list[dict[str, Any]]) -> None:

@@ -31,7 +31,7 @@ from prometheus_client import (  # noqa: E402 - after the environment is settled
     multiprocess,
 )
 
-from app.qstash.receiver import add_delivery_hook, error_response, outcome
+from app.qstash.receiver import add_delivery_hook, error_response, guard_verdict, outcome
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 EXTENSION = "qstash_jobs.metrics"
-GUARD_HEADER = "X-Duplicate-Delivery"
 # QStash's own timeouts reach minutes: buckets past prometheus-client's default 10 s.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -101,7 +100,7 @@ class Metrics:
             body = response.get_json(silent=True)
             reason = body.get("code", "unknown") if isinstance(body, dict) else "unknown"
             self.signature_failures.labels(name, str(reason)).inc()
-        guard = response.headers.get(GUARD_HEADER)
+        guard = guard_verdict(response)
         if guard:
             self.duplicates.labels(name, guard).inc()
 

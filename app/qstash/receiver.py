@@ -331,6 +331,28 @@ def outcome(status: int) -> str:
 
 _OUTCOMES = {401: "bad-signature", 489: "non-retryable", 503: "retry"}
 
+#: The response header the duplicate guard sets when it answered instead of the handler.
+GUARD_HEADER = "X-Duplicate-Delivery"
+_GUARD_VERDICT = "qstash_jobs_guard_verdict"
+
+
+def mark_guard_answer(response: Response, verdict: str) -> Response:
+    """Mark ``response`` as the duplicate guard's (``replayed`` or ``busy``): in the
+    header, for QStash's logs and the caller, and as an attribute, for the hooks."""
+    response.headers[GUARD_HEADER] = verdict
+    setattr(response, _GUARD_VERDICT, verdict)
+    return response
+
+
+def guard_verdict(response: Response) -> str | None:
+    """Return the guard's verdict on ``response``, or None when the handler answered.
+
+    Read by the log and metrics hooks on every delivery: an attribute, because looking
+    the header up raises and catches a KeyError when it is absent, the usual case.
+    """
+    verdict: str | None = getattr(response, _GUARD_VERDICT, None)
+    return verdict
+
 
 def guard(
     handler: Callable[..., Any],

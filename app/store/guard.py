@@ -19,10 +19,9 @@ from typing import TYPE_CHECKING
 
 from flask import Response, current_app, g
 
-from app.qstash.receiver import error_response
+from app.qstash.receiver import error_response, mark_guard_answer
 from app.store import claims
 from app.store.claimer import Claimer, HostClaimer
-from app.store.log import GUARD_HEADER
 
 if TYPE_CHECKING:
     from app.jobs import Job
@@ -99,14 +98,14 @@ class DuplicateGuard:
             response = Response(result.body, status=result.status, mimetype=None)
             if result.content_type:
                 response.headers["Content-Type"] = result.content_type
-            response.headers[GUARD_HEADER] = "replayed"
-            return response
-        return error_response(
+            return mark_guard_answer(response, "replayed")
+        busy = error_response(
             503,
             "delivery_in_progress",
             "this message is being handled by another worker; QStash will retry",
-            headers={"Retry-After": str(result.retry_after), GUARD_HEADER: "busy"},
+            headers={"Retry-After": str(result.retry_after)},
         )
+        return mark_guard_answer(busy, "busy")
 
     def after_delivery(
         self, job: str | None, delivery: Delivery | None, response: Response, duration: float

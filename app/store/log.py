@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Response, has_request_context, request
 from sqlalchemy import Engine, bindparam
 
-from app.qstash.receiver import outcome
+from app.qstash.receiver import guard_verdict, outcome
 from app.store.engine import (
     call_in_forked_children,
     execute_many,
@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: The response header the duplicate guard sets when it answered instead of the handler.
-GUARD_HEADER = "X-Duplicate-Delivery"
 _ERROR_LIMIT = 500
 _ID_LIMIT = 200
 
@@ -66,7 +64,7 @@ def delivery_row(
         "status": response.status_code,
         "duration_ms": duration * 1000,
         "error": error_summary(response),
-        "guard": response.headers.get(GUARD_HEADER),
+        "guard": guard_verdict(response),
         "dlq_id": None,
     }
 

@@ -29,7 +29,7 @@ import os
 import struct
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import lmdb
 from sqlalchemy import Engine, Integer, delete, literal_column, select
@@ -52,9 +52,11 @@ _TIME = struct.Struct(">Q")
 _CONTENT_TYPE_LIMIT = 200
 
 
-@dataclass(frozen=True)
-class DoneRecord:
-    """A claim marked done: the answer a duplicate of the message gets."""
+class DoneRecord(NamedTuple):
+    """A claim marked done: the answer a duplicate of the message gets.
+
+    A named tuple rather than a dataclass: one is built per delivery, at half the cost.
+    """
 
     job: str
     message_id: str

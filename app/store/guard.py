@@ -17,7 +17,7 @@ import re
 import time
 from typing import TYPE_CHECKING
 
-from flask import Response, current_app, g
+from flask import Response, current_app
 
 from app.qstash.receiver import error_response, mark_guard_answer
 from app.store import claims
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_HELD = "_qstash_jobs_claim"
 #: The width of ``claims.message_id``.
 MESSAGE_ID_LIMIT = 200
 _UNAVAILABLE_RETRY_AFTER = 10
@@ -60,6 +59,10 @@ class DuplicateGuard:
         # Registered job -> its lease in ms, None if it opted out. A registry refuses to
         # register a name twice, so an entry never goes stale.
         self._leases: dict[str, int | None] = {}
+        # id(delivery) -> (delivery, token) for claims won and not yet completed or
+        # released: cheaper than flask.g (a context-local proxy) on every delivery. The
+        # entry keeps its delivery alive, so no other delivery can have that id meanwhile.
+        self._held: dict[int, tuple[Delivery, str]] = {}
 
     def before_handler(self, delivery: Delivery) -> Response | None:
         """Claim the delivery's message; answer instead of the handler when not ours."""
@@ -86,7 +89,7 @@ class DuplicateGuard:
 
     def _answer(self, delivery: Delivery, result: claims.Claim) -> Response | None:
         if isinstance(result, claims.Acquired):
-            setattr(g, _HELD, (delivery.job, delivery.message_id, result.token))
+            self._held[id(delivery)] = (delivery, result.token)
             if result.takeover:
                 logger.warning(
                     "took over the expired claim on %s message %s (its worker died?)",
@@ -115,10 +118,13 @@ class DuplicateGuard:
         A completion is written shortly after the answer (see :mod:`app.store.claimer`);
         a release at once, so that QStash's retry runs the handler.
         """
-        held = g.pop(_HELD, None)
-        if held is None:
+        held = self._held.pop(id(delivery), None) if delivery is not None else None
+        if held is None or held[0] is not delivery:
             return
-        name, message_id, token = held
+        token = held[1]
+        name, message_id = delivery.job, delivery.message_id
+        if name is None or message_id is None:  # never: a claim needs both
+            return
         if 200 <= response.status_code < 300:
             due = self.claimer.complete(
                 name,

@@ -264,3 +264,27 @@ def test_an_app_started_on_an_older_database_replays_its_done_messages(
     assert replay.headers["X-Duplicate-Delivery"] == "replayed"
     assert len(calls) == 0
     close_store(app)
+
+
+def test_expiry_also_moves_rows_an_older_worker_wrote_late(
+    old_database: Engine, tmp_path: Path, calls: Calls
+) -> None:
+    """During a reload a worker of older code may still write done rows to the table after
+    the new code started; check-expiries moves them, then expires by completion time."""
+    app = create_app(ops_config(str(old_database.url)), registry=make_registry(calls))
+    store = get_store(app)
+    assert store is not None and store.done is not None
+    now = int(time.time() * 1000)
+    with old_database.begin() as conn:  # the late row, as the older code wrote it
+        won = claims.claim(conn, "noop", "msg_late", now_ms=now, lease_ms=60_000)
+        assert isinstance(won, claims.Acquired)
+        claims.complete(
+            conn, "noop", "msg_late", won.token, now_ms=now, status=200,
+            content_type=None, body=b"late",
+        )  # fmt: skip
+    assert store.expire(now + DAY_MS, log_days=30, claim_days=14) == (0, 0)
+    assert table_states(old_database) == {"running": 1}
+    assert store.done.get("noop", "msg_late") == Completed(200, None, b"late")
+    assert store.expire(now + 15 * DAY_MS, log_days=30, claim_days=14) == (0, 7)
+    assert store.done.count() == 0 and table_states(old_database) == {}
+    close_store(app)

@@ -10,9 +10,11 @@ compared. Run once on SQLite (the default store) and, given a URL, on PostgreSQL
         [--handler-ms 5]   (the handler sleeps that long: the cost relative to real work)
         [--random-ids]     (ids in random order, as QStash's are, instead of counting up)
 
-Counting ids up lands each batch of rows next to the last one in the message-id
-indexes; random ids, like QStash's, touch a different index page per row, which costs
-the guard and the log more.
+Counting ids up lands each batch of done claims next to the last one in their B-tree;
+random ids, like QStash's, touch a different page per claim, which costs the guard
+more. ``--random-ids`` makes ids of QStash's length and shape: a prefix that every id
+of a shard shares, then random characters (QStash's are base58 of a shard name and a
+random id).
 
 This file is also the app gunicorn serves (``operations:app``), configured by env.
 """
@@ -71,10 +73,12 @@ function request()
 end
 """
 COUNTING_ID = '"msg_" .. prefix .. "_" .. counter'
-# Three random 31-bit numbers before the unique part: the order of a random id.
+# A shard's shared prefix, four random 31-bit numbers, then the unique part: about as
+# long as a QStash id (67 characters) and in random order like one.
 RANDOM_ID = (
-    'string.format("msg_%08x%08x%08x_%s_%d", math.random(0, 0x7fffffff),'
-    " math.random(0, 0x7fffffff), math.random(0, 0x7fffffff), prefix, counter)"
+    'string.format("msg_26hZCxZCuWyyTWPmSVBrN%08x%08x%08x%08x_%s_%d",'
+    " math.random(0, 0x7fffffff), math.random(0, 0x7fffffff), math.random(0, 0x7fffffff),"
+    " math.random(0, 0x7fffffff), prefix, counter)"
 )
 
 

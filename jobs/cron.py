@@ -226,9 +226,10 @@ def check_expiries(payload: dict[str, Any], delivery: Delivery) -> dict[str, Any
     rows = claims = 0
     store = get_store(current_app)
     if store is not None:
-        rows, claims = store.expire(
-            now_ms, log_days=log_days, claim_days=float(config["CLAIM_RETENTION_DAYS"])
-        )
+        with store.engine.begin() as conn:
+            rows, claims = queries.expire(
+                conn, now_ms, log_days=log_days, claim_days=float(config["CLAIM_RETENTION_DAYS"])
+            )
     outbox = Path(config.get("EMAIL_OUTBOX") or Path(current_app.instance_path) / "outbox")
     files = expire_outbox(outbox, now_ms / 1000 - log_days * 86_400)
     return {"rows": rows, "claims": claims, "files": files}

@@ -3,9 +3,8 @@
 ``init_app(app)`` opens ``DATABASE_URL`` (SQLite in the instance folder by default),
 migrates the schema, and registers the two delivery hooks: the guard first (it may
 answer instead of the handler), then the log. Modules: ``schema`` (tables, migrations),
-``engine`` (connection settings), ``claims`` + ``claimer`` + ``guard`` (duplicates),
-``done`` (SQLite's done claims, in LMDB), ``log`` (writes), ``queries`` (reads and
-expiry, for the dashboard and the cron jobs).
+``engine`` (connection settings), ``claims`` + ``guard`` (duplicates), ``log`` (writes),
+``queries`` (reads and expiry, for the dashboard and the cron jobs).
 """
 
 from __future__ import annotations
@@ -19,11 +18,9 @@ from app.errors import ConfigurationError
 from app.qstash.receiver import add_delivery_hook
 from app.store.claimer import Claimer, HostClaimer
 from app.store.claims import SUPPORTED_DIALECTS
-from app.store.done import DoneStore
 from app.store.engine import READONLY, database_url, forget_connections_after_fork, make_engine
 from app.store.guard import DuplicateGuard
 from app.store.log import BatchWriter, DeliveryLog
-from app.store.queries import DAY_MS, expire
 from app.store.schema import migrate
 
 if TYPE_CHECKING:
@@ -39,8 +36,6 @@ class Store:
     engine: Engine
     log: DeliveryLog | None
     guard: DuplicateGuard | None
-    #: SQLite's done claims (the guard's, see :mod:`app.store.done`); None on PostgreSQL.
-    done: DoneStore | None = None
 
     def read(self) -> Connection:
         """Open a read-only connection (takes no write lock on SQLite)."""
@@ -55,23 +50,12 @@ class Store:
             self.guard.claimer.flush()
         return self.log.writer.flush(timeout) if self.log else True
 
-    def expire(self, now_ms: int, *, log_days: float, claim_days: float) -> tuple[int, int]:
-        """Delete log rows and finished claims past retention; return (rows, claims)."""
-        with self.engine.begin() as conn:
-            rows, claims = expire(conn, now_ms, log_days=log_days, claim_days=claim_days)
-        if self.done is not None:
-            self.done.adopt(self.engine)  # rows a worker of older code wrote, if any
-            claims += self.done.expire(int(now_ms - claim_days * DAY_MS))
-        return rows, claims
-
     def close(self) -> None:
         """Write what is buffered or queued, stop the timers and close every connection."""
         if self.guard:
             self.guard.claimer.close()
         if self.log:
             self.log.writer.close()
-        if self.done is not None:
-            self.done.close()
         self.engine.dispose()
 
 
@@ -102,13 +86,6 @@ def init_app(app: Flask) -> Store | None:
         raise
     except Exception as exc:
         raise ConfigurationError(f"cannot open the database at DATABASE_URL: {exc}") from exc
-    done = DoneStore(done_path(engine)) if engine.dialect.name == "sqlite" else None
-    if done is not None:
-        try:
-            done.adopt(engine)  # the done rows of code before schema version 3
-        except Exception as exc:
-            raise ConfigurationError(f"cannot move done claims to {done.path}: {exc}") from exc
-        done.close()  # opened again by each worker: LMDB must not cross a fork
     # The master of a preloading gunicorn migrated; its workers open their own connections.
     engine.dispose()
     forget_connections_after_fork(engine)
@@ -120,7 +97,6 @@ def init_app(app: Flask) -> Store | None:
             if guard_on
             else None
         ),
-        done=done,
     )
     if store.guard:
         add_delivery_hook(app, store.guard)
@@ -131,15 +107,10 @@ def init_app(app: Flask) -> Store | None:
 
 
 def claimer_for(engine: Engine) -> Claimer | HostClaimer:
-    """Kernel locks and LMDB next to a SQLite file (one host); leased rows in PostgreSQL."""
+    """Kernel locks next to a SQLite file (one host); leased rows in PostgreSQL."""
     if engine.dialect.name == "sqlite":
-        return HostClaimer(f"{engine.url.database}.claims", DoneStore(done_path(engine)))
+        return HostClaimer(engine, f"{engine.url.database}.claims")
     return Claimer(engine)
-
-
-def done_path(engine: Engine) -> str:
-    """Return where a SQLite database's done claims live: ``<database>.claims.lmdb``."""
-    return f"{engine.url.database}.claims.lmdb"
 
 
 def get_store(app: Flask) -> Store | None:

@@ -3,20 +3,19 @@
 The guard needs, per delivery, a claim that every other worker and host sees *before*
 the handler runs, and after a 2xx answer a durable "done" with that answer. Both
 claimers below answer a duplicate that reaches *this* process before "done" is written
-from memory.
+from memory, and run their statements straight on a DBAPI connection kept per thread
+(compiled once by SQLAlchemy, see :func:`app.store.engine.execute`): SQLAlchemy's
+per-transaction pool checkout, events and pre-ping cost more than the SQL.
 
 :class:`Claimer` (PostgreSQL; several hosts) commits each claim as a row with a lease
-before the handler, straight on a DBAPI connection kept per thread (compiled once by
-SQLAlchemy, see :func:`app.store.engine.execute`): SQLAlchemy's per-transaction pool
-checkout, events and pre-ping cost more than the SQL. Marking it done waits for the next
-transaction the process opens anyway, the next claim, or for an idle timer ``delay``
-seconds later: one commit per delivery instead of two.
+before the handler. Marking it done waits for the next transaction the process opens
+anyway, the next claim, or for an idle timer ``delay`` seconds later: one commit per
+delivery instead of two.
 
 :class:`HostClaimer` (SQLite, which is one host by nature) holds each running claim as a
 kernel record lock on a file next to the database, which costs one system call, and
-keeps the done claims in LMDB (:mod:`app.store.done`), written in batches. The kernel
-drops a dead process's locks at once, so a crashed worker's claims are free immediately
-rather than after a lease.
+writes only the done rows, in batches. The kernel drops a dead process's locks at once,
+so a crashed worker's claims are free immediately rather than after a lease.
 
 What deferring "done" costs, for both: in the window, a duplicate reaching another
 process finds the claim still held and is answered 503 + ``Retry-After`` exactly as if
@@ -44,7 +43,6 @@ from typing import Any
 from sqlalchemy import Engine
 
 from app.store import claims
-from app.store.done import DoneRecord, DoneStore
 from app.store.engine import call_in_forked_children, start_quiet_writer, write_lock
 
 logger = logging.getLogger(__name__)
@@ -55,17 +53,24 @@ DELAY = 0.05
 
 
 class _Base:
-    """Queued completions, a per-process idle timer, and warnings at most per minute."""
+    """A DBAPI connection per thread, a per-process timer, and warnings at most per minute."""
 
-    def __init__(self, delay: float) -> None:
+    def __init__(self, engine: Engine, delay: float) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect
         self.delay = delay
+        self._sqlite = engine.dialect.name == "sqlite"
         self._lock = threading.Lock()
-        self._pending: dict[Key, Any] = {}
+        self._pending: dict[Key, dict[str, Any]] = {}
         self._oldest = 0.0
         self._latest = 0.0  # when this process last queued a completion
+        self._local = threading.local()
         self._ready = False  # this process has its state and timer
         self._stop = threading.Event()
         self._warned_at = 0.0
+        # Connections inherited through fork: never used or closed by the child.
+        self._inherited: list[Any] = []
+        self._open: list[Any] = []  # this process's, closed by close()
         call_in_forked_children(self._forked)
 
     def _forked(self) -> None:
@@ -73,6 +78,12 @@ class _Base:
         self._ready = False
         self._lock = threading.Lock()  # another thread may have held it at the fork
         self._pending = {}  # the parent's claims, not ours
+        inherited = getattr(self._local, "driver", None)
+        if inherited is not None:
+            self._inherited.append(inherited)
+        self._inherited.extend(self._open)
+        self._open = []
+        self._local = threading.local()
 
     def flush(self) -> None:
         raise NotImplementedError
@@ -86,12 +97,20 @@ class _Base:
                 self._warn(f"duplicate guard: could not record completed deliveries ({exc})")
 
     def close(self) -> None:
-        """Write the queued completions and stop this process's timer."""
+        """Write the queued completions, stop this process's timer, close its connections."""
         self._stop.set()
         try:
             self.flush()
         except Exception:
             logger.exception("duplicate guard: could not record completed deliveries")
+        if self._ready:
+            for driver in self._open:
+                try:
+                    driver.close()
+                except Exception:
+                    logger.debug("closing a claim connection", exc_info=True)
+        self._open = []
+        self._local = threading.local()
 
     def _due(self) -> bool:
         return bool(self._pending) and time.monotonic() - self._oldest >= self.delay
@@ -99,21 +118,22 @@ class _Base:
     def _new_process(self) -> None:
         """Open what this process needs of its own, on its first claim (under ``_lock``)."""
 
-    def _queue(self, key: Key, completion: Any) -> bool:
+    def _queue(self, key: Key, params: dict[str, Any]) -> bool:
         """Queue a completion; say whether a write is due."""
         with self._lock:
             self._latest = time.monotonic()
             if not self._pending:
                 self._oldest = self._latest
-            self._pending[key] = completion
+            self._pending[key] = params
         return self._due()
 
     def _queued_answer(self, key: Key) -> claims.Completed | None:
         done = self._pending.get(key)
-        return None if done is None else self._answer(done)
-
-    def _answer(self, completion: Any) -> claims.Completed:
-        raise NotImplementedError
+        if done is None:
+            return None
+        return claims.Completed(
+            status=done["b_status"], content_type=done["b_content_type"], body=done["b_body"]
+        )
 
     def _started(self) -> None:
         """Set this process up on its first claim: its own state and timer."""
@@ -128,82 +148,6 @@ class _Base:
             )
             atexit.register(self.close)
             self._ready = True
-
-    def _warn(self, message: str) -> None:
-        now = time.monotonic()
-        if now - self._warned_at > 60:  # one a minute, not one per delivery
-            self._warned_at = now
-            logger.warning(message)
-
-
-class Claimer(_Base):
-    """Claims as leased rows: one commit per delivery, completions ride the next one."""
-
-    def __init__(self, engine: Engine, *, delay: float = DELAY) -> None:
-        super().__init__(delay)
-        self.engine = engine
-        self.dialect = engine.dialect
-        self._sqlite = engine.dialect.name == "sqlite"
-        self._local = threading.local()
-        # Connections inherited through fork: never used or closed by the child.
-        self._inherited: list[Any] = []
-        self._open: list[Any] = []  # this process's, closed by close()
-
-    def claim(self, job: str, message_id: str, *, now_ms: int, lease_ms: int) -> claims.Claim:
-        """Claim (job, message_id) in one committed transaction, or say why not."""
-        self._started()
-        done = self._queued_answer((job, message_id))
-        if done is not None:
-            return done
-        with self._transaction() as driver:
-            return claims.claim_on(
-                driver, self.dialect, job, message_id, now_ms=now_ms, lease_ms=lease_ms
-            )
-
-    def complete(self, job: str, message_id: str, token: str, **answer: Any) -> bool:
-        """Queue marking our claim done with its answer; the next transaction writes it.
-        Say whether a write is due."""
-        return self._queue((job, message_id), claims.completion(job, message_id, token, **answer))
-
-    def release(self, job: str, message_id: str, token: str) -> bool:
-        """Give our claim up now, so QStash's retry runs the handler; False if it was lost."""
-        with self._transaction() as driver:
-            cursor = claims.release_on(driver, self.dialect, job, message_id, token)
-        return bool(cursor.rowcount == 1)
-
-    def flush(self) -> None:
-        """Commit the queued completions now."""
-        if self._pending and self._ready:
-            with self._transaction():
-                pass
-
-    def close(self) -> None:
-        """Write the queued completions, stop this process's timer, close its connections."""
-        super().close()
-        if self._ready:
-            for driver in self._open:
-                try:
-                    driver.close()
-                except Exception:
-                    logger.debug("closing a claim connection", exc_info=True)
-        self._open = []
-        self._local = threading.local()
-
-    def _answer(self, completion: Any) -> claims.Completed:
-        return claims.Completed(
-            status=completion["b_status"],
-            content_type=completion["b_content_type"],
-            body=completion["b_body"],
-        )
-
-    def _forked(self) -> None:
-        super()._forked()
-        inherited = getattr(self._local, "driver", None)
-        if inherited is not None:
-            self._inherited.append(inherited)
-        self._inherited.extend(self._open)
-        self._open = []
-        self._local = threading.local()
 
     def _connection(self) -> Any:
         local = self._local
@@ -251,6 +195,47 @@ class Claimer(_Base):
             self._discard(driver)
             raise
 
+    def _warn(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._warned_at > 60:  # one a minute, not one per delivery
+            self._warned_at = now
+            logger.warning(message)
+
+
+class Claimer(_Base):
+    """Claims as leased rows: one commit per delivery, completions ride the next one."""
+
+    def __init__(self, engine: Engine, *, delay: float = DELAY) -> None:
+        super().__init__(engine, delay)
+
+    def claim(self, job: str, message_id: str, *, now_ms: int, lease_ms: int) -> claims.Claim:
+        """Claim (job, message_id) in one committed transaction, or say why not."""
+        self._started()
+        done = self._queued_answer((job, message_id))
+        if done is not None:
+            return done
+        with self._transaction() as driver:
+            return claims.claim_on(
+                driver, self.dialect, job, message_id, now_ms=now_ms, lease_ms=lease_ms
+            )
+
+    def complete(self, job: str, message_id: str, token: str, **answer: Any) -> bool:
+        """Queue marking our claim done with its answer; the next transaction writes it.
+        Say whether a write is due."""
+        return self._queue((job, message_id), claims.completion(job, message_id, token, **answer))
+
+    def release(self, job: str, message_id: str, token: str) -> bool:
+        """Give our claim up now, so QStash's retry runs the handler; False if it was lost."""
+        with self._transaction() as driver:
+            cursor = claims.release_on(driver, self.dialect, job, message_id, token)
+        return bool(cursor.rowcount == 1)
+
+    def flush(self) -> None:
+        """Commit the queued completions now."""
+        if self._pending and self._ready:
+            with self._transaction():
+                pass
+
     @contextmanager
     def _transaction(self) -> Iterator[Any]:
         """A write transaction that first commits the queued completions."""
@@ -276,21 +261,19 @@ class Claimer(_Base):
 
 
 class HostClaimer(_Base):
-    """Claims as kernel record locks on ``lock_path``; done claims in ``done``, in batches.
+    """Claims as kernel record locks on ``lock_path``; done rows written in batches.
 
     Each (job, message id) maps to one byte of the lock file (a 62-bit hash: a collision
     would only make one message wait for another). The locks live in a :class:`_LockFile`
     shared by every claimer of this process on that path, since POSIX record locks
-    belong to the process, not to a claimer or a thread. A claim stays locked until its
-    done record is committed, so every other process finds it either running or done.
+    belong to the process, not to a claimer or a thread.
     """
 
     def __init__(
-        self, lock_path: str, done: DoneStore, *, delay: float = DELAY, batch: int = 100
+        self, engine: Engine, lock_path: str, *, delay: float = DELAY, batch: int = 100
     ) -> None:
-        super().__init__(delay)
+        super().__init__(engine, delay)
         self.lock_path = lock_path
-        self.done = done
         self.batch = batch
         self._flushing = threading.Lock()
         self._file: _LockFile | None = None
@@ -306,9 +289,13 @@ class HostClaimer(_Base):
             if not self._locks().acquire(key, now_ms):
                 # Held by a live handler here or in another process of this host.
                 return claims.Busy(retry_after=max(1, math.ceil(lease_ms / 1000)))
+        driver = None
         try:
-            found = self.done.get(job, message_id)
+            driver = self._connection()
+            found = claims.read_on(driver, self.dialect, job, message_id, now_ms)
         except BaseException:
+            if driver is not None:
+                self._discard(driver)
             self._locks().release([key])  # never keep a lock we did not get to use
             raise
         if found is not None:
@@ -316,29 +303,12 @@ class HostClaimer(_Base):
             return found
         return _OURS
 
-    def complete(
-        self,
-        job: str,
-        message_id: str,
-        token: str,
-        *,
-        now_ms: int,
-        status: int,
-        content_type: str | None,
-        body: bytes,
-    ) -> bool:
-        """Queue the done record (the lock stays held until it is written); say if a
+    def complete(self, job: str, message_id: str, token: str, **answer: Any) -> bool:
+        """Queue the done row (the lock stays held until it is written); say if a
         write is due."""
-        record = DoneRecord(
-            job=job,
-            message_id=message_id,
-            claimed_at_ms=self._locks().claimed_at((job, message_id), now_ms),
-            completed_at_ms=now_ms,
-            status=status,
-            content_type=content_type,
-            body=body,
-        )
-        return self._queue((job, message_id), record)
+        params = claims.completion(job, message_id, token, **answer)
+        params["b_claimed_at_ms"] = self._locks().claimed_at((job, message_id), params["now_ms"])
+        return self._queue((job, message_id), params)
 
     def release(self, job: str, message_id: str, token: str) -> bool:
         """Drop our lock so QStash's retry runs the handler; nothing was written."""
@@ -346,7 +316,7 @@ class HostClaimer(_Base):
         return True
 
     def flush(self) -> None:
-        """Commit the queued done records in one transaction, then drop their locks."""
+        """Write the queued done rows in one transaction, then drop their locks."""
         if not self._ready:
             return
         with self._flushing:
@@ -354,20 +324,12 @@ class HostClaimer(_Base):
                 batch = dict(self._pending)
             if not batch:
                 return
-            self.done.put(batch.values())
+            with self._write() as driver:
+                claims.record_done_on(driver, self.dialect, list(batch.values()))
             with self._lock:
                 for key in batch:
                     del self._pending[key]
             self._locks().release(batch)
-
-    def close(self) -> None:
-        """Write the queued done records, stop this process's timer, let the file go."""
-        super().close()
-        self.done.close()
-
-    def _answer(self, completion: Any) -> claims.Completed:
-        record: DoneRecord = completion
-        return record.answer()
 
     def _due(self) -> bool:
         return len(self._pending) >= self.batch or super()._due()

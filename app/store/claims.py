@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Dialect, and_, bindparam, delete, select, upd
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.store.engine import execute as _execute
+from app.store.engine import execute_many
 from app.store.schema import claims
 
 SUPPORTED_DIALECTS = ("postgresql", "sqlite")
@@ -119,7 +120,13 @@ _EXISTING = select(
 
 
 def _existing(
-    driver: Any, dialect: Dialect, job: str, message_id: str, now_ms: int
+    driver: Any,
+    dialect: Dialect,
+    job: str,
+    message_id: str,
+    now_ms: int,
+    *,
+    live_only: bool = False,
 ) -> Claim | None:
     params = {"job": job, "message_id": message_id}
     row = _execute(driver, dialect, _EXISTING, params).fetchone()
@@ -128,6 +135,8 @@ def _existing(
     state, lease_until_ms, status, content_type, body = row
     if state == "done":
         return Completed(status=status, content_type=content_type, body=bytes(body or b""))
+    if live_only and lease_until_ms < now_ms:
+        return None
     return Busy(retry_after=max(1, math.ceil((lease_until_ms - now_ms) / 1000)))
 
 
@@ -197,3 +206,57 @@ def release_on(driver: Any, dialect: Dialect, job: str, message_id: str, token: 
     """:func:`release` on a DBAPI connection; return the cursor (see :func:`complete_on`)."""
     params = {"b_job": job, "b_message_id": message_id, "b_token": token}
     return _execute(driver, dialect, _RELEASE, params)
+
+
+_DONE_COLUMNS = (
+    "state",
+    "token",
+    "lease_until_ms",
+    "completed_at_ms",
+    "status",
+    "content_type",
+    "body",
+)
+
+
+@functools.cache
+def _record_done_statement() -> Any:
+    # A claim held outside the table (a kernel lock, see ``HostClaimer``), recorded as
+    # done. It may replace a running row whose lease expired, never a done row.
+    stmt = sqlite.insert(claims).values(
+        job=bindparam("b_job"),
+        message_id=bindparam("b_message_id"),
+        state="done",
+        token=bindparam("b_token"),
+        lease_until_ms=bindparam("now_ms"),
+        claimed_at_ms=bindparam("b_claimed_at_ms"),
+        completed_at_ms=bindparam("now_ms"),
+        takeovers=0,
+        status=bindparam("b_status"),
+        content_type=bindparam("b_content_type"),
+        body=bindparam("b_body"),
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[claims.c.job, claims.c.message_id],
+        set_={name: stmt.excluded[name] for name in _DONE_COLUMNS},
+        where=claims.c.state == "running",
+    )
+
+
+def record_done_on(driver: Any, dialect: Dialect, rows: list[dict[str, Any]]) -> None:
+    """Insert done rows (:func:`completion`'s parameters plus ``b_claimed_at_ms``); SQLite."""
+    execute_many(driver, dialect, _record_done_statement(), rows)
+
+
+def read_on(driver: Any, dialect: Dialect, job: str, message_id: str, now_ms: int) -> Claim | None:
+    """Say what the table holds for (job, message_id): done, running under a lease, or None."""
+    params = {"job": job, "message_id": message_id}
+    # Nearly always nothing: ask for the answer's columns only when there is one.
+    if _execute(driver, dialect, _STATE, params).fetchone() is None:
+        return None
+    return _existing(driver, dialect, job, message_id, now_ms, live_only=True)
+
+
+_STATE = select(claims.c.state).where(
+    claims.c.job == bindparam("job"), claims.c.message_id == bindparam("message_id")
+)

@@ -132,19 +132,10 @@ def _v2_message_index_for_failures(conn: Connection) -> None:
     new.create(conn)
 
 
-def _v3_sqlite_done_claims_in_lmdb(conn: Connection) -> None:
-    # No table changes. On SQLite the guard's done claims move to LMDB from now on
-    # (app.store.done; ``init_app`` moves existing rows). Code before this version would
-    # not see them there and would run completed messages again, so the version number
-    # keeps it from starting on this database.
-    pass
-
-
 #: (version, name, migration), in order. Append; never edit a released entry.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "deliveries and claims", _v1_initial),
     (2, "message-id index on unsuccessful attempts only", _v2_message_index_for_failures),
-    (3, "SQLite: done claims in LMDB", _v3_sqlite_done_claims_in_lmdb),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -13,14 +13,12 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
 
 import jobs.cron
 from app import create_app
 from app.qstash.client import QStash
 from app.qstash.client.for_app import EXTENSION as PUBLISHER
 from app.store import Store
-from app.store.done import DoneRecord
 from app.store.schema import claims, deliveries
 from app.testing import StubQueue
 from tests.conftest import TEST_CONFIG
@@ -102,15 +100,6 @@ def row(job: str, at_ms: int, *, outcome: str = "ok", **values: Any) -> dict[str
     }
 
 
-def claim_kept(store: Store, message_id: str) -> bool:
-    """Say whether a claim on ``message_id`` (send-email) is still stored anywhere."""
-    if store.done is not None and store.done.get("send-email", message_id) is not None:
-        return True
-    with store.read() as conn:
-        query = select(claims.c.message_id).where(claims.c.message_id == message_id)
-        return conn.execute(query).first() is not None
-
-
 def insert_rows(store: Store, rows: list[dict[str, Any]]) -> None:
     """Write delivery-log rows straight into the store."""
     with store.engine.begin() as conn:
@@ -118,14 +107,7 @@ def insert_rows(store: Store, rows: list[dict[str, Any]]) -> None:
 
 
 def insert_claim(store: Store, message_id: str, *, state: str, at_ms: int) -> None:
-    """Write one claim that was taken (and, if done, completed) at ``at_ms``.
-
-    On SQLite a done claim goes where the guard keeps them, the LMDB store.
-    """
-    if state == "done" and store.done is not None:
-        answer = {"status": 200, "content_type": None, "body": b""}
-        store.done.put([DoneRecord("send-email", message_id, at_ms, at_ms, **answer)])
-        return
+    """Write one claim that was taken (and, if done, completed) at ``at_ms``."""
     with store.engine.begin() as conn:
         conn.execute(
             claims.insert(),

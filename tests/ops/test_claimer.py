@@ -1,4 +1,4 @@
-"""The guard's claimers: kernel-lock claims and LMDB on SQLite, leased rows with deferred "done".
+"""The guard's claimers: kernel-lock claims on SQLite, leased rows with deferred "done".
 
 The cross-process cases fork real processes, as gunicorn does: POSIX record locks are
 per process, so only another process can show that a claim excludes it.
@@ -13,13 +13,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import lmdb
 import pytest
 from sqlalchemy import Engine, select
 
-from app.store import claimer_for, claims, done_path
+from app.store import claimer_for, claims
 from app.store.claimer import Claimer, HostClaimer
-from app.store.done import DoneStore
 from app.store.engine import database_url as resolve_url
 from app.store.engine import make_engine
 from app.store.schema import claims as claims_table
@@ -55,11 +53,6 @@ def claim(claimer: Claimer | HostClaimer, message_id: str) -> claims.Claim:
 
 def complete(claimer: Claimer | HostClaimer, message_id: str, token: str) -> None:
     claimer.complete("noop", message_id, token, now_ms=now_ms(), **ANSWER)
-
-
-def is_done(host: HostClaimer, message_id: str) -> bool:
-    """Say whether the host's done store holds ``message_id`` (read in this process)."""
-    return host.done.get("noop", message_id) is not None
 
 
 def state(engine: Engine, message_id: str) -> str | None:
@@ -112,7 +105,7 @@ def test_a_message_done_in_another_process_is_replayed(host: HostClaimer, engine
     child = in_child(_complete_in_child, host, "msg_done")
     child.join(10)
     assert child.exitcode == 0
-    assert is_done(host, "msg_done")
+    assert state(engine, "msg_done") == "done"
     replay = claim(host, "msg_done")
     assert replay == claims.Completed(
         status=200, content_type="application/json", body=b'{"ok":true}'
@@ -165,44 +158,38 @@ def test_a_written_batch_frees_its_locks_and_keeps_a_running_claim_held(
     assert claim_elsewhere(host, "msg_5") == "Acquired"
 
 
-def host_claimer(engine: Engine, **options: Any) -> HostClaimer:
-    return HostClaimer(
-        str(engine.url.database) + ".claims", DoneStore(done_path(engine)), **options
-    )
-
-
-def test_done_is_answered_from_memory_until_written_then_from_the_store(
+def test_done_is_answered_from_memory_until_written_then_from_the_table(
     engine: Engine,
 ) -> None:
     """A completion waits for its batch; the same process replays it meanwhile."""
-    host = host_claimer(engine, delay=60)
+    host = HostClaimer(engine, str(engine.url.database) + ".claims", delay=60)
     first = claim(host, "msg_1")
     assert isinstance(first, claims.Acquired)
     complete(host, "msg_1", first.token)
-    assert not is_done(host, "msg_1")  # not written yet
+    assert state(engine, "msg_1") is None  # not written yet
     assert isinstance(claim(host, "msg_1"), claims.Completed)
     host.flush()
-    assert is_done(host, "msg_1")
+    assert state(engine, "msg_1") == "done"
     assert isinstance(claim(host, "msg_1"), claims.Completed)
     host.close()
 
 
 def test_a_full_batch_is_due_at_once_and_an_old_one_after_the_delay(engine: Engine) -> None:
     """Writes are batched by count and by age; the idle timer writes a quiet worker's."""
-    host = host_claimer(engine, delay=0.05, batch=3)
+    host = HostClaimer(engine, str(engine.url.database) + ".claims", delay=0.05, batch=3)
     for index in range(3):
         result = claim(host, f"msg_{index}")
         assert isinstance(result, claims.Acquired)
         complete(host, f"msg_{index}", result.token)
     host.flush_if_due()  # three queued: a full batch
-    assert is_done(host, "msg_2")
+    assert state(engine, "msg_2") == "done"
     result = claim(host, "msg_idle")
     assert isinstance(result, claims.Acquired)
     complete(host, "msg_idle", result.token)
     deadline = time.monotonic() + 5
-    while not is_done(host, "msg_idle") and time.monotonic() < deadline:
+    while state(engine, "msg_idle") is None and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert is_done(host, "msg_idle")
+    assert state(engine, "msg_idle") == "done"
     host.close()
 
 
@@ -229,43 +216,63 @@ def test_a_released_claim_is_free_for_other_processes_at_once(host: HostClaimer)
     assert claim_elsewhere(host, "msg_retry") == "Acquired"
 
 
-def test_done_records_that_cannot_be_written_stay_queued_and_locked(
-    host: HostClaimer, monkeypatch: pytest.MonkeyPatch
+def test_done_rows_that_cannot_be_written_stay_queued_and_locked(
+    host: HostClaimer, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A failed write loses nothing: the records wait, their claims stay held, then land."""
+    """A failed write loses nothing: the rows wait, their claims stay held, then land."""
     result = claim(host, "msg_1")
     assert isinstance(result, claims.Acquired)
     complete(host, "msg_1", result.token)
 
     def refuse(*args: Any) -> None:
-        raise lmdb.MapFullError("mdb_put: MDB_MAP_FULL: Environment mapsize limit reached")
+        raise OSError("disk full")
 
     with monkeypatch.context() as patch:
-        patch.setattr(host.done, "put", refuse)
-        with pytest.raises(lmdb.MapFullError):
+        patch.setattr(claims, "record_done_on", refuse)
+        with pytest.raises(OSError):
             host.flush()
-        host.flush_if_due()  # the idle timer's path: warns, never raises
     assert claim_elsewhere(host, "msg_1") == "Busy"
-    assert isinstance(claim(host, "msg_1"), claims.Completed)  # still answered from memory
     host.flush()
-    assert is_done(host, "msg_1")
-    assert claim_elsewhere(host, "msg_1") == "Completed"
+    assert state(engine, "msg_1") == "done"
 
 
 def test_a_claim_whose_read_fails_keeps_no_lock(
     host: HostClaimer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The done store failing after the lock was taken must not leave the message locked."""
+    """The database failing after the lock was taken must not leave the message locked."""
+
+    def unreachable(*args: Any) -> None:
+        raise OSError("unable to open database file")
 
     def unreadable(*args: Any) -> None:
-        raise lmdb.ReadersFullError("mdb_txn_begin: MDB_READERS_FULL")
+        raise OSError("disk I/O error")
 
     with monkeypatch.context() as patch:
-        patch.setattr(host.done, "get", unreadable)
-        with pytest.raises(lmdb.ReadersFullError):
+        patch.setattr(host.engine, "raw_connection", unreachable)
+        with pytest.raises(OSError, match="unable to open"):
+            claim(host, "msg_1")
+    assert claim_elsewhere(host, "msg_1") == "Acquired"
+    with monkeypatch.context() as patch:
+        patch.setattr(claims, "read_on", unreadable)
+        with pytest.raises(OSError, match="disk I/O"):
             claim(host, "msg_1")
     assert claim_elsewhere(host, "msg_1") == "Acquired"
     assert isinstance(claim(host, "msg_1"), claims.Acquired)
+
+
+def test_a_legacy_running_row_is_respected_until_its_lease_ends(
+    host: HostClaimer, engine: Engine
+) -> None:
+    """A leased row in the table (another claimer's) still holds the message."""
+    with engine.begin() as conn:
+        claims.claim(conn, "noop", "msg_live", now_ms=now_ms(), lease_ms=LEASE_MS)
+        claims.claim(conn, "noop", "msg_dead", now_ms=now_ms(), lease_ms=-1)
+    assert isinstance(claim(host, "msg_live"), claims.Busy)
+    dead = claim(host, "msg_dead")
+    assert isinstance(dead, claims.Acquired)
+    complete(host, "msg_dead", dead.token)
+    host.flush()
+    assert state(engine, "msg_dead") == "done"
 
 
 @pytest.fixture

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 import pytest
 from flask import Flask
@@ -50,51 +46,14 @@ def test_redelivery_of_a_completed_message_replays_its_answer(
     assert second.headers["X-Duplicate-Delivery"] == "replayed"
 
 
-@contextmanager
-def held_by_another_worker(store: Store, job: str, message_id: str) -> Iterator[None]:
-    """Hold a live claim on the message in another process, as a worker running it would.
-
-    PostgreSQL: a leased row. SQLite: a kernel lock, which only another process can hold
-    against this one, so a forked child takes it and keeps it until the block ends.
-    """
-    if store.engine.dialect.name != "sqlite":
-        hold_claim(store, job, message_id, lease_ms=LEASE_MS)
-        yield
-        return
-    assert store.guard is not None
-    context = multiprocessing.get_context("fork")
-    held, done = context.Event(), context.Event()
-    child = context.Process(
-        target=_claim_and_wait, args=(store.guard.claimer, job, message_id, held, done)
-    )
-    child.start()
-    try:
-        assert held.wait(10), "the other worker did not claim the message"
-        yield
-    finally:
-        done.set()
-        child.join(10)
-
-
-def _claim_and_wait(claimer: Any, job: str, message_id: str, held: Any, done: Any) -> None:
-    result = claimer.claim(job, message_id, now_ms=now_ms(), lease_ms=LEASE_MS)
-    if isinstance(result, claims.Acquired):
-        held.set()
-    done.wait(10)
-    os._exit(0)
-
-
 def test_message_in_progress_elsewhere_answers_503_with_retry_after(
     client: DeliveryClient, store: Store, calls: Calls
 ) -> None:
-    """While another worker holds a live claim the delivery answers 503 + Retry-After:
-    the lease's remaining seconds on PostgreSQL, the job's whole lease on SQLite."""
-    with held_by_another_worker(store, "noop", "msg_busy"):
-        response = client.deliver("noop", {}, message_id="msg_busy")
+    """While another worker holds a live claim the delivery answers 503 + Retry-After."""
+    hold_claim(store, "noop", "msg_busy", lease_ms=LEASE_MS)
+    response = client.deliver("noop", {}, message_id="msg_busy")
     assert response.status_code == 503
-    lease = store.guard.lease_seconds if store.guard else 0
-    expected = (lease, lease) if store.engine.dialect.name == "sqlite" else (55, 60)
-    assert expected[0] <= int(response.headers["Retry-After"]) <= expected[1]
+    assert 55 <= int(response.headers["Retry-After"]) <= 60
     assert response.get_json()["code"] == "delivery_in_progress"
     assert len(calls) == 0
 

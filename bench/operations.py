@@ -9,12 +9,15 @@ compared. Run once on SQLite (the default store) and, given a URL, on PostgreSQL
         [--postgres postgresql+psycopg://…]   (default: $TEST_DATABASE_URL, if set)
         [--handler-ms 5]   (the handler sleeps that long: the cost relative to real work)
         [--random-ids]     (ids in random order, as QStash's are, instead of counting up)
+        [--prefill 1000000] (the store already holds that many done claims and log rows)
 
 Counting ids up lands each batch of done claims next to the last one in their B-tree;
 random ids, like QStash's, touch a different page per claim, which costs the guard
 more. ``--random-ids`` makes ids of QStash's length and shape: a prefix that every id
 of a shard shares, then random characters (QStash's are base58 of a shard name and a
-random id).
+random id). ``--prefill`` starts from a store that has been in use, as in production,
+where two weeks of done claims are kept: a lookup and an insert then meet a B-tree that
+no longer fits in a cache.
 
 This file is also the app gunicorn serves (``operations:app``), configured by env.
 """
@@ -119,6 +122,49 @@ def server(tmp: Path, name: str, env: dict[str, str], workers: int) -> Iterator[
         yield s.url
 
 
+def prefill(database_url: str, count: int) -> None:
+    """Put ``count`` done claims and as many log rows (random ids, the past two weeks)
+    into the benchmark app's tables."""
+    from sqlalchemy import insert  # noqa: PLC0415
+
+    from app.store import get_store  # noqa: PLC0415
+    from app.store.schema import claims, deliveries  # noqa: PLC0415
+
+    os.environ.update(DATABASE_URL=database_url, DELIVERY_LOG="1", DUPLICATE_GUARD="1")
+    store = get_store(build())
+    assert store is not None
+    now = int(time.time() * 1000)
+    body = b'{"ok":true}'
+    for start in range(0, count, 10_000):
+        # (message id, completed at): spread evenly over the past two weeks.
+        made = [
+            (f"msg_26hZCxZCuWyyTWPmSVBrN{uuid.uuid4().hex}{uuid.uuid4().hex[:10]}",
+             now - (count - index) * 1_209_600_000 // count)
+            for index in range(start, min(start + 10_000, count))
+        ]  # fmt: skip
+        with store.engine.begin() as conn:
+            conn.execute(
+                insert(claims),
+                [
+                    {"job": "noop", "message_id": m, "state": "done", "token": "",
+                     "lease_until_ms": at, "claimed_at_ms": at, "completed_at_ms": at,
+                     "takeovers": 0, "status": 200, "content_type": "application/json",
+                     "body": body}
+                    for m, at in made
+                ],
+            )  # fmt: skip
+            conn.execute(
+                insert(deliveries),
+                [
+                    {"at_ms": at, "job": "noop", "message_id": m, "schedule_id": None,
+                     "retried": 0, "outcome": "ok", "status": 200, "duration_ms": 1.0,
+                     "error": None, "guard": None, "dlq_id": None}
+                    for m, at in made
+                ],
+            )  # fmt: skip
+    store.close()
+
+
 def compare(
     database_url: str,
     seconds: float,
@@ -126,11 +172,14 @@ def compare(
     workers: int,
     handler_ms: float = 0,
     random_ids: bool = False,
+    prefilled: int = 0,
 ) -> tuple[float, float, list[float]]:
     """Return the median requests/s (on, off) of alternating rounds against ``database_url``,
     and each round's on/off ratio, sorted."""
     token = sign(BODY, url=APP_URL + "/api/jobs/noop", key=CURRENT_KEY)
     run = uuid.uuid4().hex[:8]
+    if prefilled:
+        prefill(database_url, prefilled)
     with tempfile.TemporaryDirectory() as name, ExitStack() as stack:
         tmp = Path(name)
         script = tmp / "noop.lua"
@@ -179,12 +228,15 @@ def main() -> None:
     parser.add_argument("--postgres", default=os.environ.get("TEST_DATABASE_URL"))
     parser.add_argument("--handler-ms", type=float, default=0.0)
     parser.add_argument("--random-ids", action="store_true")
+    parser.add_argument("--prefill", type=int, default=0)
     args = parser.parse_args()
-    timing = (args.seconds, args.rounds, args.workers, args.handler_ms, args.random_ids)
+    timing = (
+        args.seconds, args.rounds, args.workers, args.handler_ms, args.random_ids, args.prefill
+    )  # fmt: skip
     ids = "random" if args.random_ids else "counting"
     print(
         f"gunicorn -w {args.workers}, handler {args.handler_ms:g} ms, {args.rounds} rounds,"
-        f" {ids} message ids"
+        f" {ids} message ids, store prefilled with {args.prefill}"
     )
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")

@@ -8,13 +8,14 @@ from collections.abc import Iterator
 
 import pytest
 from flask import Flask
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, select
 
 from app import create_app
 from app.jobs import JobRegistry
 from app.qstash.receiver import Delivery
 from app.store import Store, claims
 from app.store.claimer import Claimer
+from app.store.schema import deliveries
 from app.testing import DeliveryClient
 from tests.conftest import Calls
 from tests.ops.conftest import close_store, ops_config
@@ -56,6 +57,19 @@ def test_message_in_progress_elsewhere_answers_503_with_retry_after(
     assert 55 <= int(response.headers["Retry-After"]) <= 60
     assert response.get_json()["code"] == "delivery_in_progress"
     assert len(calls) == 0
+
+
+def test_the_log_records_the_guards_answers(client: DeliveryClient, store: Store) -> None:
+    """A replayed and a busy answer are logged as such; the handler's own answer is not."""
+    client.deliver("noop", {}, message_id="msg_1")
+    client.deliver("noop", {}, message_id="msg_1", retried=1)
+    hold_claim(store, "noop", "msg_busy", lease_ms=LEASE_MS)
+    client.deliver("noop", {}, message_id="msg_busy")
+    store.flush()
+    with store.read() as conn:
+        query = select(deliveries.c.message_id, deliveries.c.guard).order_by(deliveries.c.id)
+        rows = [tuple(row) for row in conn.execute(query)]
+    assert rows == [("msg_1", None), ("msg_1", "replayed"), ("msg_busy", "busy")]
 
 
 def test_expired_claim_is_taken_over(client: DeliveryClient, store: Store, calls: Calls) -> None:

@@ -119,9 +119,9 @@ class DuplicateGuard:
         a release at once, so that QStash's retry runs the handler.
         """
         held = self._held.pop(id(delivery), None) if delivery is not None else None
-        if held is None or held[0] is not delivery:
+        if held is None or delivery is None:
             return
-        token = held[1]
+        token = held[1]  # held[0] is this delivery: it kept the id from being reused
         name, message_id = delivery.job, delivery.message_id
         if name is None or message_id is None:  # never: a claim needs both
             return

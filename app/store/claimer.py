@@ -128,7 +128,10 @@ class _Base:
         return self._due()
 
     def _queued_answer(self, key: Key) -> claims.Completed | None:
-        done = self._pending.get(key)
+        return self._answer_of(self._pending.get(key))
+
+    @staticmethod
+    def _answer_of(done: dict[str, Any] | None) -> claims.Completed | None:
         if done is None:
             return None
         return claims.Completed(
@@ -207,11 +210,16 @@ class Claimer(_Base):
 
     def __init__(self, engine: Engine, *, delay: float = DELAY) -> None:
         super().__init__(engine, delay)
+        # Completions a transaction is writing, answered from here until it committed:
+        # a completed message is found in memory or in the table at every instant.
+        self._writing: dict[Key, dict[str, Any]] = {}
 
     def claim(self, job: str, message_id: str, *, now_ms: int, lease_ms: int) -> claims.Claim:
         """Claim (job, message_id) in one committed transaction, or say why not."""
         self._started()
-        done = self._queued_answer((job, message_id))
+        key = (job, message_id)
+        with self._lock:  # a completion moves between the two maps under this lock
+            done = self._queued_answer(key) or self._answer_of(self._writing.get(key))
         if done is not None:
             return done
         with self._transaction() as driver:
@@ -241,6 +249,7 @@ class Claimer(_Base):
         """A write transaction that first commits the queued completions."""
         with self._lock:
             pending, self._pending = self._pending, {}
+            self._writing.update(pending)
         try:
             with self._write() as driver:
                 cursors = [
@@ -250,7 +259,10 @@ class Claimer(_Base):
         except BaseException:
             with self._lock:  # still to be recorded: back in the queue
                 self._pending = {**pending, **self._pending}
+                self._written(pending)
             raise
+        with self._lock:  # committed: the table answers from now on
+            self._written(pending)
         lost = sum(cursor.rowcount != 1 for cursor in cursors)
         if lost:
             logger.warning(
@@ -258,6 +270,16 @@ class Claimer(_Base):
                 " DUPLICATE_LEASE_SECONDS or the job's timeout",
                 lost,
             )
+
+    def _written(self, done: dict[Key, dict[str, Any]]) -> None:
+        """Forget the completions of a finished transaction (under ``_lock``)."""
+        for key, params in done.items():
+            if self._writing.get(key) is params:
+                del self._writing[key]
+
+    def _forked(self) -> None:
+        super()._forked()
+        self._writing = {}
 
 
 class HostClaimer(_Base):
@@ -326,10 +348,10 @@ class HostClaimer(_Base):
                 return
             with self._write() as driver:
                 claims.record_done_on(driver, self.dialect, list(batch.values()))
-            with self._lock:
+            with self._lock:  # as one step for claim(), which looks under this lock
                 for key in batch:
                     del self._pending[key]
-            self._locks().release(batch)
+                self._locks().release(batch)
 
     def _due(self) -> bool:
         return len(self._pending) >= self.batch or super()._due()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -314,3 +315,65 @@ def test_leased_completions_survive_a_failed_transaction(
     assert state(engine, "msg_1") == "running"
     claimer.flush()
     assert state(engine, "msg_1") == "done"
+
+
+def claim_meanwhile(claimer: Claimer | HostClaimer, message_id: str, wait: float) -> Any:
+    """Claim ``message_id`` in another thread; return what it answered within ``wait``
+    seconds (None if it was still waiting) and a function that waits for its answer."""
+    answers: list[claims.Claim] = []
+    thread = threading.Thread(target=lambda: answers.append(claim(claimer, message_id)))
+    thread.start()
+    thread.join(timeout=wait)
+    early = answers[0] if answers else None
+
+    def final() -> claims.Claim:
+        thread.join(timeout=30)
+        return answers[0]
+
+    return early, final
+
+
+def test_a_completion_being_committed_is_replayed_meanwhile(
+    leased: tuple[Engine, Claimer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a transaction writes queued completions, a duplicate of one of them in
+    another thread gets the stored answer at once: not 503 for the lease, not a wait."""
+    engine, claimer = leased
+    during: list[Any] = []
+    write = claims.complete_on
+
+    def slow_write(driver: Any, dialect: Any, params: dict[str, Any]) -> Any:
+        during.append(claim_meanwhile(claimer, "msg_1", wait=2))
+        return write(driver, dialect, params)
+
+    monkeypatch.setattr(claims, "complete_on", slow_write)
+    claimer.flush()
+    [(early, final)] = during
+    replay = claims.Completed(status=200, content_type="application/json", body=b'{"ok":true}')
+    assert early == replay
+    assert final() == replay
+    assert state(engine, "msg_1") == "done"
+
+
+def test_a_written_batch_is_replayed_while_its_locks_are_dropped(
+    host: HostClaimer, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between writing a batch and unlocking its claims, a duplicate in another thread
+    is never told the message is busy: it waits for the unlock and gets the answer."""
+    result = claim(host, "msg_1")
+    assert isinstance(result, claims.Acquired)
+    complete(host, "msg_1", result.token)
+    locks = host._locks()
+    release = locks.release
+    during: list[Any] = []
+
+    def slow_release(keys: Any) -> None:
+        during.append(claim_meanwhile(host, "msg_1", wait=0.5))
+        release(keys)
+
+    monkeypatch.setattr(locks, "release", slow_release)
+    host.flush()
+    monkeypatch.undo()
+    [(early, final)] = during
+    assert not isinstance(early, claims.Busy)
+    assert isinstance(final(), claims.Completed)

@@ -21,6 +21,7 @@ from marshmallow import Schema
 
 from app.cron import CronExpression, parse_cron
 from app.errors import JobDefinitionError
+from app.qstash.client.expressions import Duration, duration_seconds
 
 if TYPE_CHECKING:
     from app.qstash.receiver import Delivery
@@ -45,11 +46,16 @@ class Job:
     parallelism: int | None = None
     callback: str | None = None
     failure_callback: str | None = None
-    timeout: str | int | None = None
+    timeout: Duration | None = None
     cron: CronExpression | None = None
     description: str = ""
     #: Claim each message id once, so a redelivery of a completed message does not rerun.
     dedupe: bool = True
+
+    @property
+    def timeout_seconds(self) -> int | None:
+        """The ``timeout`` option in whole seconds, None if unset."""
+        return None if self.timeout is None else duration_seconds(self.timeout, name="timeout")
 
     @property
     def path(self) -> str:

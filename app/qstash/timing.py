@@ -13,8 +13,17 @@ from email.utils import parsedate_to_datetime
 
 from app.qstash import retry_delay
 
-_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+# ASCII digits only: ``\d`` would take any script's digits, which QStash refuses.
+_DURATION = re.compile(r"(?:([0-9]+)d)?(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?")
 _UNITS = (86400, 3600, 60, 1)
+#: The longest duration QStash can hold, in seconds (about 292 years). Its server is
+#: written in Go: a duration is a signed 64-bit count of nanoseconds, and a longer one
+#: is refused ("time: invalid duration").
+MAX_DURATION = (2**63 - 1) // 10**9
+#: Longer texts are refused unread (the longest sensible duration has under 20 characters).
+MAX_DURATION_CHARS = 64
+#: Around a duration: HTTP's optional whitespace, stripped from header values anyway.
+_OWS = " \t"
 #: QStash caps every retry delay at one day.
 MAX_RETRY_DELAY = 86400.0
 
@@ -24,16 +33,42 @@ class DurationError(ValueError):
 
 
 def parse_duration(text: str, *, bare_seconds: bool = True) -> int:
-    """Return the seconds of a QStash duration like ``"1d10h30m"`` (or a bare ``"30"``)."""
-    raw = text.strip()
-    if raw.isdigit() and bare_seconds:
-        return int(raw)
-    match = _DURATION.fullmatch(raw)
-    if not raw or match is None or not any(match.groups()):
+    """Return the seconds of a QStash duration like ``"1d10h30m"`` (or a bare ``"30"``).
+
+    The one duration parser of this code base. QStash documents ``Upstash-Delay`` and
+    ``Upstash-Timeout`` as whole numbers with units ``d``, ``h``, ``m``, ``s``, combined
+    largest first (``50s``, ``10h``, ``1d10h30m``); that is what is accepted, in ASCII
+    digits, with spaces or tabs around it. A bare number of seconds (``Retry-After``)
+    only with ``bare_seconds``: QStash refuses one in its own headers ("missing unit in
+    duration"). Anything else, or longer than ``MAX_DURATION``, raises ``DurationError``
+    saying why; no other exception is raised, whatever ``text`` is.
+    """
+    if not isinstance(text, str):
+        raise DurationError(f"{type(text).__name__} is not a duration: use text like '5m'")
+    raw = text.strip(_OWS)
+    if len(raw) > MAX_DURATION_CHARS:
         raise DurationError(
-            f"invalid duration {text!r}: use a number of seconds or units like 10s, 5m, 1h, 1d"
+            f"{raw[:20]!r}... is not a duration: {len(raw)} characters,"
+            f" the most is {MAX_DURATION_CHARS}"
         )
-    return sum(int(part or 0) * unit for part, unit in zip(match.groups(), _UNITS, strict=True))
+    match = _DURATION.fullmatch(raw)
+    if bare_seconds and raw.isascii() and raw.isdigit():
+        seconds = int(raw)
+    elif raw and match is not None:
+        seconds = sum(
+            int(part or 0) * unit for part, unit in zip(match.groups(), _UNITS, strict=True)
+        )
+    else:
+        bare = "a number of seconds, or " if bare_seconds else ""
+        raise DurationError(
+            f"{raw!r} is not a duration: use {bare}whole numbers with the units d, h, m"
+            " and s, largest first, like '30s', '5m', '1h30m' or '1d10h30m'"
+        )
+    if seconds > MAX_DURATION:
+        raise DurationError(
+            f"{raw!r} is longer than QStash's longest duration, {MAX_DURATION} s (292 years)"
+        )
+    return seconds
 
 
 def default_backoff(retried: int) -> float:

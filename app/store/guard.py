@@ -13,7 +13,6 @@ retries later) rather than risk running a side effect twice.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from typing import TYPE_CHECKING
 
@@ -34,16 +33,6 @@ MESSAGE_ID_LIMIT = 200
 _UNAVAILABLE_RETRY_AFTER = 10
 # Added to a job's own timeout: the lease must outlast the longest legitimate run.
 _LEASE_MARGIN = 30
-_DURATION = re.compile(r"(\d+)([smhd]?)")
-_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def timeout_seconds(timeout: str | int | None) -> int | None:
-    """Return a job's ``timeout`` option ("90s", "5m", 30) in seconds, None if unset."""
-    if isinstance(timeout, int):
-        return timeout
-    match = _DURATION.fullmatch(timeout.strip()) if isinstance(timeout, str) else None
-    return int(match.group(1)) * _UNIT[match.group(2)] if match else None
 
 
 def _now_ms() -> int:
@@ -155,7 +144,7 @@ class DuplicateGuard:
         if job is not None and not job.dedupe:
             lease_ms = None
         else:
-            own = timeout_seconds(job.timeout) if job else None
+            own = job.timeout_seconds if job else None  # validated when it was declared
             lease_ms = int(max(self.lease_seconds, own + _LEASE_MARGIN if own else 0) * 1000)
         if job is not None:  # an unregistered name may be registered later: ask again
             self._leases[name] = lease_ms

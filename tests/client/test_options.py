@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.qstash.client import FlowControl, Message, PublishOptions
 from app.qstash.client.expressions import (
@@ -12,6 +14,7 @@ from app.qstash.client.expressions import (
     duration_seconds,
     parse_retry_delay,
 )
+from app.qstash.timing import MAX_DURATION, DurationError
 
 
 @pytest.mark.parametrize(
@@ -24,11 +27,52 @@ def test_durations_in_every_form(value: object, seconds: int) -> None:
     assert duration_seconds(value) == seconds  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("value", ["10x", "m5", "5m10h", "", " ", "1.5h", -1, True, None, [1]])
+@pytest.mark.parametrize(
+    "value",
+    ["10x", "m5", "5m10h", "", " ", "1.5h", "30", -1, -0.5, True, None, [1], b"5m",
+     float("nan"), float("inf"), pytest.param(10**5000, id="10**5000"), MAX_DURATION + 1,
+     timedelta.max, -timedelta(1)],
+)  # fmt: skip
 def test_bad_durations_are_refused(value: object) -> None:
-    """A duration QStash would not understand is a ValueError naming the option."""
-    with pytest.raises(ValueError, match="delay"):
+    """A duration QStash would not understand is a ValueError naming the option: a bare
+    "30" (QStash answers "missing unit"), NaN, and more than QStash's 292 years included."""
+    with pytest.raises(DurationError, match="^delay"):
         duration_seconds(value)  # type: ignore[arg-type]
+
+
+def test_a_huge_number_is_refused_without_printing_it() -> None:
+    """10**5000 is refused with a short message, not an OverflowError or a 5000-digit one."""
+    with pytest.raises(DurationError) as refused:
+        duration_seconds(10**5000, name="timeout")
+    assert "more than 20 digits" in str(refused.value) and len(str(refused.value)) < 200
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.one_of(
+        st.integers(-(10**30), 10**30),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.timedeltas(),
+        st.text(max_size=40),
+        st.booleans(),
+        st.none(),
+        st.lists(st.integers(), max_size=2),
+        st.binary(max_size=5),
+    )
+)
+def test_any_value_is_whole_seconds_in_range_or_a_duration_error(value: object) -> None:
+    """Whatever a caller passes, the answer is 0..MAX_DURATION seconds or DurationError."""
+    try:
+        seconds = duration_seconds(value)  # type: ignore[arg-type]
+    except DurationError:
+        return
+    assert isinstance(seconds, int) and 0 <= seconds <= MAX_DURATION
+
+
+def test_duration_header_sends_strings_without_the_spaces_around_them() -> None:
+    """The header carries the duration as written, minus spaces and tabs around it."""
+    assert duration_header(" 1h30m\t", name="timeout") == "1h30m"
+    assert duration_header(90.2) == "91s"
 
 
 def test_duration_header_keeps_strings_and_suffixes_numbers() -> None:

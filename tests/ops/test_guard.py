@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from flask import Flask
+from flask import Flask, current_app
 from sqlalchemy import Engine, create_engine, select
 
 from app import create_app
@@ -198,6 +198,18 @@ def test_the_lease_covers_the_jobs_own_timeout(database_url: str) -> None:
     def quick(payload: object, delivery: Delivery) -> None:
         return None
 
+    @registry.job("compound", timeout="1h30m")
+    def compound(payload: object, delivery: Delivery) -> None:
+        return None
+
+    @registry.job("days", timeout=" 1d2h3m4s\t")
+    def days(payload: object, delivery: Delivery) -> None:
+        return None
+
+    @registry.job("fraction", timeout=60.5)
+    def fraction(payload: object, delivery: Delivery) -> None:
+        return None
+
     @registry.job("free", dedupe=False)
     def free(payload: object, delivery: Delivery) -> None:
         return None
@@ -208,6 +220,9 @@ def test_the_lease_covers_the_jobs_own_timeout(database_url: str) -> None:
     with flask_app.app_context():
         assert guard._lease_ms("slow") == (300 + 30) * 1000
         assert guard._lease_ms("quick") == 60_000  # 10 s + 30 s < the configured 60 s
+        assert guard._lease_ms("compound") == (5400 + 30) * 1000
+        assert guard._lease_ms("days") == (93784 + 30) * 1000
+        assert guard._lease_ms("fraction") == (61 + 30) * 1000  # whole seconds, rounded up
         assert guard._lease_ms("free") is None
         assert guard._lease_ms("later") == 60_000  # not registered (yet): the default
 
@@ -218,3 +233,24 @@ def test_the_lease_covers_the_jobs_own_timeout(database_url: str) -> None:
         assert guard._lease_ms("later") is None
         assert guard._lease_ms("slow") == (300 + 30) * 1000  # from the cache, unchanged
     close_store(flask_app)
+
+
+def test_a_compound_timeout_keeps_a_running_claim_from_being_taken_over(database_url: str) -> None:
+    """A job declared with timeout="1h30m" holds its claim that long: a duplicate
+    arriving an hour into the run (past DUPLICATE_LEASE_SECONDS) is busy, not run again."""
+    registry = JobRegistry()
+    meanwhile: list[claims.Claim] = []
+
+    @registry.job("report", timeout="1h30m")
+    def report(payload: object, delivery: Delivery) -> None:
+        claimer = current_app.extensions["qstash_jobs.store"].guard.claimer
+        an_hour_on = now_ms() + 3600 * 1000
+        assert delivery.message_id is not None
+        duplicate = claimer.claim("report", delivery.message_id, now_ms=an_hour_on, lease_ms=1)
+        meanwhile.append(duplicate)
+
+    flask_app = create_app(ops_config(database_url, DUPLICATE_LEASE_SECONDS=60), registry=registry)
+    response = DeliveryClient(flask_app).deliver("report", {}, message_id="msg_long")
+    close_store(flask_app)
+    assert response.status_code == 200
+    assert [type(result) for result in meanwhile] == [claims.Busy]

@@ -21,7 +21,8 @@ from marshmallow import Schema
 
 from app.cron import CronExpression, parse_cron
 from app.errors import JobDefinitionError
-from app.qstash.client.expressions import Duration, duration_seconds
+from app.qstash.client.expressions import Duration, duration_seconds, parse_retry_delay, shown
+from app.qstash.client.options import check_name, check_url
 
 if TYPE_CHECKING:
     from app.qstash.receiver import Delivery
@@ -30,7 +31,12 @@ Handler = Callable[[Any, "Delivery"], Any]
 
 #: Job names are URL path segments: lower-case words joined by single hyphens.
 NAME_PATTERN = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+#: The longest job name: the width of the store's ``job`` columns.
+NAME_LIMIT = 100
 URL_PREFIX = "/api/jobs"
+#: The most retries a job may declare. Upstash publishes 3, 5 and 20 as its plans'
+#: maxima (more on request); the bundled dev server accepts up to this.
+MAX_RETRIES = 100
 
 
 @dataclass(eq=False)
@@ -101,25 +107,79 @@ class Job:
 
 
 def _validate(job: Job) -> None:
-    if not isinstance(job.name, str) or not NAME_PATTERN.fullmatch(job.name):
+    """Check every field of ``job`` as QStash and this framework will use it."""
+    if (
+        not isinstance(job.name, str)
+        or len(job.name) > NAME_LIMIT
+        or not NAME_PATTERN.fullmatch(job.name)
+    ):
         raise JobDefinitionError(
-            f"invalid job name {job.name!r}: use lower-case letters, digits and single"
-            " hyphens, like 'send-email'"
+            f"invalid job name {shown(job.name)}: use lower-case letters, digits and single"
+            f" hyphens, at most {NAME_LIMIT} characters, like 'send-email'"
         )
-    if job.retries is not None and (
-        not isinstance(job.retries, int) or isinstance(job.retries, bool) or job.retries < 0
-    ):
-        raise JobDefinitionError(f"job {job.name!r}: retries must be an int >= 0")
-    if job.parallelism is not None and (
-        not isinstance(job.parallelism, int) or job.parallelism < 1
-    ):
-        raise JobDefinitionError(f"job {job.name!r}: parallelism must be an int >= 1")
-    if job.parallelism is not None and job.queue is None:
-        raise JobDefinitionError(f"job {job.name!r}: parallelism needs a queue")
-    if not isinstance(job.dedupe, bool):
-        raise JobDefinitionError(f"job {job.name!r}: dedupe must be True or False")
     if not callable(job.handler):
         raise JobDefinitionError(f"job {job.name!r}: the handler is not callable")
+    for option, check in _CHECKS.items():
+        value = getattr(job, option)
+        if value is None:
+            continue
+        try:
+            check(value, option)
+        except ValueError as exc:  # the option's own message, with the job's name
+            raise JobDefinitionError(f"job {job.name!r}: {exc}") from None
+    if job.parallelism is not None and job.queue is None:
+        raise JobDefinitionError(f"job {job.name!r}: parallelism needs a queue")
+
+
+def _int_option(low: int, high: int | None) -> Callable[[Any, str], None]:
+    def check(value: Any, option: str) -> None:
+        if type(value) is not int or value < low or (high is not None and value > high):
+            upper = f" to {high}" if high is not None else " or more"
+            raise ValueError(f"{option} must be an int from {low}{upper}, not {shown(value)}")
+
+    return check
+
+
+def _check_retry_delay(value: Any, option: str) -> None:
+    parse_retry_delay(value)  # its message names retry_delay
+
+
+def _check_callback(value: Any, option: str) -> None:
+    if isinstance(value, str) and "://" in value:
+        check_url(value, option)
+    elif not isinstance(value, str) or len(value) > NAME_LIMIT or not NAME_PATTERN.fullmatch(value):
+        raise ValueError(
+            f"{option} must be an http(s) URL or the name of a job, not {shown(value)}"
+        )
+
+
+def _check_timeout(value: Any, option: str) -> None:
+    if duration_seconds(value, name=option) < 1:
+        raise ValueError(f"{option} must be at least 1 second, not {shown(value)}")
+
+
+def _check_instance(kind: type, what: str) -> Callable[[Any, str], None]:
+    def check(value: Any, option: str) -> None:
+        if not isinstance(value, kind):
+            raise ValueError(f"{option} must be {what}, not {shown(value)}")
+
+    return check
+
+
+#: How each optional field is checked (a ValueError says what is wrong); None is "unset".
+_CHECKS: dict[str, Callable[[Any, str], object]] = {
+    "schema": _check_instance(Schema, "a marshmallow Schema"),
+    "retries": _int_option(0, MAX_RETRIES),
+    "retry_delay": _check_retry_delay,
+    "queue": check_name,
+    "parallelism": _int_option(1, None),
+    "callback": _check_callback,
+    "failure_callback": _check_callback,
+    "timeout": _check_timeout,
+    "cron": _check_instance(CronExpression, "declared with @cron(name, cron=...)"),
+    "description": _check_instance(str, "a string"),
+    "dedupe": _check_instance(bool, "True or False"),
+}
 
 
 def _schema_instance(schema: type[Schema] | Schema | None, name: str) -> Schema | None:
@@ -128,6 +188,11 @@ def _schema_instance(schema: type[Schema] | Schema | None, name: str) -> Schema 
     if isinstance(schema, type) and issubclass(schema, Schema):
         return schema()
     raise JobDefinitionError(f"job {name!r}: schema must be a marshmallow Schema, not {schema!r}")
+
+
+def _summary(handler: Handler) -> str:
+    doc = getattr(handler, "__doc__", None)
+    return doc.strip().split("\n")[0] if isinstance(doc, str) else ""
 
 
 def _default_name(handler: Handler) -> str:
@@ -229,7 +294,8 @@ class JobRegistry:
             raise JobDefinitionError(
                 f"job {name!r}: unknown option(s) {', '.join(sorted(unknown))}"
             )
-        options.setdefault("description", (handler.__doc__ or "").strip().split("\n")[0])
+        # A copy: one decorator may declare several jobs, and none may see another's.
+        options = {"description": _summary(handler), **options}
         job = Job(name=name, handler=handler, schema=_schema_instance(schema, name), **options)
         return self.add(job)
 
@@ -247,7 +313,23 @@ class JobRegistry:
             for info in pkgutil.iter_modules(getattr(package, "__path__", [])):
                 module = importlib.import_module(f"{package.__name__}.{info.name}")
                 imported.append(module.__name__)
+        self.check_callbacks()
         return imported
+
+    def check_callbacks(self) -> None:
+        """Check that every callback naming a job names a registered one.
+
+        Run once every job is declared (:meth:`discover` does): a job may name one
+        declared after it.
+        """
+        for job in self:
+            for option in ("callback", "failure_callback"):
+                target = getattr(job, option)
+                if target is not None and "://" not in target and target not in self:
+                    raise JobDefinitionError(
+                        f"job {job.name!r}: {option} {target!r} is neither an http(s) URL"
+                        " nor a registered job"
+                    )
 
 
 #: The default registry, filled by the ``@job``/``@cron`` declarations of job modules.

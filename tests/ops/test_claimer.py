@@ -218,9 +218,11 @@ def test_a_released_claim_is_free_for_other_processes_at_once(host: HostClaimer)
 
 
 def test_done_rows_that_cannot_be_written_stay_queued_and_locked(
-    host: HostClaimer, engine: Engine, monkeypatch: pytest.MonkeyPatch
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A failed write loses nothing: the rows wait, their claims stay held, then land."""
+    # No idle timer (delay=60): it could write the rows before the check that they wait.
+    host = HostClaimer(engine, str(engine.url.database) + ".claims", delay=60)
     result = claim(host, "msg_1")
     assert isinstance(result, claims.Acquired)
     complete(host, "msg_1", result.token)
@@ -235,6 +237,7 @@ def test_done_rows_that_cannot_be_written_stay_queued_and_locked(
     assert claim_elsewhere(host, "msg_1") == "Busy"
     host.flush()
     assert state(engine, "msg_1") == "done"
+    host.close()
 
 
 def test_a_claim_whose_read_fails_keeps_no_lock(

@@ -4,7 +4,9 @@ QStash lets a publisher replace its default backoff with an arithmetic expressio
 milliseconds over the variable ``retried`` (``pow(2, retried) * 1000``). The expression is
 parsed with :mod:`ast` and only numbers, ``retried``, ``+ - * / %``, unary signs and the
 documented functions are evaluated: no names, attributes, subscripts or calls to anything
-else, so a hostile header cannot run code. Never ``eval``.
+else, so a hostile header cannot run code. Never ``eval``. Every value is a float, so no
+step can build a huge integer (``round(1, -10**8)`` on ints computes ``10**10**8``): the
+work is bounded by the expression's length, and the result is clamped to one day.
 """
 
 from __future__ import annotations
@@ -39,6 +41,18 @@ _UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {
     ast.USub: operator.neg,
 }
 MAX_LENGTH = 256
+#: How many arguments each function takes: (at least, at most).
+ARITY: dict[str, tuple[int, int]] = {
+    "pow": (2, 2),
+    "sqrt": (1, 1),
+    "abs": (1, 1),
+    "exp": (1, 1),
+    "floor": (1, 1),
+    "ceil": (1, 1),
+    "round": (1, 1),
+    "min": (2, MAX_LENGTH),
+    "max": (2, MAX_LENGTH),
+}
 #: One day, QStash's cap on any retry delay, in milliseconds.
 MAX_DELAY_MS = 86_400_000
 
@@ -53,7 +67,7 @@ def parse(text: str) -> ast.Expression:
         raise RetryDelayError(f"retry delay must be 1 to {MAX_LENGTH} characters")
     try:
         tree = ast.parse(text.strip(), mode="eval")
-    except SyntaxError:
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         raise RetryDelayError(f"invalid retry delay expression {text!r}") from None
     callees = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
     for node in ast.walk(tree):
@@ -78,8 +92,12 @@ def _check_node(node: ast.AST, text: str) -> None:
     if isinstance(node, ast.Call):
         if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
             raise RetryDelayError(f"only {', '.join(FUNCTIONS)} may be called in {text!r}")
-        if node.keywords or not node.args:
-            raise RetryDelayError(f"{node.func.id}() takes positional arguments in {text!r}")
+        fewest, most = ARITY[node.func.id]
+        if node.keywords or not fewest <= len(node.args) <= most:
+            count = str(fewest) if fewest == most else f"{fewest} or more"
+            raise RetryDelayError(
+                f"{node.func.id}() takes {count} positional argument(s) in {text!r}"
+            )
 
 
 def evaluate(text: str, retried: int) -> float:
@@ -94,16 +112,17 @@ def evaluate(text: str, retried: int) -> float:
     return min(max(value, 0.0), float(MAX_DELAY_MS))
 
 
-def _eval(node: ast.expr, retried: int) -> Any:
-    if isinstance(node, ast.Constant):
-        return node.value
+def _eval(node: ast.expr, retried: int) -> float:
+    # Floats throughout: an int would grow without bound (floor(1e300) * floor(1e300) …).
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+        return float(node.value)
     if isinstance(node, ast.Name) and node.id == "retried":
-        return retried
+        return float(retried)
     if isinstance(node, ast.UnaryOp):
-        return _UNARY[type(node.op)](_eval(node.operand, retried))
+        return float(_UNARY[type(node.op)](_eval(node.operand, retried)))
     if isinstance(node, ast.BinOp):
         left, right = _eval(node.left, retried), _eval(node.right, retried)
-        return _BINARY[type(node.op)](left, right)
+        return float(_BINARY[type(node.op)](left, right))
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-        return FUNCTIONS[node.func.id](*(_eval(arg, retried) for arg in node.args))
+        return float(FUNCTIONS[node.func.id](*(_eval(arg, retried) for arg in node.args)))
     raise RetryDelayError(f"{type(node).__name__} is not allowed")  # unreachable after parse()

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from decimal import Decimal
+from numbers import Real
+from typing import Any, cast
 
 
 class QStashJobsError(Exception):
@@ -66,7 +68,9 @@ class NonRetryableError(JobError):
 class RetryLater(JobError):
     """The message should be retried at a specific time, not on QStash's backoff.
 
-    ``after`` is a number of seconds, a ``timedelta`` or a ``datetime`` (naive = local).
+    ``after`` is a number of seconds (any real number: int, float, ``Decimal``,
+    ``Fraction``), a ``timedelta`` or a ``datetime`` (naive = local). Whatever its value,
+    ``Retry-After`` stays within QStash's range: 1 second to 1 day.
     """
 
     code = "retry_later"
@@ -75,24 +79,55 @@ class RetryLater(JobError):
         self,
         message: str = "retry later",
         *,
-        after: float | timedelta | datetime,
+        after: float | Decimal | timedelta | datetime,
         errors: Any = None,
     ) -> None:
         super().__init__(message, errors=errors)
+        if not isinstance(after, Real | Decimal | timedelta | datetime):
+            raise TypeError(
+                f"RetryLater: after must be seconds, a timedelta or a datetime, not {after!r}"
+            )
         self.after = after
 
     @property
     def retry_after_seconds(self) -> int:
-        """Whole seconds until the retry (at least 1), as ``Retry-After`` carries them."""
-        after = self.after
-        if isinstance(after, datetime):
+        """Whole seconds until the retry, from 1 to 86400 (QStash's longest retry delay)."""
+        return clamp_retry_after(_seconds_until(self.after))
+
+
+#: QStash's bounds on a retry delay, in seconds: a whole second, and one day.
+MIN_RETRY_AFTER = 1
+MAX_RETRY_AFTER = 86_400
+
+
+def clamp_retry_after(seconds: float | Decimal | Real) -> int:
+    """Round ``seconds`` up to whole seconds within [1, 86400]; NaN counts as the maximum."""
+    try:
+        value = float(seconds)
+    except OverflowError:  # an int or Fraction past float's range
+        value = math.inf if cast(float, seconds) > 0 else -math.inf
+    except ValueError:  # Decimal("sNaN")
+        value = math.nan
+    if math.isnan(value):
+        # No delay was computed: waiting longest is the safe guess for an upstream that
+        # asked to wait.
+        return MAX_RETRY_AFTER
+    return math.ceil(min(max(value, MIN_RETRY_AFTER), MAX_RETRY_AFTER))
+
+
+def _seconds_until(after: Real | Decimal | timedelta | datetime) -> Real | Decimal | float:
+    if isinstance(after, timedelta):
+        return after.total_seconds()
+    if not isinstance(after, datetime):
+        return after
+    if after.tzinfo is None:
+        try:
             # A naive datetime is local time, as everywhere in Python.
-            seconds = (after.astimezone(UTC) - datetime.now(UTC)).total_seconds()
-        elif isinstance(after, timedelta):
-            seconds = after.total_seconds()
-        else:
-            seconds = float(after)
-        return max(1, math.ceil(seconds))
+            after = after.astimezone(UTC)
+        except (OverflowError, ValueError, OSError):
+            # Only at the ends of time (datetime.min/max), which local time cannot reach.
+            return math.inf if after > datetime.now() else -math.inf
+    return (after - datetime.now(UTC)).total_seconds()
 
 
 class SignatureError(QStashJobsError):

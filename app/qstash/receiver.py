@@ -9,10 +9,13 @@ raw body (read once, size-capped) → ``verify()`` against APP_URL + path → ``
 | missing or bad signature                        | 401 (QStash retries; a forger gets nothing)|
 | body too large, invalid JSON, schema error,     | 489 + ``Upstash-NonRetryable-Error: true``|
 | ``NonRetryableError``                           | (straight to the DLQ)                     |
-| ``RetryLater(after=…)``                         | 503 + ``Retry-After``                     |
+| ``RetryLater(after=…)``                         | 503 + ``Retry-After`` (1 s to 1 day)      |
 | any other exception                             | 500, logged with message id + traceback   |
 
-The handler never runs unless the request passed every check.
+The handler never runs unless the request passed every check. Whatever raises between
+the verification and the answer (a hook, the schema, the handler, building the answer,
+serialising the result), the answer is the framework's JSON error and every
+after-delivery hook runs, so the duplicate guard never keeps a claim held.
 """
 
 from __future__ import annotations
@@ -127,7 +130,7 @@ class Delivery:
         environ = req.environ
         return cls(
             message_id=environ.get("HTTP_UPSTASH_MESSAGE_ID"),
-            retried=_non_negative_int(environ.get("HTTP_UPSTASH_RETRIED")),
+            retried=retried_count(environ.get("HTTP_UPSTASH_RETRIED")),
             schedule_id=environ.get("HTTP_UPSTASH_SCHEDULE_ID"),
             caller_ip=environ.get("HTTP_UPSTASH_CALLER_IP"),
             topic_name=environ.get("HTTP_UPSTASH_TOPIC_NAME"),
@@ -141,15 +144,31 @@ class Delivery:
         )
 
 
-def _non_negative_int(raw: str | None) -> int:
-    try:
-        return max(0, int(raw)) if raw is not None else 0
-    except ValueError:
+#: The highest ``Upstash-Retried`` read (the dev server's cap on retries too). The header
+#: is not signed: bounded, ``2 ** retried`` and ``exp(2.5 * retried)`` stay finite floats.
+MAX_RETRIED = 100
+# More digits than this (leading zeros aside) is past MAX_RETRIED whatever they say.
+_RETRIED_DIGITS = len(str(MAX_RETRIED))
+
+
+def retried_count(raw: str | None) -> int:
+    """Read ``Upstash-Retried``: ASCII digits, capped at MAX_RETRIED; anything else is 0."""
+    if raw is None:
         return 0
+    digits = raw.strip()
+    # isdigit() alone also takes "³" and "٣", which int() reads as numbers.
+    if not (digits.isascii() and digits.isdigit()):
+        return 0
+    digits = digits.lstrip("0")
+    if len(digits) > _RETRIED_DIGITS:
+        return MAX_RETRIED
+    return min(int(digits or "0"), MAX_RETRIED)
 
 
 def _json(value: Any) -> Response:
-    response: Response = current_app.json.response(value)  # type: ignore[assignment]
+    """Answer ``value`` as strict JSON: NaN and Infinity, which JSON has not, raise."""
+    text = current_app.json.dumps(value, allow_nan=False)
+    response: Response = current_app.response_class(f"{text}\n", mimetype="application/json")
     return response
 
 
@@ -160,8 +179,18 @@ def error_response(
     errors: Any = None,
     headers: Mapping[str, str] | None = None,
 ) -> Response:
-    """Return the framework's JSON error: ``{"code", "status", "message", "errors"}``."""
-    response = _json({"code": code, "status": status, "message": message, "errors": errors or {}})
+    """Return the framework's JSON error: ``{"code", "status", "message", "errors"}``.
+
+    Errors that are not JSON are left out (and logged), so the status always goes out.
+    """
+    body = {"code": code, "status": status, "message": str(message), "errors": errors or {}}
+    try:
+        response = _json(body)
+    except (TypeError, ValueError, RecursionError):
+        current_app.logger.warning(
+            "the errors of a %d %s answer are not JSON; left out", status, code
+        )
+        response = _json({**body, "errors": {}})
     response.status_code = status
     if headers:
         response.headers.update(headers)
@@ -256,14 +285,16 @@ def _job_error_response(exc: JobError) -> Response:
     )
 
 
-def _run(
+def _answer(
     handler: Callable[..., Any],
     hooks: list[DeliveryHook],
-    payload: Any,
+    schema: Schema | None,
     delivery: Delivery,
     view_args: dict[str, Any],
 ) -> Response:
+    """Load the payload, let the hooks answer first, run the handler; never raise."""
     try:
+        payload = load_payload(delivery.body, schema)
         for hook in hooks:
             early = hook.before_handler(delivery)
             if early is not None:
@@ -272,26 +303,51 @@ def _run(
         if isinstance(result, Response):
             return result
         return _json(result)
-    except JobError as exc:
-        return _job_error_response(exc)
-    except ValidationError as exc:
-        return _job_error_response(_schema_error(exc))
-    except HTTPException as exc:
-        return error_response(exc.code or 500, "http_error", exc.description or exc.name)
     except Exception as exc:
-        current_app.logger.exception(
-            "job %s failed: message_id=%s retried=%d",
-            delivery.job,
+        return _error_answer(exc, delivery)
+
+
+def _error_answer(exc: Exception, delivery: Delivery) -> Response:
+    """Return the answer ``exc`` asks for; a 500 if it asks for none or it cannot be built."""
+    try:
+        answer = _chosen_answer(exc)
+    except Exception as failure:
+        current_app.logger.error(
+            "could not build the answer to %s: message_id=%s",
+            type(exc).__name__,
             delivery.message_id,
-            delivery.retried,
-            extra={"job": delivery.job, "message_id": delivery.message_id},
+            exc_info=failure,
         )
-        return error_response(
-            500,
-            "internal_error",
-            f"job {delivery.job!r} raised {type(exc).__name__}; QStash will retry"
-            " (the traceback is in the app's log)",
-        )
+        answer = None
+    return answer if answer is not None else _internal_error(exc, delivery.job, delivery)
+
+
+def _chosen_answer(exc: Exception) -> Response | None:
+    if isinstance(exc, JobError):
+        return _job_error_response(exc)
+    if isinstance(exc, ValidationError):
+        return _job_error_response(_schema_error(exc))
+    if isinstance(exc, HTTPException):
+        return error_response(exc.code or 500, "http_error", exc.description or exc.name)
+    return None
+
+
+def _internal_error(exc: BaseException, job: str | None, delivery: Delivery | None) -> Response:
+    message_id = delivery.message_id if delivery else None
+    current_app.logger.error(
+        "job %s failed: message_id=%s retried=%d",
+        job,
+        message_id,
+        delivery.retried if delivery else 0,
+        exc_info=exc,
+        extra={"job": job, "message_id": message_id},
+    )
+    return error_response(
+        500,
+        "internal_error",
+        f"job {job!r} raised {type(exc).__name__}; QStash will retry"
+        " (the traceback is in the app's log)",
+    )
 
 
 HOOKS = "qstash_jobs.delivery_hooks"
@@ -313,8 +369,11 @@ class DeliveryHook(Protocol):
     def after_delivery(
         self, job: str | None, delivery: Delivery | None, response: Response, duration: float
     ) -> None:
-        """Observe the answer to a delivery; ``delivery`` is None if it was refused
-        before verification. Exceptions are logged and never change the answer."""
+        """Observe the answer to a request, whatever happened before it.
+
+        ``delivery`` is None if it was refused before verification. Exceptions are
+        logged and never change the answer.
+        """
 
 
 def add_delivery_hook(app: Flask, hook: DeliveryHook) -> None:
@@ -361,28 +420,51 @@ def guard(
     job: str | None,
     view_args: dict[str, Any],
 ) -> Response:
-    """Run ``handler`` for the current request behind every QStash check."""
+    """Run ``handler`` for the current request behind every QStash check.
+
+    Every after-delivery hook runs once per request, whatever raised before: a claim
+    the guard took is always completed or released.
+    """
     hooks: list[DeliveryHook] = current_app.extensions.get(HOOKS, [])
     started = time.perf_counter()
-    response, delivery = _guarded(handler, hooks, schema=schema, job=job, view_args=view_args)
-    if hooks:
-        duration = time.perf_counter() - started
-        for hook in hooks:
-            try:
-                hook.after_delivery(job, delivery, response, duration)
-            except Exception:
-                current_app.logger.exception("delivery hook %r failed", hook)
+    delivery: Delivery | None = None
+    try:
+        admitted = _admit(job)
+        if isinstance(admitted, Response):
+            response = admitted
+        else:
+            delivery = admitted
+            response = _answer(handler, hooks, schema, delivery, view_args)
+    except Exception as exc:  # in reading or verifying the request: a bug
+        response = _internal_error(exc, job, delivery)
+    except BaseException as exc:
+        # The worker is being stopped (a timeout, ^C): no answer will go out, but the
+        # hooks still see one, so the guard releases its claim for QStash's retry.
+        _observe(hooks, job, delivery, _internal_error(exc, job, delivery), started)
+        raise
+    _observe(hooks, job, delivery, response, started)
     return response
 
 
-def _guarded(
-    handler: Callable[..., Any],
+def _observe(
     hooks: list[DeliveryHook],
-    *,
-    schema: Schema | None,
     job: str | None,
-    view_args: dict[str, Any],
-) -> tuple[Response, Delivery | None]:
+    delivery: Delivery | None,
+    response: Response,
+    started: float,
+) -> None:
+    if not hooks:
+        return
+    duration = time.perf_counter() - started
+    for hook in hooks:
+        try:
+            hook.after_delivery(job, delivery, response, duration)
+        except Exception:
+            current_app.logger.exception("delivery hook %r failed", hook)
+
+
+def _admit(job: str | None) -> Delivery | Response:
+    """Read and verify the current request: its ``Delivery``, or the refusal to answer."""
     config = current_app.config
     req: Request = request._get_current_object()  # type: ignore[attr-defined]
     url = expected_url(req, config["APP_URL"])
@@ -392,20 +474,13 @@ def _guarded(
     except RequestEntityTooLarge:
         message = f"the body is larger than QSTASH_MAX_BODY_SIZE ({limit} bytes)"
         headers = {NON_RETRYABLE_HEADER: "true"}
-        return error_response(
-            NON_RETRYABLE_STATUS, "payload_too_large", message, None, headers
-        ), None
+        return error_response(NON_RETRYABLE_STATUS, "payload_too_large", message, None, headers)
     try:
         claims = _authenticate(req, config, body, url)
     except SignatureError as exc:
         current_app.logger.warning("rejected delivery to %s from %s: %s", url, req.remote_addr, exc)
-        return error_response(401, exc.code, str(exc)), None
-    delivery = Delivery.from_request(req, body=body, url=url, job=job, claims=claims)
-    try:
-        payload = load_payload(body, schema)
-    except NonRetryableError as exc:
-        return _job_error_response(exc), delivery
-    return _run(handler, hooks, payload, delivery, view_args), delivery
+        return error_response(401, exc.code, str(exc))
+    return Delivery.from_request(req, body=body, url=url, job=job, claims=claims)
 
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -31,7 +31,13 @@ from prometheus_client import (  # noqa: E402 - after the environment is settled
     multiprocess,
 )
 
-from app.qstash.receiver import add_delivery_hook, error_response, guard_verdict, outcome
+from app.qstash.receiver import (
+    add_delivery_hook,
+    error_response,
+    guard_verdict,
+    outcome,
+    refusal,
+)
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -71,7 +77,8 @@ class Metrics:
         )
         self.signature_failures = Counter(
             "qstash_signature_failures",
-            "Deliveries refused for their signature, by reason.",
+            "Requests refused before their signature was verified, by reason (missing_signature,"
+            " signature_mismatch, …, payload_too_large).",
             ["job", "reason"],
             registry=self.registry,
         )
@@ -89,17 +96,20 @@ class Metrics:
     def after_delivery(
         self, job: str | None, delivery: Delivery | None, response: Response, duration: float
     ) -> None:
-        """Count the delivery and observe its duration."""
+        """Count the delivery and observe its duration.
+
+        Every label is bounded: the job is a route's, the outcome, reason and answer are
+        codes of this framework, never a value the caller chose.
+        """
         name = job or "?"
         status = response.status_code
-        self.deliveries.labels(name, outcome(status)).inc()
+        self.deliveries.labels(name, outcome(status, verified=delivery is not None)).inc()
         self.duration.labels(name).observe(duration)
         if delivery is not None and delivery.retried > 0:
             self.redeliveries.labels(name).inc()
-        if status == 401:
-            body = response.get_json(silent=True)
-            reason = body.get("code", "unknown") if isinstance(body, dict) else "unknown"
-            self.signature_failures.labels(name, str(reason)).inc()
+        reason = refusal(response)
+        if reason is not None:
+            self.signature_failures.labels(name, reason).inc()
         guard = guard_verdict(response)
         if guard:
             self.duplicates.labels(name, guard).inc()

@@ -371,8 +371,10 @@ class DeliveryHook(Protocol):
     ) -> None:
         """Observe the answer to a request, whatever happened before it.
 
-        ``delivery`` is None if it was refused before verification. Exceptions are
-        logged and never change the answer.
+        ``delivery`` is None when the request was refused before its signature was
+        verified: then everything it carries is the unauthenticated caller's, and only
+        :func:`refusal` (a fixed set of codes) may be kept. Exceptions are logged and
+        never change the answer.
         """
 
 
@@ -381,14 +383,51 @@ def add_delivery_hook(app: Flask, hook: DeliveryHook) -> None:
     app.extensions.setdefault(HOOKS, []).append(hook)
 
 
-def outcome(status: int) -> str:
-    """Name the outcome QStash sees: ok, retry, non-retryable, bad-signature or error."""
+def outcome(status: int, *, verified: bool = True) -> str:
+    """Name the outcome QStash sees: ok, retry, non-retryable, bad-signature or error.
+
+    ``bad-signature`` is a 401 given before verification; a verified delivery's 401 (a
+    handler's own) is an ``error``.
+    """
     if 200 <= status < 300:
         return "ok"
+    if status == 401 and verified:
+        return "error"
     return _OUTCOMES.get(status, "error")
 
 
 _OUTCOMES = {401: "bad-signature", 489: "non-retryable", 503: "retry"}
+_REFUSAL = "qstash_jobs_refusal"
+#: Reasons to refuse a request before verifying it, besides the signature errors' codes.
+BODY_REFUSALS = ("payload_too_large", "unreadable_body")
+
+
+def refusal_reasons() -> frozenset[str]:
+    """Return every reason :func:`refusal` can give: a fixed set, fit for a metric label."""
+    codes = {SignatureError.code, *BODY_REFUSALS}
+    pending = [SignatureError]
+    while pending:
+        for subclass in pending.pop().__subclasses__():
+            codes.add(subclass.code)
+            pending.append(subclass)
+    return frozenset(codes)
+
+
+def _refused(response: Response, reason: str) -> Response:
+    if reason not in refusal_reasons():
+        reason = SignatureError.code
+    setattr(response, _REFUSAL, reason)
+    return response
+
+
+def refusal(response: Response) -> str | None:
+    """Return why the request was refused before verification, or None if it was not.
+
+    One of :func:`refusal_reasons`, never a value the caller chose.
+    """
+    reason: str | None = getattr(response, _REFUSAL, None)
+    return reason
+
 
 #: The response header the duplicate guard sets when it answered instead of the handler.
 GUARD_HEADER = "X-Duplicate-Delivery"
@@ -474,12 +513,16 @@ def _admit(job: str | None) -> Delivery | Response:
     except RequestEntityTooLarge:
         message = f"the body is larger than QSTASH_MAX_BODY_SIZE ({limit} bytes)"
         headers = {NON_RETRYABLE_HEADER: "true"}
-        return error_response(NON_RETRYABLE_STATUS, "payload_too_large", message, None, headers)
+        answer = error_response(NON_RETRYABLE_STATUS, "payload_too_large", message, None, headers)
+        return _refused(answer, "payload_too_large")
+    except HTTPException:  # werkzeug's ClientDisconnected: the body ended early
+        answer = error_response(400, "unreadable_body", "the body ended before its length")
+        return _refused(answer, "unreadable_body")
     try:
         claims = _authenticate(req, config, body, url)
     except SignatureError as exc:
         current_app.logger.warning("rejected delivery to %s from %s: %s", url, req.remote_addr, exc)
-        return error_response(401, exc.code, str(exc))
+        return _refused(error_response(401, exc.code, str(exc)), exc.code)
     return Delivery.from_request(req, body=body, url=url, job=job, claims=claims)
 
 

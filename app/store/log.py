@@ -1,5 +1,10 @@
 """The delivery log: one row per delivery ``with_qstash`` answered, written in batches.
 
+Only verified deliveries are logged: a request refused before its signature was checked
+(401, or 489 for a body over the size limit) carries nothing but what an unauthenticated
+caller chose, and nothing of it may reach the digest email or the dashboard. The metrics
+count those refusals by reason.
+
 ``DeliveryLog.after_delivery`` only builds a row and buffers it; the buffer is written
 after an answer has gone out, in batches. A delivery therefore never waits for the
 database and never fails because of it: when the database is down or the buffer is full,
@@ -14,7 +19,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from flask import Response, has_request_context, request
+from flask import Response
 from sqlalchemy import Engine, bindparam
 
 from app.qstash.receiver import guard_verdict, outcome
@@ -50,16 +55,15 @@ def error_summary(response: Response) -> str | None:
 
 
 def delivery_row(
-    job: str | None, delivery: Delivery | None, response: Response, duration: float
+    job: str | None, delivery: Delivery, response: Response, duration: float
 ) -> dict[str, Any]:
-    """Return the ``deliveries`` row describing one answered delivery."""
-    message_id = delivery.message_id if delivery else _unverified_header("Upstash-Message-Id")
+    """Return the ``deliveries`` row describing one answered, verified delivery."""
     return {
         "at_ms": int((time.time() - duration) * 1000),
         "job": (job or "?")[:100],
-        "message_id": _clip(message_id),
-        "schedule_id": _clip(delivery.schedule_id if delivery else None),
-        "retried": delivery.retried if delivery else 0,
+        "message_id": _clip(delivery.message_id),
+        "schedule_id": _clip(delivery.schedule_id),
+        "retried": delivery.retried,
         "outcome": outcome(response.status_code),
         "status": response.status_code,
         "duration_ms": duration * 1000,
@@ -84,11 +88,6 @@ _COLUMNS = (
 )
 #: The rows of :func:`delivery_row`, inserted without SQLAlchemy's per-row bookkeeping.
 _INSERT = deliveries.insert().values({name: bindparam(name) for name in _COLUMNS})
-
-
-def _unverified_header(name: str) -> str | None:
-    # A refused delivery has no Delivery; its header is still worth logging, as a claim.
-    return request.headers.get(name) if has_request_context() else None
 
 
 class BatchWriter:
@@ -204,7 +203,12 @@ class DeliveryLog:
     def after_delivery(
         self, job: str | None, delivery: Delivery | None, response: Response, duration: float
     ) -> None:
-        """Queue the row for this delivery; never raise into the request."""
+        """Queue the row for this delivery; never raise into the request.
+
+        A request refused before verification (``delivery`` is None) is not logged.
+        """
+        if delivery is None:
+            return
         try:
             if self.writer.submit(delivery_row(job, delivery, response, duration)):
                 # Written once the answer has gone out, not while QStash waits for it.

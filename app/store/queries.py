@@ -28,10 +28,21 @@ from app.store.schema import UNSUCCESSFUL, claims, deliveries
 
 DAY_MS = 86_400_000
 
+#: Rows of verified deliveries. Before issue 12 the log also stored requests refused
+#: before verification (401s, and 489s for a body over QSTASH_MAX_BODY_SIZE): their
+#: message id is whatever an unauthenticated caller sent, so no query shows those rows.
+VERIFIED = and_(
+    deliveries.c.outcome != "bad-signature",
+    or_(
+        deliveries.c.error.is_(None),
+        deliveries.c.error.not_like("payload_too_large: the body is larger than %"),
+    ),
+)
+
 #: A failed attempt: anything but 2xx that the handler (not the guard) answered.
 # UNSUCCESSFUL, not a bound ``outcome != 'ok'``: the message-id index covers exactly
 # those rows, and a planner can only use it when the query repeats its condition.
-FAILED = and_(UNSUCCESSFUL, deliveries.c.guard.is_(None))
+FAILED = and_(UNSUCCESSFUL, deliveries.c.guard.is_(None), VERIFIED)
 
 
 @dataclass(frozen=True)
@@ -66,7 +77,7 @@ class Failure:
 
 
 def _window(since_ms: int, until_ms: int) -> ColumnElement[bool]:
-    return and_(deliveries.c.at_ms >= since_ms, deliveries.c.at_ms < until_ms)
+    return and_(deliveries.c.at_ms >= since_ms, deliveries.c.at_ms < until_ms, VERIFIED)
 
 
 def job_stats(conn: Connection, since_ms: int, until_ms: int) -> list[JobStats]:
@@ -177,7 +188,10 @@ def first_attempt_ms(conn: Connection, job: str, message_id: str) -> int | None:
     """
     return conn.execute(
         select(func.min(deliveries.c.at_ms)).where(
-            deliveries.c.message_id == message_id, UNSUCCESSFUL, deliveries.c.job == job
+            deliveries.c.message_id == message_id,
+            UNSUCCESSFUL,
+            deliveries.c.job == job,
+            VERIFIED,
         )
     ).scalar()
 

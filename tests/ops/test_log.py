@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask
+from flask import Flask, abort
 from sqlalchemy import select, text
 
-from app import config
-from app.store import Store, enabled
+from app import config, create_app
+from app.jobs import JobRegistry
+from app.qstash.signature import sign
+from app.store import Store, enabled, get_store
+from app.store.queries import latest_failures
 from app.store.schema import deliveries
 from app.testing import DeliveryClient
+from tests.conftest import APP_URL, CURRENT_KEY, Calls, make_registry
+from tests.ops.conftest import close_store, ops_config
 
 
 def rows(store: Store) -> list[Any]:
@@ -53,14 +59,62 @@ def test_each_outcome_is_recorded(
     assert (row.error is None) if error is None else row.error.startswith(error)
 
 
-def test_forged_signature_is_recorded_as_bad_signature(
-    client: DeliveryClient, store: Store
-) -> None:
-    """A refused delivery is logged with outcome bad-signature and its claimed message id."""
-    client.deliver("noop", {}, key="sig_forger_0123456789abcdefghijk", message_id="msg_forged")
+PHISHING = "URGENT: your account is locked, log in at https://evil.example/reset"
+
+
+#: name -> (request headers beyond the message id, body): requests refused before the
+#: signature was verified.
+UNAUTHENTICATED: dict[str, tuple[dict[str, str], bytes]] = {
+    "no signature": ({}, b"{}"),
+    "an empty signature": ({"Upstash-Signature": ""}, b"{}"),
+    "a garbage signature": ({"Upstash-Signature": "not.a.jwt"}, b"{}"),
+    "a token of another key": (
+        {"Upstash-Signature": sign(b"{}", url=APP_URL + "/api/jobs/noop", key="sig_x" * 7)},
+        b"{}",
+    ),
+    "a body over the size limit": ({}, b"x" * 2048),
+    "a body over the size limit, validly signed": (
+        {"Upstash-Signature": sign(b"x" * 2048, url=APP_URL + "/api/jobs/noop", key=CURRENT_KEY)},
+        b"x" * 2048,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(UNAUTHENTICATED))
+def test_unauthenticated_requests_are_never_logged(name: str, tmp_path: Path, calls: Calls) -> None:
+    """A refused request writes no row: nothing its sender chose reaches the digest or dashboard."""
+    headers, body = UNAUTHENTICATED[name]
+    app = create_app(
+        ops_config(f"sqlite:///{tmp_path}/u.sqlite3", QSTASH_MAX_BODY_SIZE=1024),
+        registry=make_registry(calls),
+    )
+    client = DeliveryClient(app)
+    for _ in range(3):
+        response = client.post(
+            "/api/jobs/noop", data=body, headers={"Upstash-Message-Id": PHISHING, **headers}
+        )
+        assert response.status_code in (401, 489)
+    store = get_store(app)
+    assert store is not None
+    assert rows(store) == [] and len(calls) == 0
+    assert store.log is not None and store.log.writer.dropped == 0
+    close_store(app)
+
+
+def test_a_handlers_own_401_is_logged_as_an_error(tmp_path: Path) -> None:
+    """A verified delivery answered 401 by its handler is logged as an error, not hidden."""
+    registry = JobRegistry()
+    registry.job("upstream")(lambda payload, delivery: abort(401))
+    app = create_app(ops_config(f"sqlite:///{tmp_path}/h.sqlite3"), registry=registry)
+    DeliveryClient(app).deliver("upstream", {}, message_id="msg_401")
+    store = get_store(app)
+    assert store is not None
     [row] = rows(store)
-    assert (row.outcome, row.status, row.message_id) == ("bad-signature", 401, "msg_forged")
-    assert row.error.startswith("signature_mismatch")
+    assert (row.outcome, row.status, row.message_id) == ("error", 401, "msg_401")
+    with store.read() as conn:
+        [failure] = latest_failures(conn)
+    assert failure.message_id == "msg_401"
+    close_store(app)
 
 
 def test_error_summary_never_contains_the_exception_text(

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from flask import Response
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import create_app
@@ -78,3 +79,50 @@ def test_an_empty_multiprocess_dir_means_in_process_metrics(tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "1.0"
     assert list(tmp_path.iterdir()) == []
+
+
+def signature_failures(client: DeliveryClient) -> dict[tuple[str, str], float]:
+    text = client.get("/metrics").get_data(as_text=True)
+    return {
+        (s.labels["job"], s.labels["reason"]): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "qstash_signature_failures_total"
+    }
+
+
+def test_refusals_are_counted_by_a_fixed_reason(calls: Calls) -> None:
+    """Each request refused before verification counts once, labelled with our own code."""
+    app = create_app({**TEST_CONFIG, "QSTASH_MAX_BODY_SIZE": 64}, registry=make_registry(calls))
+    client = DeliveryClient(app)
+    chosen = {"Upstash-Message-Id": "msg_<script>", "Upstash-Retried": "9"}
+    client.post("/api/jobs/noop", data=b"{}", headers=chosen)
+    client.post("/api/jobs/noop", data=b"{}", headers={**chosen, "Upstash-Signature": "a.b.c"})
+    client.post("/api/jobs/noop", data=b"{}", headers={**chosen, "Upstash-Signature": "a.b.c"})
+    client.post("/api/jobs/resize", data=b"x" * 65, headers=chosen)
+    client.deliver("noop", {}, key="sig_forger_0123456789abcdefghijk")
+    assert signature_failures(client) == {
+        ("noop", "missing_signature"): 1,
+        ("noop", "malformed_signature"): 2,
+        ("resize", "payload_too_large"): 1,
+        ("noop", "signature_mismatch"): 1,
+    }
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "<script>" not in text
+    assert len(calls) == 0
+
+
+def test_a_handlers_own_401_is_no_signature_failure(calls: Calls) -> None:
+    """A verified delivery its handler answers 401 counts as an error, whatever its body says."""
+    registry = make_registry(calls)
+    registry.job("upstream")(
+        lambda payload, delivery: Response(
+            '{"code": "caller-chosen-label"}', status=401, mimetype="application/json"
+        )
+    )
+    client = DeliveryClient(create_app(TEST_CONFIG, registry=registry))
+    assert client.deliver("upstream", {}).status_code == 401
+    assert signature_failures(client) == {}
+    found = samples(client)
+    assert found["qstash_deliveries_total[('job', 'upstream'), ('outcome', 'error')]"] == 1
+    assert "caller-chosen-label" not in client.get("/metrics").get_data(as_text=True)

@@ -1,12 +1,17 @@
 """The scheduled jobs: ``daily-digest``, ``weekly-report`` and ``check-expiries``.
 
 QStash fires them (``flask qstash schedules sync`` creates the schedules) with the body
-``{}``. A delivery works out which firing it belongs to: the last time the job's cron
-expression matched, at or before the message's first attempt (from the delivery log, so
-a retry arriving after the next firing still counts as its own), else at or before now.
-A redelivery of that firing, even hours later, covers the same window and publishes the
-same deduplication ids: the admins get one email per firing. The duplicate guard also
-skips a redelivered message that already completed.
+``{}``. Schedules made elsewhere keep working: fields a cron job does not read (the seed's
+``{"type": "digest"}``) are ignored, JSON ``null`` counts as ``{}`` and so does an empty
+body (a schedule created without one; the receiver loads it as ``{}``); only a mistyped
+``at`` or a body that is no JSON object is refused.
+
+A delivery works out which firing it belongs to: the last time the job's cron expression
+matched, at or before the message's first attempt (from the delivery log, so a retry
+arriving after the next firing still counts as its own), else at or before now. A
+redelivery of that firing, even hours later, covers the same window and publishes the same
+deduplication ids: the admins get one email per firing. The duplicate guard also skips a
+redelivered message that already completed.
 
 * ``daily-digest`` mails ``ADMIN_EMAILS`` the failed attempts since the previous firing's
   day (on Monday: Friday to Sunday), by job, with the latest failures of each.
@@ -22,12 +27,13 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, date, datetime, timedelta
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
 from cronsim import CronSim
 from flask import current_app
-from marshmallow import Schema, ValidationError, fields, validates
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validates
 
 from app.jobs import Job, cron
 from app.qstash.receiver import Delivery
@@ -46,7 +52,18 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-class ReportPayload(Schema):
+class SchedulePayload(Schema):
+    """What a QStash schedule sends: ``{}``, ``null``, or fields a cron job does not read."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    @pre_load
+    def _null_is_empty(self, data: Any, **kwargs: Any) -> Any:
+        return {} if data is None else data
+
+
+class ReportPayload(SchedulePayload):
     """A schedule's ``{}``, or ``{"at": …}`` to replay the firing due at that time."""
 
     at = fields.AwareDateTime(load_default=None)
@@ -57,7 +74,7 @@ class ReportPayload(Schema):
             raise ValidationError("must not be in the future")
 
 
-class ExpiryPayload(Schema):
+class ExpiryPayload(SchedulePayload):
     """A schedule's ``{}``: expiry always works from the current time."""
 
 
@@ -99,10 +116,16 @@ def _skip_reason() -> str | None:
     return None
 
 
+def _greeted(recipient: str) -> str:
+    """Return the name to greet ``recipient`` by: its display name, else its local part."""
+    name, address = parseaddr(recipient)
+    return name or address.partition("@")[0] or recipient
+
+
 def _mail_admins(job: Job, template: str, fired: datetime, data: dict[str, Any]) -> list[str]:
     admins = list(dict.fromkeys(current_app.config["ADMIN_EMAILS"]))
     payloads = [
-        {"to": admin, "template": template, "data": {"name": admin.partition("@")[0], **data}}
+        {"to": admin, "template": template, "data": {"name": _greeted(admin), **data}}
         for admin in admins
     ]
     ids = [dedup_id(job, fired, admin) for admin in admins]

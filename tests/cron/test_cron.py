@@ -79,6 +79,24 @@ def test_digest_mails_each_admin_the_previous_days_failures(
     assert "== deliver-webhook: 3 failed of 4 attempts" in text
 
 
+def test_admins_are_greeted_by_display_name_else_local_part(
+    make_app: Callable[..., Flask], clock: Clock, tmp_path: Path
+) -> None:
+    """``Ops Team <ops@…>`` in ADMIN_EMAILS is mailed at that address and greeted by name."""
+    app = make_app(ADMIN_EMAILS=["Ops Team <ops@example.com>", "grace@example.com"])
+    queue = StubQueue.install(app)
+    clock(TUESDAY_9)
+    greetings = {}
+    for sent in _fire(app, queue, daily_digest):
+        assert sent.state == "delivered"
+        message = _eml(tmp_path / "outbox", sent.message_id)
+        greetings[message["To"]] = _part(message, "plain").splitlines()[0]
+    assert greetings == {
+        "Ops Team <ops@example.com>": "Hi Ops Team,",
+        "grace@example.com": "Hi grace,",
+    }
+
+
 def test_digest_escapes_error_text_in_html(
     app: Flask, store: Store, queue: StubQueue, clock: Clock, tmp_path: Path
 ) -> None:
@@ -160,12 +178,48 @@ def test_digest_without_admins_sends_nothing(make_app: Callable[..., Flask], clo
 
 
 @pytest.mark.parametrize(
-    "payload", [{"at": "2999-01-01T00:00:00+00:00"}, {"at": "2026-11-24T09:00:00"}, {"x": 1}]
+    "body",
+    [
+        b'{"at":"2999-01-01T00:00:00+00:00"}',
+        b'{"at":"2026-11-24T09:00:00"}',
+        b'{"at":"yesterday"}',
+        b'{"type":"digest","at":1732438800}',
+        b'"digest"',
+        b"[]",
+    ],
 )
-def test_bad_report_payload_is_refused(app: Flask, payload: dict[str, Any]) -> None:
-    """A future or naive ``at``, or an unknown field, is a 489 before anything runs."""
-    response = DeliveryClient(app).deliver("daily-digest", payload)
+@pytest.mark.parametrize("job", ["daily-digest", "weekly-report"])
+def test_bad_report_payload_is_refused(
+    app: Flask, queue: StubQueue, clock: Clock, job: str, body: bytes
+) -> None:
+    """A future, naive or unreadable ``at``, or a body that is no object, is a 489."""
+    clock(TUESDAY_9)
+    response = DeliveryClient(app).deliver(job, body=body)
     assert response.status_code == 489
+    assert response.get_json()["code"] == "invalid_payload"
+    assert queue.published() == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"type":"digest"}', b'{"x":1,"nested":{"a":[1,2]}}', b"null", b" {} ", b""],
+    ids=["seed-type", "extra-fields", "null", "spaced", "empty"],
+)
+@pytest.mark.parametrize("job", ["daily-digest", "weekly-report", "check-expiries"])
+def test_schedule_bodies_run_the_job(
+    app: Flask, queue: StubQueue, clock: Clock, job: str, body: bytes
+) -> None:
+    """What QStash schedules send (extra fields, null, nothing) runs the job as ``{}`` does."""
+    clock(TUESDAY_9)
+    client = DeliveryClient(app)
+    expected = client.deliver(job, body=b"{}", message_id="msg_plain").get_json()
+    response = client.deliver(job, body=body, message_id="msg_schedule")
+    assert response.status_code == 200, response.get_json()
+    if job == "check-expiries":
+        assert response.get_json() == expected
+    else:
+        assert response.get_json()["firing"] == expected["firing"]
+        assert response.get_json()["sent"] == len(ADMINS)
 
 
 def test_weekly_report_counts_failure_rate_and_percentiles(

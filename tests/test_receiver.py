@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from marshmallow import Schema, fields
 
 from app import create_app
 from app.errors import RetryLater
@@ -72,7 +73,8 @@ def test_garbled_retried_header_counts_as_first_attempt(
     ("body", "code"),
     [
         (b"{not json", "invalid_json"),
-        (b"", "invalid_json"),
+        (b"", "invalid_payload"),
+        (b" \r\n\t", "invalid_payload"),
         (b"\xff\xfe\x00garbage", "invalid_json"),
         (b"[" * 100_000 + b"]" * 100_000, "invalid_json"),
         (b'"a string"', "invalid_payload"),
@@ -88,6 +90,35 @@ def test_bad_payload_is_non_retryable(
     assert response.headers[NON_RETRYABLE] == "true"
     assert response.get_json()["code"] == code
     assert len(calls) == 0
+
+
+@pytest.mark.parametrize("body", [b"", b"  ", b"\n", b"\r\n\t "])
+def test_empty_body_loads_as_an_empty_object_through_the_schema(
+    body: bytes, client: DeliveryClient, calls: Calls
+) -> None:
+    """An empty body (a schedule created without one) is ``{}``: a missing field is named."""
+    response = client.deliver("resize", body=body)
+    assert response.status_code == 489
+    assert response.get_json()["code"] == "invalid_payload"
+    assert response.get_json()["errors"] == {"fileKey": ["Missing data for required field."]}
+    assert len(calls) == 0
+
+
+@pytest.mark.parametrize("body", [b"", b" \n"])
+def test_empty_body_runs_a_job_whose_fields_are_all_optional(body: bytes) -> None:
+    """A cron job whose schema has only optional fields runs on an empty body, with defaults."""
+
+    class Report(Schema):
+        day = fields.String(load_default="today")
+
+    registry = JobRegistry()
+    seen: list[Any] = []
+    registry.job("report", schema=Report)(lambda payload, delivery: seen.append(payload))
+    registry.job("raw")(lambda payload, delivery: seen.append(payload))
+    client = DeliveryClient(create_app(TEST_CONFIG, registry=registry))
+    assert client.deliver("report", body=body).status_code == 200
+    assert client.deliver("raw", body=body).status_code == 200
+    assert seen == [{"day": "today"}, None]
 
 
 def test_schema_errors_name_the_fields_by_wire_name(client: DeliveryClient) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -213,13 +214,20 @@ def _public_url(app_url: str, path: str, query: bytes) -> str:
 
 
 def load_payload(body: bytes, schema: Schema | None) -> Any:
-    """Parse the JSON body and load it with ``schema``; raise ``NonRetryableError`` if bad."""
-    if schema is None and not body.strip():
-        return None
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise _invalid_json(exc) from None
+    """Parse the JSON body and load it with ``schema``; raise ``NonRetryableError`` if bad.
+
+    An empty body (what a QStash schedule created without one delivers) is None without
+    a schema and ``{}`` with one, so the schema's defaults and required fields apply.
+    """
+    if not body.strip():
+        if schema is None:
+            return None
+        data: Any = {}
+    else:
+        try:
+            data = json.loads(body, parse_constant=_not_json, parse_float=_finite)
+        except (ValueError, RecursionError) as exc:
+            raise _invalid_json(exc) from None
     if schema is None:
         return data
     try:
@@ -230,6 +238,19 @@ def load_payload(body: bytes, schema: Schema | None) -> Any:
         raise NonRetryableError(
             "the payload is nested too deeply", code="invalid_payload"
         ) from None
+
+
+def _not_json(constant: str) -> Any:
+    # Python's json reads NaN, Infinity and -Infinity, which JSON (RFC 8259) has not.
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    # 1e999 is a JSON number, but no float: Python would read it as infinity.
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text[:20]} is out of range")
+    return value
 
 
 def _invalid_json(exc: Exception) -> NonRetryableError:

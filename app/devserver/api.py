@@ -30,6 +30,7 @@ from app.devserver.publish import (
     APIError,
     PublishHeaders,
     bad_request,
+    header_pairs,
     new_message,
 )
 from app.devserver.records import Message
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
 
 Handler = Callable[..., Any]
 MAX_BODY = 10 * 1024 * 1024
+#: The most messages one batch may publish: each costs memory and a row at once.
+MAX_BATCH = 1000
 
 
 def raw_target(request: Request) -> tuple[str, str]:
@@ -50,6 +53,39 @@ def raw_target(request: Request) -> tuple[str, str]:
         return request.path, request.query_string.decode("latin-1")
     path, _, query = raw.partition("?")
     return path, query
+
+
+def read_body(request: Request) -> bytes:
+    """Read and cache the body (``get_data()`` returns it after); 413 past ``MAX_BODY``."""
+    # werkzeug cuts a chunked body off at max_content_length without a word: read one
+    # byte past the limit to tell a body of the limit from a longer one.
+    request.max_content_length = MAX_BODY + 1
+    too_large = APIError(413, f"the body is larger than the API's limit of {MAX_BODY} bytes")
+    if (request.content_length or 0) > MAX_BODY:
+        raise too_large
+    body = request.get_data(cache=True)
+    if len(body) > MAX_BODY:
+        raise too_large
+    return body
+
+
+def batch_fields(entry: Any) -> tuple[str, dict[str, Any], str, str | None]:
+    """Return a batch item's destination, headers, body and queue; 400 if mistyped.
+
+    ``null`` stands for an absent field, as the official Python SDK sends it.
+    """
+    if not isinstance(entry, dict) or not isinstance(entry.get("destination"), str):
+        raise bad_request("needs a 'destination' string")
+    headers = entry.get("headers")
+    body = entry.get("body")
+    queue = entry.get("queue")
+    if not isinstance(headers, dict | None):
+        raise bad_request("'headers' must be an object")
+    if not isinstance(body, str | None):
+        raise bad_request("'body' must be a string")
+    if queue is not None and (not isinstance(queue, str) or not QUEUE_NAME.fullmatch(queue)):
+        raise bad_request(f"invalid queue name {queue!r}")
+    return entry["destination"], headers or {}, body or "", queue
 
 
 def destination_of(rest: str, query: str) -> str:
@@ -100,8 +136,8 @@ class API(ResourceViews):
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         request = Request(environ)
-        request.max_content_length = MAX_BODY
         try:
+            read_body(request)
             response = self.dispatch(request)
         except APIError as exc:
             response = json_response({"error": exc.message}, exc.status)
@@ -190,23 +226,17 @@ class API(ResourceViews):
         entries = json_body(request)
         if not isinstance(entries, list) or not entries:
             raise bad_request("the batch body must be a non-empty JSON array")
+        if len(entries) > MAX_BATCH:
+            raise bad_request(f"a batch holds at most {MAX_BATCH} messages, not {len(entries)}")
         items = [self._batch_item(request, index, entry) for index, entry in enumerate(entries)]
         return json_response(self._accept(items), 201)
 
     def _batch_item(self, request: Request, index: int, entry: Any) -> tuple[Message, str | None]:
-        if not isinstance(entry, dict) or not isinstance(entry.get("destination"), str):
-            raise bad_request(f"batch item {index}: needs a 'destination' string")
-        headers = entry.get("headers") or {}
-        body = entry.get("body") or ""
-        queue = entry.get("queue")
-        if not isinstance(headers, dict) or not isinstance(body, str):
-            raise bad_request(f"batch item {index}: 'headers' must be an object, 'body' a string")
-        if queue is not None and (not isinstance(queue, str) or not QUEUE_NAME.fullmatch(queue)):
-            raise bad_request(f"batch item {index}: invalid queue name {queue!r}")
         try:
+            destination, headers, body, queue = batch_fields(entry)
             return new_message(
-                entry["destination"],
-                PublishHeaders((str(k), str(v)) for k, v in headers.items()),
+                destination,
+                PublishHeaders(header_pairs(headers)),
                 body.encode("utf-8"),
                 clock=self.clock(),
                 caller_ip=request.remote_addr or "",

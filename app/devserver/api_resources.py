@@ -14,17 +14,27 @@ from urllib.parse import parse_qs
 from werkzeug.wrappers import Request, Response
 
 from app.devserver import views
-from app.devserver.publish import APIError, Clock, PublishHeaders, bad_request, new_message
+from app.devserver.json_input import parse_json
+from app.devserver.publish import (
+    APIError,
+    Clock,
+    PublishHeaders,
+    ascii_int,
+    bad_request,
+    duration_header,
+    new_message,
+)
 from app.devserver.records import Message, Schedule, new_id
 from app.devserver.scheduler import next_fire
 from app.errors import JobDefinitionError
-from app.qstash.timing import parse_duration
 
 if TYPE_CHECKING:
     from app.devserver.server import DevServer
 
 #: Queue names and schedule ids: URL-safe, 1-128 characters.
 QUEUE_NAME = re.compile(r"[A-Za-z0-9._~-]{1,128}")
+#: The dev server's own bound on a queue's parallelism (far above any plan's).
+MAX_PARALLELISM = 10_000
 
 
 def json_response(data: Any, status: int = 200) -> Response:
@@ -61,9 +71,7 @@ class ResourceViews:
             caller_ip=request.remote_addr or "",
         )
         spec = dict(item.spec, cron=cron.strip(), queueName=headers.get("Upstash-Queue-Name"))
-        spec["delay"] = (
-            parse_duration(headers["Upstash-Delay"]) if "Upstash-Delay" in headers else 0
-        )
+        spec["delay"] = duration_header(headers, "Upstash-Delay") or 0
         schedule_id = (headers.get("Upstash-Schedule-Id") or "").strip() or new_id("scd")
         if not QUEUE_NAME.fullmatch(schedule_id):
             raise bad_request(f"invalid Upstash-Schedule-Id {schedule_id!r}")
@@ -120,8 +128,13 @@ class ResourceViews:
         name, parallelism = data.get("queueName"), data.get("parallelism", 1)
         if not isinstance(name, str) or not QUEUE_NAME.fullmatch(name):
             raise bad_request(f"invalid queueName {name!r}")
-        if not isinstance(parallelism, int) or isinstance(parallelism, bool) or parallelism < 1:
-            raise bad_request(f"parallelism must be an integer >= 1, not {parallelism!r}")
+        if not isinstance(parallelism, int) or isinstance(parallelism, bool):
+            parallelism = None
+        if parallelism is None or not 1 <= parallelism <= MAX_PARALLELISM:
+            raise bad_request(
+                f"parallelism must be an integer 1-{MAX_PARALLELISM},"
+                f" not {data.get('parallelism')!r}"
+            )
         paused = data.get("paused", False)
         if not isinstance(paused, bool):
             raise bad_request("paused must be true or false")
@@ -242,12 +255,9 @@ def _matches(view: dict[str, Any], wanted: dict[str, str]) -> bool:
 
 
 def json_body(request: Request) -> Any:
-    """Return the request's JSON body (None if empty); 400 if it is not JSON."""
+    """Return the request's JSON body (None if empty); 400 if it is not strict JSON."""
     raw = request.get_data()
-    try:
-        return json.loads(raw) if raw.strip() else None
-    except ValueError:
-        raise bad_request("the body is not valid JSON") from None
+    return parse_json(raw) if raw.strip() else None
 
 
 def request_ids(request: Request, name: str) -> list[str] | None:
@@ -268,6 +278,7 @@ def count_param(raw: str | None) -> int:
     """Return the ``count`` query parameter (default 100); 400 if out of range."""
     if raw is None:
         return 100
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+    count = ascii_int(raw)
+    if count is None or not 1 <= count <= 1000:
         raise bad_request(f"count must be an integer 1-1000, not {raw!r}")
-    return int(raw)
+    return count

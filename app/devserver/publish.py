@@ -16,19 +16,28 @@ from urllib.parse import urlsplit
 
 from app.devserver.records import Message, new_id
 from app.qstash import retry_delay
-from app.qstash.timing import DurationError, parse_duration
+from app.qstash.timing import MAX_DURATION, DurationError, parse_duration
 
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
 DEFAULT_RETRIES = 3
 MAX_RETRIES = 100
 FORWARD_PREFIX = "upstash-forward-"
 _FLOW_PART = re.compile(r"\s*(parallelism|rate|period)\s*=\s*([0-9a-z]+)\s*")
+#: RFC 9110: a field name is a token; a value is visible Latin-1 text, spaces and tabs.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+
+
+#: Longest error message: they quote the input, which may be megabytes long.
+MAX_ERROR = 500
 
 
 class APIError(Exception):
     """A request the API refuses: QStash's status code and ``{"error": message}``."""
 
     def __init__(self, status: int, message: str) -> None:
+        if len(message) > MAX_ERROR:
+            message = message[: MAX_ERROR - 3] + "..."
         super().__init__(message)
         self.status = status
         self.message = message
@@ -77,35 +86,76 @@ class Clock:
         return self.now + max(0.0, seconds) * self.scale
 
 
+def _url_problem(url: str) -> str | None:
+    """Return why ``url`` is not an absolute http(s) URL one can send to, or None."""
+    if any(char.isspace() or ord(char) < 32 for char in url):
+        return "whitespace or control characters"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsed for its ValueError: a port past 65535 or not a number
+    except ValueError as exc:
+        return str(exc)
+    if parts.scheme not in ("http", "https"):
+        return "the scheme must be http or https"
+    if not parts.hostname:
+        return "no host"
+    return None
+
+
 def check_destination(destination: str) -> str:
     """Return ``destination`` if it is an absolute http(s) URL; raise ``APIError`` if not."""
-    if any(char.isspace() or ord(char) < 32 for char in destination):
-        raise bad_request(
-            f"invalid destination url {destination!r}: whitespace or control characters"
-        )
-    parts = urlsplit(destination)
-    if "://" not in destination:
+    if "://" not in destination and not _url_problem("http://" + destination):
         # A bare name is a URL group in QStash; this server has none.
         raise APIError(404, f"topic {destination!r} not found (URL groups are not supported)")
-    if parts.scheme not in ("http", "https"):
-        raise bad_request(
-            f"invalid destination url {destination!r}: the scheme must be http or https"
-        )
-    if not parts.hostname:
-        raise bad_request(f"invalid destination url {destination!r}: no host")
+    problem = _url_problem(destination)
+    if problem is not None:
+        raise bad_request(f"invalid destination url {destination!r}: {problem}")
     return destination
+
+
+def ascii_int(raw: str) -> int | None:
+    """Return ``raw`` (spaces around allowed) as a non-negative integer, or None.
+
+    ``str.isdigit`` alone also accepts ``²`` and ``٣``, which ``int()`` then refuses.
+    """
+    raw = raw.strip()
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 30:
+        return None
+    return int(raw)
+
+
+def header_pairs(headers: dict[str, Any]) -> list[tuple[str, str]]:
+    """Return a JSON object of headers as (name, value) pairs; 400 unless values are text."""
+    for name, value in headers.items():
+        if not isinstance(value, str):
+            raise bad_request(f"header {name}: the value must be a string, not {value!r}")
+    return list(headers.items())
+
+
+def check_fields(headers: PublishHeaders) -> None:
+    """Refuse headers no HTTP message may carry, as QStash's HTTP server does (400)."""
+    for name, value in headers.items():
+        if not _HEADER_NAME.fullmatch(name):
+            raise bad_request(f"header name {name!r} is not an HTTP token")
+        if not _HEADER_VALUE.fullmatch(value):
+            raise bad_request(
+                f"header {name}: the value must be Latin-1 text without control characters,"
+                f" not {value!r}"
+            )
 
 
 def _int_header(headers: PublishHeaders, name: str, low: int, high: int) -> int | None:
     raw = headers.get(name)
     if raw is None:
         return None
-    if not raw.strip().isdigit() or not low <= int(raw) <= high:
+    number = ascii_int(raw)
+    if number is None or not low <= number <= high:
         raise bad_request(f"invalid {name} header {raw!r}: expected an integer {low}-{high}")
-    return int(raw)
+    return number
 
 
-def _duration_header(headers: PublishHeaders, name: str) -> int | None:
+def duration_header(headers: PublishHeaders, name: str) -> int | None:
+    """Return the seconds of the duration header ``name``, None if absent; 400 if invalid."""
     raw = headers.get(name)
     if raw is None:
         return None
@@ -119,9 +169,9 @@ def _url_header(headers: PublishHeaders, name: str) -> str | None:
     raw = headers.get(name)
     if raw is None:
         return None
-    parts = urlsplit(raw.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise bad_request(f"invalid {name} header {raw!r}: expected an http(s) URL")
+    problem = _url_problem(raw.strip())
+    if problem is not None:
+        raise bad_request(f"invalid {name} header {raw!r}: expected an http(s) URL ({problem})")
     return raw.strip()
 
 
@@ -173,6 +223,7 @@ def build_spec(
 ) -> dict[str, Any]:
     """Validate the publish headers for ``destination`` and return the message spec."""
     check_destination(destination)
+    check_fields(headers)
     method = (headers.get("Upstash-Method") or "POST").strip().upper()
     if method not in METHODS:
         raise bad_request(f"invalid Upstash-Method {method!r}: one of {', '.join(sorted(METHODS))}")
@@ -189,7 +240,7 @@ def build_spec(
         "headers": forwarded_headers(headers),
         "retries": DEFAULT_RETRIES if retries is None else retries,
         "retryDelay": expression,
-        "timeout": _duration_header(headers, "Upstash-Timeout"),
+        "timeout": duration_header(headers, "Upstash-Timeout"),
         "callback": _url_header(headers, "Upstash-Callback"),
         "failureCallback": _url_header(headers, "Upstash-Failure-Callback"),
         "callbackHeaders": _sub_headers(headers, "upstash-callback-"),
@@ -209,11 +260,15 @@ def build_spec(
 def due_time(headers: PublishHeaders, clock: Clock) -> float:
     """Return when the first attempt is due: ``Upstash-Not-Before`` wins over the delay."""
     not_before = headers.get("Upstash-Not-Before")
-    delay = _duration_header(headers, "Upstash-Delay")
+    delay = duration_header(headers, "Upstash-Delay")
     if not_before is not None:
-        if not not_before.strip().isdigit():
-            raise bad_request(f"invalid Upstash-Not-Before {not_before!r}: expected unix seconds")
-        return clock.after(int(not_before) - clock.now)
+        seconds = ascii_int(not_before)
+        if seconds is None or seconds - clock.now > MAX_DURATION:
+            raise bad_request(
+                f"invalid Upstash-Not-Before {not_before!r}: expected unix seconds"
+                f" at most {MAX_DURATION} s from now"
+            )
+        return clock.after(seconds - clock.now)
     return clock.after(delay or 0)
 
 

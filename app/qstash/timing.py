@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import re
+import time
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 from app.qstash import retry_delay
@@ -89,31 +91,53 @@ def retry_delay_seconds(expression: str | None, retried: int) -> float:
 def retry_after_seconds(
     retry_after: str | None, rate_limit_reset: str | None, now: float
 ) -> float | None:
-    """Return the wait an endpoint asked for, or None; over a day means "use the default"."""
+    """Return the wait an endpoint asked for, or None; over a day means "use the default".
+
+    The one reader of ``Retry-After`` and ``X-RateLimit-Reset`` in this code base. Any
+    text is accepted and none raises: what is not a valid, finite wait between 0 and a
+    day (non-ASCII digits, NaN, negative, 400 nines, a date in year 9999) is None.
+    """
     for raw, parse in ((retry_after, _parse_retry_after), (rate_limit_reset, _parse_reset)):
-        if raw:
-            seconds = parse(raw.strip(), now)
+        text = (raw or "").strip()
+        if text and len(text) <= _MAX_HEADER_CHARS and text.isascii():
+            seconds = parse(text, now)
             if seconds is not None and 0 <= seconds <= MAX_RETRY_DELAY:
                 return seconds
     return None
 
 
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Return the seconds one ``Retry-After`` value asks to wait (0 to a day), or None."""
+    return retry_after_seconds(value, None, time.time() if now is None else now)
+
+
+#: Longer header values are no wait QStash honours (a day is 5 digits, an HTTP date 29
+#: characters): they are ignored unread, so no header costs more than a glance.
+_MAX_HEADER_CHARS = 64
+_SECONDS = re.compile(r"[0-9]+")
+_TIMESTAMP = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+
 def _parse_retry_after(raw: str, now: float) -> float | None:
+    if _SECONDS.fullmatch(raw):
+        return float(raw)
     try:
         return float(parse_duration(raw))
-    except DurationError:
+    except (ValueError, OverflowError):
         pass
     try:
-        return parsedate_to_datetime(raw).timestamp() - now
-    except (TypeError, ValueError, IndexError):
+        when = parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
+    if when.tzinfo is None:  # "-0000": UTC, whatever this host's zone is
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp() - now
 
 
 def _parse_reset(raw: str, now: float) -> float | None:
-    try:
-        value = float(raw)
-    except ValueError:
+    if not _TIMESTAMP.fullmatch(raw):
         return None
+    value = float(raw)
     # A unix timestamp (seconds or milliseconds) or a number of seconds from now.
     if value > 1e12:
         return value / 1000 - now

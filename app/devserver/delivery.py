@@ -38,6 +38,7 @@ from app.devserver.gates import Gate, Gates, Ticket
 from app.devserver.publish import Clock
 from app.devserver.records import Attempt, Message
 from app.devserver.store import Store
+from app.qstash.redact import redact_url
 from app.qstash.signature import sign
 from app.qstash.timing import retry_after_seconds, retry_delay_seconds
 
@@ -66,7 +67,7 @@ class AttemptEvent:
         status = self.response.status if self.response.status is not None else self.response.error
         attempt = f"{self.message.retried + 1}/{spec['retries'] + 1}"
         text = (
-            f"{self.message.id} {spec['method']} {spec['url']} attempt {attempt}"
+            f"{self.message.id} {spec['method']} {redact_url(spec['url'])} attempt {attempt}"
             f" → {status} in {self.latency_ms:.0f} ms: {self.outcome}"
         )
         if self.retry_in is not None:

@@ -3,31 +3,42 @@
 ``safe_client()`` returns an httpx client whose every TCP connection goes through
 ``AddressPolicy``: the host is resolved once, **every** resolved address is checked, and
 the socket connects to the very IP that was checked (no DNS-rebinding window between
-check and connect). Refused: loopback, private, link-local (cloud metadata lives there),
-CGNAT, multicast, reserved, unspecified and anything not globally routable, also when
-wrapped in IPv6 (IPv4-mapped, 6to4, Teredo, NAT64). ``allowed_networks`` opens chosen
-networks on purpose. Redirects are never followed and proxies from the environment are
+check and connect). Redirects are never followed and proxies from the environment are
 ignored (a proxy would connect on our behalf, past the check).
 
-``deadline(seconds)`` bounds a whole request (connect, TLS, every read and write) by one
-total time, which httpx's per-operation timeouts cannot: a target dripping one byte per
-second never trips a read timeout.
+Which addresses: IANA's IPv4 and IPv6 Special-Purpose Address Registries decide. A block
+whose "Globally Reachable" is False (or N/A) is refused, as are multicast, the reserved
+240.0.0.0/4 and, in IPv6, everything outside global unicast 2000::/3. The forms that carry
+an IPv4 address inside an IPv6 one (IPv4-mapped ``::ffff:0:0/96``, NAT64 ``64:ff9b::/96``,
+6to4 ``2002::/16``, Teredo ``2001::/32``) are judged by the IPv4 they carry: an IPv6-only
+host reaches public IPv4 through NAT64, and private IPv4 through none of them.
+``allowed_networks`` opens chosen networks on purpose; a cloud metadata address stays
+refused inside them unless it is listed as an address of its own.
+
+``check_url(url)`` tells at validation time whether httpx can request ``url`` at all (a
+bad URL is the sender's mistake, not an outage to retry). ``deadline(seconds)`` bounds a
+whole request (name lookup, connect, TLS, every read and write) by one total time, which
+httpx's per-operation timeouts cannot: a target dripping one byte per second never trips
+a read timeout. ``read_capped`` reads an answer's bytes as sent, never decompressed, up to
+a limit: a 2 KB gzip bomb stays 2 KB.
 
 Also here, because every job that calls a remote service needs them: ``UpstreamError``
-(the remote failed; QStash retries with backoff) and ``parse_retry_after``.
+(the remote failed; QStash retries with backoff), ``parse_retry_after`` and ``redact_url``
+(both defined in ``app.qstash``, the protocol layer).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
+import re
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpcore
@@ -35,18 +46,80 @@ import httpx
 from werkzeug.exceptions import BadGateway
 
 from app.errors import ConfigurationError
+from app.qstash.redact import redact_url as redact_url
+from app.qstash.redact import scrub
+from app.qstash.timing import parse_retry_after as parse_retry_after
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], list[str]]
 
-#: Metadata endpoints that are not all covered by the ranges (e.g. Alibaba's lives in CGNAT).
+#: Metadata endpoints, named apart (Alibaba's lives in CGNAT, which a VPN may open).
 METADATA_ADDRESSES = frozenset(
     ipaddress.ip_address(a)
     for a in ("169.254.169.254", "169.254.170.2", "100.100.100.200", "fd00:ec2::254")
 )
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+
+
+def _blocks(*rows: tuple[str, str]) -> tuple[tuple[Network, str], ...]:
+    return tuple((ipaddress.ip_network(cidr), name) for cidr, name in rows)
+
+
+#: IANA IPv4 Special-Purpose Address Registry, blocks not globally reachable (first
+#: match names the reason), with multicast (224.0.0.0/4) from the multicast registry.
+_IPV4_REFUSED = _blocks(
+    ("0.0.0.0/32", "unspecified"),
+    ("0.0.0.0/8", "this network"),
+    ("10.0.0.0/8", "private-use"),
+    ("100.64.0.0/10", "shared address space (CGNAT)"),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local"),
+    ("172.16.0.0/12", "private-use"),
+    ("192.0.0.0/24", "IETF protocol assignments"),
+    ("192.0.2.0/24", "documentation"),
+    ("192.88.99.0/24", "deprecated 6to4 relay anycast"),
+    ("192.168.0.0/16", "private-use"),
+    ("198.18.0.0/15", "benchmarking"),
+    ("198.51.100.0/24", "documentation"),
+    ("203.0.113.0/24", "documentation"),
+    ("224.0.0.0/4", "multicast"),
+    ("255.255.255.255/32", "limited broadcast"),
+    ("240.0.0.0/4", "reserved"),
+)
+#: IANA IPv6 Special-Purpose Address Registry, blocks not globally reachable, with
+#: multicast and the deprecated site-local block from the IPv6 Address Space registry.
+_IPV6_REFUSED = _blocks(
+    ("::/128", "unspecified"),
+    ("::1/128", "loopback"),
+    ("64:ff9b:1::/48", "local-use IPv4/IPv6 translation"),
+    ("100::/64", "discard-only"),
+    ("2001::/23", "IETF protocol assignments"),
+    ("2001:db8::/32", "documentation"),
+    ("3fff::/20", "documentation"),
+    ("5f00::/16", "SRv6 segment identifiers"),
+    ("fc00::/7", "unique-local"),
+    ("fe80::/10", "link-local"),
+    ("fec0::/10", "site-local"),
+    ("ff00::/8", "multicast"),
+)
+#: Registry entries marked globally reachable inside the refused blocks above.
+_GLOBAL_EXCEPTIONS = tuple(
+    ipaddress.ip_network(cidr)
+    for cidr in (
+        "192.0.0.9/32",  # Port Control Protocol anycast
+        "192.0.0.10/32",  # TURN anycast
+        "2001:1::1/128",  # Port Control Protocol anycast
+        "2001:1::2/128",  # TURN anycast
+        "2001:1::3/128",  # DNS-SD service registration protocol anycast
+        "2001:3::/32",  # AMT
+        "2001:4:112::/48",  # AS112-v6
+        "2001:20::/28",  # ORCHIDv2
+        "2001:30::/28",  # drone remote ID entity tags
+    )
+)
+_IPV6_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
 class UpstreamError(BadGateway):
@@ -70,51 +143,28 @@ class BlockedAddress(httpcore.ConnectError):
         self.reason = reason
 
 
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Return the seconds a ``Retry-After`` header asks to wait (seconds or HTTP date)."""
-    if not value or not value.strip():
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-
-
-def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...]:
     if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
+        return (address.ipv4_mapped,)
     if address.sixtofour is not None:
-        return address.sixtofour
+        return (address.sixtofour,)
     if address.teredo is not None:
-        return address.teredo[1]
+        return address.teredo  # the Teredo server and the client behind its NAT
     if address in _NAT64:
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return None
+        return (ipaddress.IPv4Address(int(address) & 0xFFFFFFFF),)
+    return ()
 
 
-def _classify(address: IPAddress) -> str | None:
-    """Return why ``address`` is refused, or None if it is a public unicast address."""
-    if address in METADATA_ADDRESSES:
-        return "cloud metadata"
-    checks = (
-        ("unspecified", address.is_unspecified),
-        ("loopback", address.is_loopback),
-        ("link-local", address.is_link_local),
-        ("multicast", address.is_multicast),
-        ("private", address.is_private),
-        ("reserved", address.is_reserved),
-    )
-    for reason, hit in checks:
-        if hit:
-            return reason
-    if not address.is_global:  # 100.64.0.0/10 (CGNAT) and other special ranges
-        return "not globally routable"
+def _special_purpose(address: IPAddress) -> str | None:
+    """Return the registry's name for ``address`` if it is not globally reachable."""
+    if any(address in network for network in _GLOBAL_EXCEPTIONS):
+        return None
+    blocks = _IPV4_REFUSED if address.version == 4 else _IPV6_REFUSED
+    for network, name in blocks:
+        if address in network:
+            return name
+    if address.version == 6 and address not in _IPV6_GLOBAL_UNICAST:
+        return "reserved by the IETF"
     return None
 
 
@@ -129,31 +179,140 @@ class AddressPolicy:
 
     def refusal(self, address: IPAddress) -> str | None:
         """Return why ``address`` is refused, or None if it may be connected to."""
+        if address in METADATA_ADDRESSES and ipaddress.ip_network(address) not in self.allowed:
+            return "cloud metadata"
         if any(address in network for network in self.allowed):
             return None
-        reason = _classify(address)
-        if reason is None and isinstance(address, ipaddress.IPv6Address):
+        if isinstance(address, ipaddress.IPv6Address):
             inner = _embedded_ipv4(address)
-            inner_reason = None if inner is None else self.refusal(inner)
-            if inner_reason is not None:
-                return f"wraps {inner}: {inner_reason}"
-        return reason
+            for ipv4 in inner:
+                reason = self.refusal(ipv4)
+                if reason is not None:
+                    return f"wraps {ipv4}: {reason}"
+            if inner:
+                return None
+        return _special_purpose(address)
 
     def check(self, host: str, addresses: list[str]) -> str:
         """Return the address to connect to; raise ``BlockedAddress`` if any is refused."""
         if not addresses:
             raise BlockedAddress(host, "nothing", "the name did not resolve")
         for raw in addresses:
-            reason = self.refusal(ipaddress.ip_address(raw.split("%", 1)[0]))
+            try:
+                address = ipaddress.ip_address(raw.split("%", 1)[0])
+            except ValueError:
+                raise BlockedAddress(host, repr(raw), "not an IP address") from None
+            reason = self.refusal(address)
             if reason is not None:
                 raise BlockedAddress(host, raw, reason)
         return addresses[0]
+
+
+MAX_URL_CHARS = 2048
+_SCHEMES = ("http", "https")
+_LABEL = re.compile(r"[A-Za-z0-9_-]{1,63}")
+
+
+def check_url(url: str) -> httpx.URL:
+    """Return ``url`` as httpx will request it; raise ``ValueError`` saying why it cannot be.
+
+    The class of URLs a URL validator passes but a request fails on: IPv4 with leading
+    zeros, full-width digits, invalid IDNA, ports out of range, labels over 63 characters.
+    """
+    if len(url) > MAX_URL_CHARS:
+        raise ValueError(f"longer than {MAX_URL_CHARS} characters")
+    try:
+        parsed = httpx.URL(url)
+        httpx.Request("POST", parsed)  # its Host header decodes the name: xn--a.com fails
+    except (httpx.InvalidURL, ValueError) as exc:  # idna's errors are UnicodeErrors
+        raise ValueError(f"cannot be requested: {scrub(str(exc), url)}") from None
+    if parsed.scheme not in _SCHEMES:
+        raise ValueError("the scheme must be http or https")
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise ValueError(f"port {parsed.port} is out of range")
+    host = parsed.raw_host.decode("ascii")
+    if ":" in host:  # an IPv6 literal, without its brackets
+        if not _is_ipv6(host):
+            raise ValueError(f"{host!r} is not an IPv6 address without a zone")
+    elif len(host) > 253 or not all(_LABEL.fullmatch(label) for label in _labels(host)):
+        raise ValueError(f"{host!r} is not a host name or an IP address")
+    return parsed
+
+
+def split_credentials(url: str | httpx.URL) -> tuple[httpx.URL, httpx.BasicAuth | None]:
+    """Return ``url`` without its userinfo, and the Basic auth that userinfo stands for.
+
+    httpx sends a URL's userinfo as Basic auth too, but it also logs the URL with it
+    ("HTTP Request: POST http://user:pass@…" at INFO): requested as URL plus ``auth``,
+    the credentials reach the server and no log line.
+    """
+    parsed = httpx.URL(url)
+    if not parsed.userinfo:
+        return parsed, None
+    auth = httpx.BasicAuth(parsed.username, parsed.password)
+    return parsed.copy_with(username=None, password=None), auth
+
+
+def _is_ipv6(host: str) -> bool:
+    try:
+        return ipaddress.IPv6Address(host).scope_id is None  # "%25eth0": this host's link
+    except ValueError:
+        return False
+
+
+def _labels(host: str) -> list[str]:
+    return host[:-1].split(".") if host.endswith(".") else host.split(".")
 
 
 def resolve(host: str, port: int) -> list[str]:
     """Resolve ``host`` to its IP addresses (literal IPs resolve to themselves)."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+#: Lookups still waiting on a slow name server (each ends at the resolver's own timeout,
+#: after the request gave up on it): past this many, new lookups fail at once instead of
+#: piling up threads.
+MAX_PENDING_LOOKUPS = 32
+_pending_lookups = threading.BoundedSemaphore(MAX_PENDING_LOOKUPS)
+
+
+def _new_pending_lookups() -> None:
+    global _pending_lookups
+    _pending_lookups = threading.BoundedSemaphore(MAX_PENDING_LOOKUPS)
+
+
+os.register_at_fork(after_in_child=_new_pending_lookups)  # a child has none of the threads
+
+
+def lookup(resolver: Resolver, host: str, port: int, timeout: float | None) -> list[str]:
+    """Return ``resolver(host, port)``, waiting for it no longer than ``timeout`` seconds.
+
+    ``getaddrinfo`` cannot be interrupted, so it runs in a thread of its own that the
+    caller stops waiting for at the timeout.
+    """
+    if not _pending_lookups.acquire(blocking=False):
+        raise httpcore.ConnectError(f"cannot resolve {host}: too many lookups pending")
+    outcome: list[list[str] | Exception] = []
+    finished = threading.Event()
+    semaphore = _pending_lookups
+
+    def run() -> None:
+        try:
+            outcome.append(resolver(host, port))
+        except Exception as exc:  # handed to the waiting caller
+            outcome.append(exc)
+        finally:
+            semaphore.release()
+            finished.set()
+
+    threading.Thread(target=run, name=f"lookup {host}", daemon=True).start()
+    if not finished.wait(timeout):
+        raise httpcore.ConnectTimeout(f"resolving {host} took longer than {timeout} s")
+    result = outcome[0]
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 _deadline: ContextVar[float | None] = ContextVar("outbound_deadline", default=None)
@@ -228,9 +387,12 @@ class SafeNetworkBackend(httpcore.SyncBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
         """Resolve, check every address, then connect to the checked one."""
+        wait = _remaining(timeout, httpcore.ConnectTimeout)
         try:
-            addresses = (self.resolver or resolve)(host, port)
-        except OSError as exc:
+            addresses = lookup(self.resolver or resolve, host, port, wait)
+        except ValueError as exc:  # the idna codec's UnicodeError: a name never looked up
+            raise BlockedAddress(host, "nothing", f"not a name to look up: {exc}") from exc
+        except (OSError, OverflowError) as exc:
             raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
         address = self.policy.check(host, addresses)
         timeout = _remaining(timeout, httpcore.ConnectTimeout)
@@ -285,3 +447,19 @@ def blocked_cause(exc: BaseException) -> BlockedAddress | None:
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def read_capped(response: httpx.Response, limit: int) -> tuple[int, bool]:
+    """Read the body's bytes as sent, at most ``limit`` of them: ``(read, truncated)``.
+
+    Raw bytes, never decompressed: the limit counts what crossed the network, so a
+    ``Content-Encoding: gzip, gzip`` answer that would inflate to a gigabyte stays as
+    small as it was sent (ask for ``Accept-Encoding: identity`` too). Memory is one
+    network read at most.
+    """
+    read = 0
+    for chunk in response.iter_raw():
+        read += len(chunk)
+        if read > limit:
+            return limit, True
+    return read, False

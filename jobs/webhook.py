@@ -7,16 +7,23 @@ retries, so receivers deduplicate), ``webhook-timestamp`` unix seconds,
 ``webhook-signature`` ``v1,<base64 HMAC-SHA256 of "id.timestamp.body">`` keyed by the
 secret (``whsec_<base64>`` or a raw string). The request goes through
 ``app.outbound.safe_client``: private and metadata addresses refused on the IP connected
-to, no redirects, timeouts, capped response read.
+to, no redirects, one total deadline (``WEBHOOK_TIMEOUT``, name lookup to last byte), the
+answer read raw (``Accept-Encoding: identity``, never decompressed) up to
+``WEBHOOK_MAX_RESPONSE_BYTES``. A ``targetUrl`` httpx cannot request is refused with the
+payload (489). Credentials in ``targetUrl`` (``https://user:pass@…``) are sent as Basic
+auth and shown nowhere: every message, error and log line carries ``https://***@…``.
 
 | target answered                 | endpoint answers QStash                       |
 |---------------------------------|-----------------------------------------------|
 | 2xx                             | 200 with its status and latency               |
 | 410 Gone, a refused address     | 489: retrying cannot help                     |
-| 429/503 with ``Retry-After``    | 503, ``Retry-After`` = the target's           |
-| anything else, timeout, no conn | 503, ``Retry-After`` = 2^retried s (the job's |
-|                                 | own retry delay, stated so the JSON can carry |
-|                                 | ``targetStatus`` to the failure callback)     |
+| 429/503 with ``Retry-After`` or | 503, ``Retry-After`` = the target's (read as  |
+| ``X-RateLimit-Reset``           | QStash reads it: over a day or invalid is     |
+|                                 | ignored)                                      |
+| anything else, timeout, no conn | 503, ``Retry-After`` = 2^retried s, at most a |
+|                                 | day (the job's own retry delay, stated so the |
+|                                 | JSON can carry ``targetStatus`` to the        |
+|                                 | failure callback)                             |
 
 webhook-failed: the failure callback (QStash posts it once retries are exhausted or after a
 489). It decodes the callback into ``WebhookFailure``, logs one structured line and calls
@@ -47,12 +54,17 @@ from app.jobs import job
 from app.outbound import (
     AddressPolicy,
     blocked_cause,
+    check_url,
     deadline,
-    parse_retry_after,
+    read_capped,
+    redact_url,
     safe_client,
+    split_credentials,
 )
 from app.qstash.callbacks import Callback, CallbackSchema
 from app.qstash.receiver import Delivery
+from app.qstash.redact import scrub
+from app.qstash.timing import retry_after_seconds, retry_delay_seconds
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -91,6 +103,13 @@ def _valid_secret(value: str) -> None:
         raise ValidationError(str(exc)) from None
 
 
+def _requestable(value: str) -> None:
+    try:
+        check_url(value)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+
+
 class DeliverWebhookSchema(Schema):
     """The deliver-webhook payload (camelCase on the wire)."""
 
@@ -98,7 +117,11 @@ class DeliverWebhookSchema(Schema):
     event_type = fields.String(required=True, data_key="eventType", validate=validate.Length(1))
     payload = fields.Raw(required=True, allow_none=True)
     target_url = fields.Url(
-        required=True, data_key="targetUrl", schemes={"http", "https"}, require_tld=False
+        required=True,
+        data_key="targetUrl",
+        schemes={"http", "https"},
+        require_tld=False,
+        validate=_requestable,
     )
     secret = fields.String(required=True, validate=_valid_secret)
 
@@ -135,25 +158,17 @@ class TargetResponse:
     latency_ms: int
 
 
-def _read_capped(response: httpx.Response, cap: int) -> tuple[int, bool]:
-    read = 0
-    for chunk in response.iter_bytes():
-        read += len(chunk)
-        if read > cap:
-            return cap, True
-    return read, False
-
-
 def post(url: str, body: bytes, headers: dict[str, str]) -> TargetResponse:
     """POST ``body`` through the safe client within WEBHOOK_TIMEOUT in total."""
     config = current_app.config
     client = webhook_client(current_app)
+    target, auth = split_credentials(url)  # never in httpx's own log line
     started = time.monotonic()
     with (
         deadline(config["WEBHOOK_TIMEOUT"]),
-        client.stream("POST", url, content=body, headers=headers) as response,
+        client.stream("POST", target, content=body, headers=headers, auth=auth) as response,
     ):
-        read, truncated = _read_capped(response, config["WEBHOOK_MAX_RESPONSE_BYTES"])
+        read, truncated = read_capped(response, config["WEBHOOK_MAX_RESPONSE_BYTES"])
     latency = round((time.monotonic() - started) * 1000)
     return TargetResponse(response.status_code, response.headers, read, truncated, latency)
 
@@ -166,7 +181,9 @@ def _webhook_id(delivery: Delivery) -> str:
 def _retry(
     reason: str, delivery: Delivery, errors: dict[str, Any], after: float | None
 ) -> RetryLater:
-    delay = after if after is not None else 2**delivery.retried
+    # The job's own RETRY_DELAY, evaluated as QStash does: at most a day, whatever
+    # Upstash-Retried says (it is unsigned: 2**1100 is no float).
+    delay = after if after is not None else retry_delay_seconds(RETRY_DELAY, delivery.retried)
     return RetryLater(reason, after=delay, errors=errors)
 
 
@@ -186,20 +203,25 @@ def _send(payload: dict[str, Any], delivery: Delivery, webhook_id: str) -> Targe
         "webhook-id": webhook_id,
         "webhook-timestamp": str(now),
         "webhook-signature": sign(signing_key(payload["secret"]), webhook_id, now, body),
+        # The read cap counts bytes as sent; a compressed answer is never inflated.
+        "accept-encoding": "identity",
     }
     url = payload["target_url"]
-    errors = {"targetUrl": url, "targetStatus": None}
+    shown = redact_url(url)
+    errors = {"targetUrl": shown, "targetStatus": None}
     try:
         return post(url, body, headers)
     except httpx.TimeoutException as exc:
-        raise _retry(f"{url} timed out: {exc}", delivery, errors, None) from None
-    except httpx.HTTPError as exc:
+        raise _retry(f"{shown} timed out: {scrub(str(exc), url)}", delivery, errors, None) from None
+    except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
+        why = scrub(str(exc), url)
         blocked = blocked_cause(exc)
         if blocked is not None:
-            raise NonRetryableError(str(blocked), errors={"targetUrl": [str(blocked)]}) from None
-        if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol):
-            raise NonRetryableError(f"{url}: {exc}", errors={"targetUrl": [str(exc)]}) from None
-        raise _retry(f"{url} could not be reached: {exc}", delivery, errors, None) from None
+            why = scrub(str(blocked), url)
+            raise NonRetryableError(f"{shown}: {why}", errors={"targetUrl": [why]}) from None
+        if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol | UnicodeError):
+            raise NonRetryableError(f"{shown}: {why}", errors={"targetUrl": [why]}) from None
+        raise _retry(f"{shown} could not be reached: {why}", delivery, errors, None) from None
 
 
 @job(
@@ -213,7 +235,7 @@ def deliver_webhook(payload: dict[str, Any], delivery: Delivery) -> dict[str, An
     """POST a signed Standard Webhooks event to the subscriber's URL."""
     webhook_id = _webhook_id(delivery)
     target = _send(payload, delivery, webhook_id)
-    url, status = payload["target_url"], target.status
+    url, status = redact_url(payload["target_url"]), target.status
     errors = {"targetUrl": url, "targetStatus": status, "webhookId": payload["webhook_id"]}
     if 200 <= status < 300:
         return {
@@ -228,7 +250,9 @@ def deliver_webhook(payload: dict[str, Any], delivery: Delivery) -> dict[str, An
         raise NonRetryableError(f"{url} answered 410 Gone: the endpoint is gone", errors=errors)
     after = None
     if status in (429, 503):
-        after = parse_retry_after(target.headers.get("retry-after"))
+        headers = target.headers
+        reset = headers.get("x-ratelimit-reset")
+        after = retry_after_seconds(headers.get("retry-after"), reset, time.time())
     reason = f"{url} answered {status}"
     if 300 <= status < 400:
         reason += " (redirects are not followed)"
@@ -254,6 +278,7 @@ class WebhookFailure:
 
     webhook_id: str | None
     event_type: str | None
+    #: Credentials masked (``https://***@host/``): the raw payload is in ``callback``.
     target_url: str | None
     #: The subscriber's last HTTP status if it answered, else our endpoint's status.
     last_status: int | None
@@ -277,7 +302,7 @@ class WebhookFailure:
         return cls(
             webhook_id=_text(source.get("webhookId")),
             event_type=_text(source.get("eventType")),
-            target_url=_text(source.get("targetUrl")),
+            target_url=_redacted(_text(source.get("targetUrl"))),
             last_status=target_status if isinstance(target_status, int) else callback.status,
             message=_text(answer.get("message")),
             dlq_id=callback.dlq_id,
@@ -290,6 +315,10 @@ class WebhookFailure:
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _redacted(url: str | None) -> str | None:
+    return None if url is None else redact_url(url)
 
 
 @job("webhook-failed", schema=CallbackSchema)

@@ -12,6 +12,7 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
+import httpcore
 import pytest
 from flask import Flask
 from standardwebhooks import Webhook
@@ -234,6 +235,33 @@ def test_hostname_resolving_to_a_blocked_address_is_refused(
     assert address in response.get_json()["message"]
 
 
+@pytest.fixture
+def connections(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Record where the safe backend would connect, and connect nowhere."""
+    made: list[tuple[str, int]] = []
+
+    def connect_tcp(self: Any, host: str, port: int, *args: Any, **kwargs: Any) -> None:
+        made.append((host, port))
+        raise httpcore.ConnectError("[Errno 101] Network is unreachable")
+
+    monkeypatch.setattr(httpcore.SyncBackend, "connect_tcp", connect_tcp)
+    return made
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::808:808", "::ffff:8.8.8.8", "2002:808:808::1"])
+def test_public_ipv4_through_an_ipv6_form_is_reached(
+    client: DeliveryClient,
+    monkeypatch: pytest.MonkeyPatch,
+    connections: list[tuple[str, int]],
+    address: str,
+) -> None:
+    """An IPv6-only host reaches 8.8.8.8 through NAT64: the wrapped IPv4 is what is judged."""
+    monkeypatch.setattr(outbound, "resolve", lambda host, port: [address])
+    response = client.deliver("deliver-webhook", payload("https://hooks.customer.example/x"))
+    assert response.status_code == 503, response.get_json()
+    assert connections == [(address, 443)]
+
+
 def test_any_blocked_address_among_several_refuses(
     client: DeliveryClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -295,6 +323,85 @@ def test_invalid_payloads_name_the_field(
     response = client.deliver("deliver-webhook", payload("https://example.com", **overrides))
     assert response.status_code == 489
     assert field in response.get_json()["errors"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.000.000.001/",
+        "http://0251.0376.0251.0376/",
+        "http://１２７.0.0.1/",
+        "http://xn--a.com/",
+        "http://example.com:99999/",
+        "http://example.com:0/",
+    ],
+)
+def test_urls_httpx_cannot_request_are_refused_with_the_payload(
+    client: DeliveryClient, connections: list[tuple[str, int]], url: str
+) -> None:
+    """A URL the schema's pattern passes but httpx refuses is a 489 naming targetUrl, not a 500."""
+    response = client.deliver("deliver-webhook", payload(url))
+    assert response.status_code == 489, response.get_json()
+    assert response.headers["Upstash-NonRetryable-Error"] == "true"
+    assert "targetUrl" in response.get_json()["errors"]
+    assert connections == []
+
+
+HOSTILE_RETRY_AFTER = [
+    "²",
+    "١٢",
+    "１２",
+    "9" * 400,
+    "nan",
+    "inf",
+    "-5",
+    "1e3",
+    "Fri, 31 Dec 9999 23:59:59 GMT",
+    "Mon, 01 Jan 99999999999999999999 00:00:00 GMT",
+    "Mon, 01 Jan 2020 00:00:00 +9999",
+]
+
+
+@pytest.mark.parametrize("value", HOSTILE_RETRY_AFTER)
+def test_hostile_retry_after_falls_back_to_the_jobs_backoff(
+    client: DeliveryClient, receiver: Recorder, value: str
+) -> None:
+    """A subscriber's Retry-After that is no wait of 0 s to a day is ignored, never a crash."""
+    receiver.reply(Reply(503, {}, {"Retry-After": value}))
+    response = client.deliver("deliver-webhook", payload(receiver.url), retried=3)
+    assert (response.status_code, response.headers["Retry-After"]) == (503, "8")
+
+
+def test_rate_limit_reset_is_passed_on(client: DeliveryClient, receiver: Recorder) -> None:
+    """429 with X-RateLimit-Reset (seconds from now) retries then, as QStash would read it."""
+    receiver.reply(Reply(429, {}, {"X-RateLimit-Reset": "42"}))
+    response = client.deliver("deliver-webhook", payload(receiver.url))
+    assert (response.status_code, response.headers["Retry-After"]) == (503, "42")
+
+
+def test_retry_after_is_read_only_from_429_and_503(
+    client: DeliveryClient, receiver: Recorder
+) -> None:
+    """A 500 with Retry-After retries on the job's backoff: only 429/503 steer the time."""
+    receiver.reply(Reply(500, {}, {"Retry-After": "120"}))
+    response = client.deliver("deliver-webhook", payload(receiver.url), retried=2)
+    assert (response.status_code, response.headers["Retry-After"]) == (503, "4")
+
+
+@pytest.mark.parametrize("retried", [17, 1100, 10**6, 2**64])
+def test_backoff_is_clamped_to_a_day(
+    client: DeliveryClient, receiver: Recorder, retried: int
+) -> None:
+    """Upstash-Retried is unsigned: 2^retried stops at QStash's one-day limit, never overflows."""
+    receiver.reply(Reply(500, {}))
+    response = client.deliver("deliver-webhook", payload(receiver.url), retried=retried)
+    assert (response.status_code, response.headers["Retry-After"]) == (503, "86400")
+
+
+def test_answer_is_asked_uncompressed(client: DeliveryClient, receiver: Recorder) -> None:
+    """The request says Accept-Encoding: identity: the read cap counts bytes as they are."""
+    client.deliver("deliver-webhook", payload(receiver.url))
+    assert receiver.requests[0].headers["accept-encoding"] == "identity"
 
 
 def test_job_defaults() -> None:

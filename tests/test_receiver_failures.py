@@ -7,6 +7,7 @@ Each case uses a real ``DuplicateGuard`` on SQLite, the delivery log and the met
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -357,7 +358,7 @@ def test_a_schema_that_crashes_answers_500_and_is_logged(
 
 
 def test_an_exception_that_is_not_an_exception_still_releases_the_claim(
-    make_app: Callable[..., tuple[Flask, list[str]]],
+    make_app: Callable[..., tuple[Flask, list[str]]], caplog: pytest.LogCaptureFixture
 ) -> None:
     """A BaseException (a worker being stopped) propagates, but the hooks run first."""
 
@@ -366,9 +367,14 @@ def test_an_exception_that_is_not_an_exception_still_releases_the_claim(
 
     app, runs = make_app(first)
     client = DeliveryClient(app)
-    with pytest.raises(WorkerAbort):
+    with caplog.at_level(logging.ERROR), pytest.raises(WorkerAbort):
         client.deliver("flaky", {}, message_id="msg_abort")
     assert running_claims(app) == []
     assert client.deliver("flaky", {}, message_id="msg_abort").status_code == 200
     assert runs == ["msg_abort", "msg_abort"]
-    assert [row.status for row in log_rows(app)] == [500, 200]
+    stopped, done = log_rows(app)
+    assert (stopped.job, stopped.status, done.status) == ("flaky", 500, 200)
+    assert stopped.error.startswith("internal_error: job 'flaky' raised WorkerAbort;")
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
+        "job flaky failed: message_id=msg_abort retried=0"
+    ]

@@ -254,7 +254,8 @@ def _finite(text: str) -> float:
 
 
 def _invalid_json(exc: Exception) -> NonRetryableError:
-    return NonRetryableError(f"the body is not valid JSON: {exc}"[:300], code="invalid_json")
+    # The parser's own messages are short ("Expecting value: line 1 column 1 (char 0)").
+    return NonRetryableError(f"the body is not valid JSON: {exc}", code="invalid_json")
 
 
 def _schema_error(exc: ValidationError) -> NonRetryableError:
@@ -283,13 +284,9 @@ def _authenticate(
 
 
 def _read_body(req: Request, limit: int) -> bytes:
-    length = req.content_length
-    if length is not None:
-        if length > limit:
-            raise RequestEntityTooLarge()
-        return req.get_data(cache=True)
-    # A body without Content-Length (chunked) is read up to one byte past the limit:
-    # werkzeug truncates such streams at max_content_length instead of raising.
+    # werkzeug refuses a Content-Length over max_content_length before reading a byte,
+    # but cuts a body without one (chunked) at it: reading one byte past the limit tells
+    # such a body apart from one of exactly the limit. cache: the handler may read it too.
     req.max_content_length = limit + 1
     body = req.get_data(cache=True)
     if len(body) > limit:

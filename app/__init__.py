@@ -1,8 +1,8 @@
 """The application factory.
 
 ``create_app()`` loads the configuration (defaults → environment → ``FLASK_*`` → test
-config), refuses to start when deliveries could not be verified, imports the job modules
-and mounts their endpoints. Nothing job-specific lives in ``app/``.
+config), refuses to start a server when deliveries could not be verified, imports the job
+modules and mounts their endpoints. Nothing job-specific lives in ``app/``.
 """
 
 from __future__ import annotations
@@ -11,25 +11,45 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+import click
 from flask import Flask
+from flask.cli import ScriptInfo
 
 from app import blueprint, config, dashboard, log_format, metrics, store
 from app.jobs import JobRegistry
 from app.jobs import registry as default_registry
 
+#: The ``flask`` commands that answer deliveries. Any other one (``jobs``, ``qstash``,
+#: ``shell``, ``routes``, ``--help``) loads the app without needing signing keys.
+SERVING_COMMANDS = frozenset({"run", "dev"})
+
+
+def serves_deliveries() -> bool:
+    """Say whether this process answers deliveries: yes unless a non-serving flask command runs."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or ctx.find_object(ScriptInfo) is None:
+        return True  # gunicorn, any WSGI server, a test: fail closed
+    return ctx.command.name in SERVING_COMMANDS
+
 
 def create_app(
-    test_config: Mapping[str, Any] | None = None, *, registry: JobRegistry | None = None
+    test_config: Mapping[str, Any] | None = None,
+    *,
+    registry: JobRegistry | None = None,
+    serving: bool | None = None,
 ) -> Flask:
     """Create the Flask app serving every discovered job.
 
     ``registry`` replaces the default job registry (tests use it to mount only their own
     jobs); with the default one, the modules of ``JOBS_PACKAGES`` are imported first, and
     each module's ``init_app(app)``, if it has one, adds its extras (e.g. debug routes).
+    ``serving=False`` lets signing keys and ``APP_URL`` be missing (default: whether this
+    process serves deliveries, see ``serves_deliveries``); the receiver still refuses every
+    delivery it cannot verify.
     """
     app = Flask(__name__, instance_relative_config=True)
     config.load(app, test_config)
-    config.check(app)
+    config.check(app, serving=serves_deliveries() if serving is None else serving)
     log_format.init_app(app)
     if registry is None:
         registry = default_registry

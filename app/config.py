@@ -9,6 +9,7 @@ not verify deliveries refuses to start.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -189,13 +190,14 @@ def _apply_dev_identity(app: Flask) -> None:
 
 
 def signing_mode(config: Mapping[str, Any]) -> str:
-    """Say how deliveries are authenticated: ``"keys"``, ``"dev-keys"`` or ``"unsigned"``."""
+    """Say how deliveries are authenticated: ``keys``, ``dev-keys``, ``unsigned`` or ``none``."""
     if config.get("QSTASH_DEV") and (
         config.get("QSTASH_CURRENT_SIGNING_KEY") == DEV_IDENTITY["QSTASH_CURRENT_SIGNING_KEY"]
     ):
         return "dev-keys"
-    if unsigned_allowed(config) and not config.get("QSTASH_CURRENT_SIGNING_KEY"):
-        return "unsigned"
+    if not config.get("QSTASH_CURRENT_SIGNING_KEY"):
+        # An app loaded by a CLI command that serves nothing has no keys: nothing verifies.
+        return "unsigned" if unsigned_allowed(config) else "none"
     return "keys"
 
 
@@ -204,8 +206,12 @@ def unsigned_allowed(config: Mapping[str, Any]) -> bool:
     return bool(config.get("DEBUG")) and bool(config.get("QSTASH_ALLOW_UNSIGNED"))
 
 
-def check(app: Flask) -> None:
-    """Refuse a configuration under which deliveries could not be verified; warn on dev modes."""
+def check(app: Flask, *, serving: bool = True) -> None:
+    """Refuse a configuration under which deliveries could not be verified; warn on dev modes.
+
+    ``serving=False`` (a CLI command that answers no delivery, e.g. ``flask jobs list``)
+    lets the signing keys and ``APP_URL`` be missing; values that are set are still checked.
+    """
     config = app.config
     if config.get("QSTASH_ALLOW_UNSIGNED") and not config.get("DEBUG"):
         raise ConfigurationError(
@@ -219,22 +225,60 @@ def check(app: Flask) -> None:
     ]
     if unsigned_allowed(config):
         missing = [name for name in missing if name == "APP_URL"]
-    if missing:
+    if missing and serving:
         raise ConfigurationError(
             f"{', '.join(missing)} not set: refusing to start a server that cannot verify"
             " QStash deliveries (set them from the Upstash console, or QSTASH_DEV=1 for"
             " the local dev server)"
         )
-    _check_app_url(config["APP_URL"])
-    if signing_mode(config) == "dev-keys":
+    for name in ("QSTASH_CURRENT_SIGNING_KEY", "QSTASH_NEXT_SIGNING_KEY", "QSTASH_TOKEN"):
+        if config.get(name):
+            _check_secret(name, config[name], dev=bool(config.get("QSTASH_DEV")))
+    if config.get("APP_URL"):
+        _check_app_url(config["APP_URL"])
+    if serving and signing_mode(config) == "dev-keys":
         app.logger.warning(
             "QSTASH_DEV=1: using Upstash's PUBLIC development signing keys; anyone can forge"
             " deliveries to this app. Never use this mode on a reachable server."
         )
-    if unsigned_allowed(config):
+    if serving and unsigned_allowed(config):
         app.logger.warning(
             "QSTASH_ALLOW_UNSIGNED=1: deliveries WITHOUT a signature are accepted (debug"
             " only); requests that carry a signature are still verified."
+        )
+
+
+#: What people paste from docs and templates instead of a key (compared case-insensitively,
+#: after an optional ``sig_``): ``sig_...``, ``sig_xxx``, ``changeme``, ``YOUR_SIGNING_KEY``.
+_PLACEHOLDER = re.compile(
+    r"[.x*#?_-]*"
+    r"|.*(\.\.|\u2026|<|>|\$\{|\{\{).*"
+    r"|change[_-]?me|placeholder|todo|fixme|tbd|secret|token|none|null|undefined"
+    r"|(your|my)?[_-]?(qstash)?[_-]?(current|next)?[_-]?(signing)?[_-]?(key|token)",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def _check_secret(name: str, value: Any, *, dev: bool) -> None:
+    # QStash's keys are opaque HMAC secrets (the SDKs check no format; the console issues
+    # sig_ + base58): refuse only what is certainly not one, and say which variable it is.
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{name} must be a string, not {type(value).__name__}")
+    body = value[4:] if value.lower().startswith("sig_") else value
+    if _PLACEHOLDER.fullmatch(body):
+        raise ConfigurationError(
+            f"{name} is a placeholder (like sig_... or changeme), not a real value: copy it"
+            " from the Upstash console (QStash → Signing keys / REST token), or set"
+            " QSTASH_DEV=1 for the local dev server"
+        )
+    if any(char.isspace() or not char.isprintable() for char in value):
+        raise ConfigurationError(
+            f"{name} contains whitespace or control characters: paste the value alone"
+        )
+    if not dev and name != "QSTASH_TOKEN" and value in DEV_IDENTITY.values():
+        raise ConfigurationError(
+            f"{name} is Upstash's PUBLIC development key, which anyone can sign with: set"
+            " QSTASH_DEV=1 to use it on purpose (local dev server only), or your own keys"
         )
 
 

@@ -2,7 +2,8 @@
 
 ``create_app()`` loads the configuration (defaults → environment → ``FLASK_*`` → test
 config), refuses to start a server when deliveries could not be verified, imports the job
-modules and mounts their endpoints. Nothing job-specific lives in ``app/``.
+modules and mounts their endpoints (and, under ``QSTASH_DEV=1``, the dev landing page).
+Nothing job-specific lives in ``app/``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import click
 from flask import Flask
 from flask.cli import ScriptInfo
 
-from app import blueprint, config, dashboard, log_format, metrics, store
+from app import blueprint, config, dashboard, devhome, log_format, metrics, store
 from app.jobs import JobRegistry
 from app.jobs import registry as default_registry
 
@@ -61,4 +62,6 @@ def create_app(
     store.init_app(app)
     metrics.init_app(app)
     dashboard.init_app(app)
+    if app.config["QSTASH_DEV"]:
+        devhome.init_app(app)
     return app

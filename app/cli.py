@@ -21,6 +21,7 @@ from flask.cli import with_appcontext
 from marshmallow import ValidationError
 
 from app.cron import parse_cron
+from app.devhome import schema_fields
 from app.errors import QStashJobsError
 from app.qstash.client import client_for
 from app.qstash.client import sync as sync_plan
@@ -189,20 +190,10 @@ def jobs_list() -> None:
         click.echo(f"{job.name}  {job.url(app_url) if app_url else job.path}")
         if job.description:
             click.echo(f"  {job.description}")
-        click.echo(f"  payload: {_schema_fields(job)}")
+        click.echo(f"  payload: {schema_fields(job)}")
         click.echo(f"  defaults: {_defaults(job)}")
         if job.cron is not None:
             click.echo(f"  schedule: {job.cron.text}")
-
-
-def _schema_fields(job: Job) -> str:
-    if job.schema is None:
-        return "any JSON (no schema)"
-    parts = []
-    for name, declared in job.schema.load_fields.items():
-        required = ", required" if declared.required else ""
-        parts.append(f"{declared.data_key or name} ({type(declared).__name__}{required})")
-    return ", ".join(parts) or "{} (no fields)"
 
 
 def _defaults(job: Job) -> str:
@@ -238,6 +229,11 @@ def jobs_enqueue(
     if name not in registry:
         known = ", ".join(job.name for job in registry) or "none"
         raise click.ClickException(f"no job named {name!r} (jobs: {known})")
+    if not current_app.config.get("APP_URL"):
+        raise click.ClickException(
+            "APP_URL is not set: a job's URL is APP_URL + /api/jobs/NAME (next to a running"
+            " `flask dev`, export QSTASH_DEV=1 first, as its banner says)"
+        )
     try:
         data = json.loads(payload)
     except ValueError as exc:

@@ -210,9 +210,14 @@ def resend_outcome(exc: ResendError) -> Exception:
     return NonRetryableError(detail, errors={"resend": {"status": status, "type": exc.error_type}})
 
 
+def outbox_folder(app: Flask) -> Path:
+    """Return the folder of ``.eml`` files: ``EMAIL_OUTBOX``, else ``<instance>/outbox``."""
+    return Path(app.config.get("EMAIL_OUTBOX") or Path(app.instance_path) / "outbox")
+
+
 def mail_backend(app: Flask) -> MailBackend:
     """Return Resend when RESEND_API_KEY is set, else the outbox folder."""
     config = app.config
     if config.get("RESEND_API_KEY"):
         return ResendBackend(config["RESEND_API_KEY"], config.get("RESEND_API_URL"))
-    return OutboxBackend(config.get("EMAIL_OUTBOX") or Path(app.instance_path) / "outbox")
+    return OutboxBackend(outbox_folder(app))

@@ -1,13 +1,19 @@
 """``flask qstash dev`` (the dev server alone) and ``flask dev`` (app + dev server).
 
 Neither needs a configured app to start: ``flask dev`` puts the dev identity into the
-environment first (``QSTASH_DEV=1``, ``QSTASH_URL`` and ``APP_URL`` on loopback) and only
-then loads the app through Flask's ``ScriptInfo``, so a fresh checkout runs with no keys.
+environment first (``QSTASH_DEV=1``, ``QSTASH_URL`` and ``APP_URL`` on loopback, debug mode,
+a random ``DASHBOARD_TOKEN``) and only then loads the app through Flask's ``ScriptInfo``,
+so a fresh checkout runs with no keys. Its banner prints commands that work as pasted:
+how a second terminal joins, a ``flask jobs enqueue`` and a ``curl`` line with a payload
+the job accepts, the landing page, the dashboard token and the outbox folder.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
+import shlex
 import signal
 import sqlite3
 import threading
@@ -20,16 +26,23 @@ from typing import TYPE_CHECKING, Any
 import click
 from flask import Flask
 from flask.cli import ScriptInfo
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
+from app.devhome import enqueue_command, second_terminal, set_example
 from app.devserver.delivery import AttemptEvent
 from app.devserver.server import DEFAULT_PORT, DevServer
+from app.jobs import URL_PREFIX
+from app.mail import outbox_folder
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 DEFAULT_DB = Path("instance") / "qstash-dev.sqlite3"
 APP_PORT = 5000
+#: Characters of an endpoint's error answer shown on its delivery line.
+REASON_CHARS = 300
+#: Bytes of an answer parsed as JSON to find its reason (answers are kept up to 1 MiB).
+REASON_BYTES = 64 * 1024
 
 
 def _server_options(command: Any) -> Any:
@@ -79,19 +92,46 @@ def _make_server(
         raise click.ClickException(f"cannot open the state database {db}: {exc}") from None
 
 
-def _start(server: DevServer, host: str, port: int) -> None:
+def _start(server: DevServer, host: str, port: int, option: str = "--port") -> None:
     try:
         server.start(host, port)
     except (OSError, SystemExit):  # werkzeug exits on "address in use" after saying so
         server.stop()
         raise click.ClickException(
-            f"cannot listen on {host}:{port}; choose another --port"
+            f"cannot listen on {host}:{port} (in use?); choose another {option}"
         ) from None
 
 
+def one_line(text: str, limit: int) -> str:
+    """Return ``text`` on one printable line of at most ``limit`` characters."""
+    # Answers come from any endpoint: no terminal escape sequence reaches the terminal.
+    clean = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return clean if len(clean) <= limit else clean[: limit - 1] + "…"
+
+
+def reason(event: AttemptEvent) -> str:
+    """Return why the endpoint refused an attempt (its error JSON, or its text), or ""."""
+    status, body = event.response.status, event.response.body
+    if status is None or 200 <= status < 300 or not body:
+        return ""
+    text = body[:REASON_BYTES].decode("utf-8", "replace")
+    try:
+        answer = json.loads(text)
+    except (ValueError, RecursionError):
+        return one_line(text, REASON_CHARS)
+    if not isinstance(answer, dict) or not isinstance(answer.get("message"), str):
+        return one_line(text, REASON_CHARS)
+    found = f"{answer.get('code') or 'error'}: {answer['message']}"
+    if answer.get("errors"):
+        found += f" {json.dumps(answer['errors'], ensure_ascii=False)}"
+    return one_line(found, REASON_CHARS)
+
+
 def _print_attempt(event: AttemptEvent) -> None:
+    why = reason(event)
+    line = f"{time.strftime('%H:%M:%S')} {event.line()}" + (f" ← {why}" if why else "")
     # print, not click.echo: this runs once per attempt and echo probes the terminal each time.
-    print(f"{time.strftime('%H:%M:%S')} {event.line()}", flush=True)
+    print(line, flush=True)
 
 
 def _wait_for_signal() -> None:
@@ -158,23 +198,25 @@ def dev(
 ) -> None:
     """Run the app and the QStash dev server together, wired to each other."""
     server = _make_server(db, time_scale, concurrency, per_destination)
-    _start(server, "127.0.0.1", qstash_port)
+    _start(server, "127.0.0.1", qstash_port, "--qstash-port")
     # Bind the app's port first (it may be 0), so APP_URL is known before the app loads.
     deferred = _Deferred()
     try:
-        app_http = make_server("127.0.0.1", port, deferred, threaded=True)
+        app_http = make_server(
+            "127.0.0.1", port, deferred, threaded=True, request_handler=_AppRequestHandler
+        )
     except (OSError, SystemExit):
         server.stop()
         raise click.ClickException(
-            f"cannot listen on 127.0.0.1:{port} for the app; choose another --port"
+            f"cannot listen on 127.0.0.1:{port} for the app (in use?); choose another --port"
         ) from None
     try:
         app_url = f"http://127.0.0.1:{app_http.port}"
-        _dev_environment(server, app_url, demo)
+        dashboard_token = _dev_environment(server, app_url, demo)
         app = deferred.app = ctx.ensure_object(ScriptInfo).load_app()
         threading.Thread(target=app_http.serve_forever, name="app", daemon=True).start()
         server.on_attempt(_print_attempt)
-        _print_howto(server, app, app_url)
+        _print_howto(server, app, app_url, dashboard_token)
         if demo:
             from app.devserver.demo import run_demo
 
@@ -183,6 +225,14 @@ def dev(
     finally:
         app_http.shutdown()
         server.stop()
+
+
+class _AppRequestHandler(WSGIRequestHandler):
+    """Leave out the access line of a delivery: its attempt line says it all."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        if not self.path.startswith(f"{URL_PREFIX}/"):
+            super().log_request(code, size)
 
 
 class _Deferred:
@@ -195,10 +245,18 @@ class _Deferred:
         return self.app(environ, start_response)
 
 
-def _dev_environment(server: DevServer, app_url: str, demo: bool) -> None:
-    """Point the app at the dev server with the dev identity, before it is loaded."""
+def _dev_environment(server: DevServer, app_url: str, demo: bool) -> str | None:
+    """Point the app at the dev server with the dev identity, before it is loaded.
+
+    Return the dashboard token made up for this run, None if the user set one.
+    """
     os.environ.update(server.env())
     os.environ.update(QSTASH_DEV="1", APP_URL=app_url)
+    # Debug mode mounts the email previews; FLASK_DEBUG=0 still turns it off.
+    os.environ.setdefault("FLASK_DEBUG", "1")
+    token = None
+    if not os.environ.get("DASHBOARD_TOKEN"):
+        token = os.environ["DASHBOARD_TOKEN"] = secrets.token_urlsafe(18)
     # One local storage folder that the image job and the demo agree on.
     os.environ.setdefault("STORAGE_ROOT", str(Path("instance", "storage").resolve()))
     if demo:
@@ -208,19 +266,39 @@ def _dev_environment(server: DevServer, app_url: str, demo: bool) -> None:
         os.environ["WEBHOOK_ALLOWED_NETWORKS"] = ",".join(
             part for part in (allowed, "127.0.0.1/32") if part
         )
+    return token
 
 
-def _print_howto(server: DevServer, app: Flask, app_url: str) -> None:
+def _print_howto(server: DevServer, app: Flask, app_url: str, dashboard_token: str | None) -> None:
+    from app.devserver.demo import example
+
     jobs = [job.name for job in app.extensions.get("qstash_jobs", [])]
     click.echo(
         f"App on {app_url} (jobs: {', '.join(jobs) or 'none'}); QStash dev server on {server.url}"
     )
-    example = jobs[0] if jobs else "send-email"
-    click.echo(
-        "Enqueue a job:\n"
-        f"  curl -X POST '{server.url}/v2/publish/{app_url}/api/jobs/{example}' \\\n"
-        f"    -H 'Authorization: Bearer {server.token}' \\\n"
-        "    -H 'Content-Type: application/json' -d '{...payload...}'\n"
-        f"or from Python with QSTASH_URL={server.url} QSTASH_TOKEN=<the dev token> set.\n"
-        "One line per delivery attempt follows. Ctrl-C stops."
-    )
+    click.echo(f"  {app_url}/  links the jobs, the outbox, the email previews and the dashboard")
+    if "dashboard" in app.blueprints:
+        token = dashboard_token or "the DASHBOARD_TOKEN you set"
+        click.echo(f"  {app_url}/dashboard/  sign in with {token}")
+    if app.config.get("RESEND_API_KEY"):
+        click.echo("  email goes through Resend (RESEND_API_KEY is set)")
+    else:
+        click.echo(f"  emails are written to {outbox_folder(app).resolve()}")
+    found = example(app, app_url)
+    click.echo("Enqueue a job from a second terminal in this folder:")
+    click.echo(f"  {second_terminal(app.config)}   # or put these in .env")
+    if found is None:
+        click.echo("  flask --app wsgi jobs list   # each job's payload fields")
+        click.echo("  flask --app wsgi jobs enqueue NAME '<json>'")
+    else:
+        set_example(app, *found)
+        job, payload = found
+        url = f"{server.url}/v2/publish/{app_url}{URL_PREFIX}/{job}"
+        click.echo(f"  {enqueue_command(job, payload)}")
+        click.echo(
+            "or with curl:\n"
+            f"  curl -X POST {shlex.quote(url)} \\\n"
+            f"    -H {shlex.quote(f'Authorization: Bearer {server.token}')} \\\n"
+            f"    -H 'Content-Type: application/json' -d {shlex.quote(json.dumps(payload))}"
+        )
+    click.echo("One line per delivery attempt follows. Ctrl-C stops.")

@@ -3,7 +3,8 @@
 The demo publishes with plain HTTP calls to the dev server's ``/v2/publish`` (exactly what
 any QStash client sends): an email, an image it draws on the fly and puts into local
 storage, and a webhook to a receiver it runs on loopback. It then waits for each
-message's first attempt and prints what the app answered.
+message's first attempt and prints what the app answered. ``example`` picks the payload
+``flask dev``'s banner prints: one the app's own schema accepts.
 """
 
 from __future__ import annotations
@@ -14,19 +15,26 @@ import os
 import secrets
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import httpx
 from flask import Flask
+from marshmallow import ValidationError
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
+from app.devserver.cli import one_line
 from app.devserver.delivery import AttemptEvent
-from app.devserver.server import DevServer
+from app.devserver.server import DevServer, QuietHandler
+
+if TYPE_CHECKING:
+    from app.jobs import Job
 
 WAIT_SECONDS = 30.0
 IMAGE_KEY = "demo/sample.png"
+#: Characters of a job's answer printed (the JSON in full up to this, never cut inside).
+ANSWER_CHARS = 2000
 
 
 class WebhookReceiver:
@@ -35,7 +43,13 @@ class WebhookReceiver:
     def __init__(self) -> None:
         self.received: list[tuple[dict[str, str], bytes]] = []
         self.arrived = threading.Event()
-        self._http = make_server("127.0.0.1", 0, Request.application(self._handle), threaded=True)
+        self._http = make_server(
+            "127.0.0.1",
+            0,
+            Request.application(self._handle),
+            threaded=True,
+            request_handler=QuietHandler,
+        )
         self.url = f"http://127.0.0.1:{self._http.port}/webhooks/demo"
         threading.Thread(target=self._http.serve_forever, name="demo-receiver", daemon=True).start()
 
@@ -78,16 +92,47 @@ def storage_root(app: Flask) -> Path:
     return Path(configured) if configured else Path(app.instance_path) / "storage"
 
 
-def payloads(app: Flask, receiver: WebhookReceiver) -> dict[str, Any]:
+def welcome_email(app_url: str) -> dict[str, Any]:
+    """Return a send-email payload for the bundled ``welcome`` template."""
+    return {
+        "to": "newcomer@example.com",
+        "template": "welcome",
+        "data": {"name": "Newcomer", "loginUrl": f"{app_url}/login"},
+    }
+
+
+def _accepts(job: Job, payload: Any) -> bool:
+    if job.schema is None:
+        return True
+    try:
+        job.schema.load(payload)
+    except ValidationError:
+        return False
+    return True
+
+
+def example(app: Flask, app_url: str) -> tuple[str, Any] | None:
+    """Return a job of ``app`` and a payload its schema accepts, or None if none is known.
+
+    The bundled send-email with the welcome template first; else the first job that takes
+    ``{}``, a job QStash calls on a schedule last.
+    """
+    registry = list(app.extensions.get("qstash_jobs", []))
+    ordered = sorted(registry, key=lambda job: job.cron is not None)
+    candidates = [(job, welcome_email(app_url)) for job in registry if job.name == "send-email"]
+    candidates += [(job, {}) for job in ordered]
+    for job, payload in candidates:
+        if _accepts(job, payload):
+            return job.name, payload
+    return None
+
+
+def payloads(app: Flask, app_url: str, receiver: WebhookReceiver) -> dict[str, Any]:
     """Return one payload per demo job, in the jobs' wire shapes."""
     make_image(storage_root(app) / IMAGE_KEY)
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
     return {
-        "send-email": {
-            "to": "newcomer@example.com",
-            "template": "welcome",
-            "data": {"name": "Newcomer", "loginUrl": "http://127.0.0.1:5000/login"},
-        },
+        "send-email": welcome_email(app_url),
         "process-image": {
             "fileKey": IMAGE_KEY,
             "userId": "demo-user",
@@ -124,7 +169,7 @@ def run_demo(server: DevServer, app: Flask, app_url: str) -> None:
     outcomes = Outcomes()
     server.on_attempt(outcomes)
     sent: dict[str, str] = {}
-    for job, payload in payloads(app, receiver).items():
+    for job, payload in payloads(app, app_url, receiver).items():
         if job not in registered:
             click.echo(f"demo: {job}: skipped, no such job in this app")
             continue
@@ -132,16 +177,24 @@ def run_demo(server: DevServer, app: Flask, app_url: str) -> None:
         click.echo(f"demo: {job}: enqueued as {sent[job]}")
     outcomes.wait(list(sent.values()), WAIT_SECONDS)
     for job, message_id in sent.items():
-        click.echo(f"demo: {job}: {_describe(outcomes.events.get(message_id))}")
+        click.echo(f"demo: {job}: {describe(outcomes.events.get(message_id))}")
     if "deliver-webhook" in sent:
         receiver.arrived.wait(5)
         click.echo(f"demo: webhook receiver at {receiver.url} got {len(receiver.received)} call(s)")
     click.echo("demo: done; the servers keep running (Ctrl-C stops)")
 
 
-def _describe(event: AttemptEvent | None) -> str:
+def describe(event: AttemptEvent | None) -> str:
+    """Say what the app answered to one attempt: status, outcome and its whole JSON answer."""
     if event is None:
         return f"no answer within {WAIT_SECONDS:g}s"
     status = event.response.status or event.response.error
-    body = event.response.body.decode("utf-8", "replace").strip()[:200]
-    return f"{status} {event.outcome}: {body}"
+    text = event.response.body.decode("utf-8", "replace")
+    try:
+        # ASCII JSON: printable, on one line, and it parses back to what the job returned.
+        answer = json.dumps(json.loads(text))
+    except (ValueError, RecursionError):
+        answer = one_line(text, ANSWER_CHARS + 1)
+    if len(answer) > ANSWER_CHARS:
+        return f"{status} {event.outcome}: an answer of {len(event.response.body)} bytes"
+    return f"{status} {event.outcome}: {answer}"

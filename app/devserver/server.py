@@ -32,7 +32,7 @@ DEDUP_WINDOW = 600.0
 DEFAULT_PORT = 8080
 
 
-class _QuietHandler(WSGIRequestHandler):
+class QuietHandler(WSGIRequestHandler):
     """Log nothing per API request: the CLI prints one line per delivery attempt instead."""
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
@@ -113,7 +113,7 @@ class DevServer:
 
     def start(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
         """Listen on ``host:port`` (0: any free port) and start delivering."""
-        self._http = make_server(host, port, self.api, threaded=True, request_handler=_QuietHandler)
+        self._http = make_server(host, port, self.api, threaded=True, request_handler=QuietHandler)
         self._http.daemon_threads = True  # type: ignore[attr-defined]
         self.dispatcher.start()
         self.scheduler.start()

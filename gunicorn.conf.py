@@ -13,6 +13,15 @@ bind = [f"0.0.0.0:{os.environ['PORT']}"] if os.environ.get("PORT") else ["127.0.
 # Handlers do I/O-bound work (email, storage, webhooks): more workers than cores.
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1))
 
+# A sync worker serves one connection from its first byte to its last, so it must sit
+# behind a proxy that reads whole requests and answers before passing them on (nginx:
+# deploy/nginx.conf). Exposed directly, as many clients as there are workers sending half
+# a request hold every worker until `timeout` kills it (tests/test_deploy_nginx.py shows
+# it). gthread is no way out: its thread pool is fixed too, workers x threads such
+# clients do the same. X-Forwarded-Proto is believed from 127.0.0.1 and ::1 only
+# (gunicorn's default, or FORWARDED_ALLOW_IPS); signatures never depend on it (APP_URL).
+worker_class = "sync"
+
 # A worker is killed after this long on one request. QStash aborts a delivery after its
 # Upstash-Timeout and retries it: keep this at least as long as the longest job timeout,
 # or a slow job is killed here while QStash still waits.

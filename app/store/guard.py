@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from flask import Response, current_app
 
@@ -35,6 +35,15 @@ _UNAVAILABLE_RETRY_AFTER = 10
 _LEASE_MARGIN = 30
 
 
+class _Held(NamedTuple):
+    """A claim this process won for a delivery, until its answer completes or releases it."""
+
+    delivery: Delivery  # kept alive: no other delivery can take its id meanwhile
+    job: str
+    message_id: str
+    token: str
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -48,17 +57,17 @@ class DuplicateGuard:
         # Registered job -> its lease in ms, None if it opted out. A registry refuses to
         # register a name twice, so an entry never goes stale.
         self._leases: dict[str, int | None] = {}
-        # id(delivery) -> (delivery, token) for claims won and not yet completed or
-        # released: cheaper than flask.g (a context-local proxy) on every delivery. The
-        # entry keeps its delivery alive, so no other delivery can have that id meanwhile.
-        self._held: dict[int, tuple[Delivery, str]] = {}
+        # id(delivery) -> the claim won for it, not yet completed or released: cheaper
+        # than flask.g (a context-local proxy) on every delivery. The entry keeps its
+        # delivery alive, so no other delivery can have that id meanwhile.
+        self._held: dict[int, _Held] = {}
 
     def before_handler(self, delivery: Delivery) -> Response | None:
         """Claim the delivery's message; answer instead of the handler when not ours."""
-        message_id = delivery.message_id
-        if message_id is None or delivery.job is None:
+        job, message_id = delivery.job, delivery.message_id
+        if job is None or message_id is None:
             return None
-        lease_ms = self._lease_ms(delivery.job)
+        lease_ms = self._lease_ms(job)
         if lease_ms is None:
             return None
         if len(message_id) > MESSAGE_ID_LIMIT:
@@ -68,36 +77,20 @@ class DuplicateGuard:
             )
             return None
         try:
-            result = self.claimer.claim(
-                delivery.job, message_id, now_ms=_now_ms(), lease_ms=lease_ms
-            )
+            result = self.claimer.claim(job, message_id, now_ms=_now_ms(), lease_ms=lease_ms)
         except Exception:
             logger.exception("duplicate guard: the claim store is unavailable")
             return _unavailable()
-        return self._answer(delivery, result)
-
-    def _answer(self, delivery: Delivery, result: claims.Claim) -> Response | None:
         if isinstance(result, claims.Acquired):
-            self._held[id(delivery)] = (delivery, result.token)
+            self._held[id(delivery)] = _Held(delivery, job, message_id, result.token)
             if result.takeover:
                 logger.warning(
                     "took over the expired claim on %s message %s (its worker died?)",
-                    delivery.job,
-                    delivery.message_id,
+                    job,
+                    message_id,
                 )
             return None
-        if isinstance(result, claims.Completed):
-            response = Response(result.body, status=result.status, mimetype=None)
-            if result.content_type:
-                response.headers["Content-Type"] = result.content_type
-            return mark_guard_answer(response, "replayed")
-        busy = error_response(
-            503,
-            "delivery_in_progress",
-            "this message is being handled by another worker; QStash will retry",
-            headers={"Retry-After": str(result.retry_after)},
-        )
-        return mark_guard_answer(busy, "busy")
+        return _answer(result)
 
     def after_delivery(
         self, job: str | None, delivery: Delivery | None, response: Response, duration: float
@@ -107,13 +100,10 @@ class DuplicateGuard:
         A completion is written shortly after the answer (see :mod:`app.store.claimer`);
         a release at once, so that QStash's retry runs the handler.
         """
-        held = self._held.pop(id(delivery), None) if delivery is not None else None
-        if held is None or delivery is None:
+        held = self._held.pop(id(delivery), None)  # id(None) is never a key
+        if held is None:
             return
-        token = held[1]  # held[0] is this delivery: it kept the id from being reused
-        name, message_id = delivery.job, delivery.message_id
-        if name is None or message_id is None:  # never: a claim needs both
-            return
+        name, message_id, token = held.job, held.message_id, held.token
         if 200 <= response.status_code < 300:
             due = self.claimer.complete(
                 name,
@@ -145,10 +135,27 @@ class DuplicateGuard:
             lease_ms = None
         else:
             own = job.timeout_seconds if job else None  # validated when it was declared
-            lease_ms = int(max(self.lease_seconds, own + _LEASE_MARGIN if own else 0) * 1000)
+            lease = self.lease_seconds
+            if own is not None:
+                lease = max(lease, own + _LEASE_MARGIN)
+            lease_ms = int(lease * 1000)
         if job is not None:  # an unregistered name may be registered later: ask again
             self._leases[name] = lease_ms
         return lease_ms
+
+
+def _answer(result: claims.Completed | claims.Busy) -> Response:
+    """Answer for the handler: the stored answer of a completed message, or busy."""
+    if isinstance(result, claims.Completed):
+        stored = Response(result.body, status=result.status, content_type=result.content_type)
+        return mark_guard_answer(stored, "replayed")
+    busy = error_response(
+        503,
+        "delivery_in_progress",
+        "this message is being handled by another worker; QStash will retry",
+        headers={"Retry-After": str(result.retry_after)},
+    )
+    return mark_guard_answer(busy, "busy")
 
 
 def _unavailable() -> Response:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
-from flask import Flask, current_app
+from flask import Flask, Response, current_app
 from sqlalchemy import Engine, create_engine, select
 
 from app import create_app
@@ -16,7 +17,7 @@ from app.qstash.receiver import Delivery
 from app.store import Store, claims
 from app.store.claimer import Claimer
 from app.store.schema import deliveries
-from app.testing import DeliveryClient
+from app.testing import DeliveryClient, delivery_headers
 from tests.conftest import Calls
 from tests.ops.conftest import close_store, ops_config
 
@@ -254,3 +255,214 @@ def test_a_compound_timeout_keeps_a_running_claim_from_being_taken_over(database
     close_store(flask_app)
     assert response.status_code == 200
     assert [type(result) for result in meanwhile] == [claims.Busy]
+
+
+GUARD_LOGGER = "app.store.guard"
+
+
+def guard_logs(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
+    """The guard's log records (level, formatted message), and any hook failure."""
+    return [
+        (record.levelno, record.getMessage())
+        for record in caplog.records
+        if record.name == GUARD_LOGGER or record.levelno >= logging.ERROR
+    ]
+
+
+@pytest.fixture
+def answers_app(database_url: str) -> Iterator[tuple[Flask, list[str]]]:
+    """Jobs answering with a status and content type of their own, counting their runs."""
+    runs: list[str] = []
+    registry = JobRegistry()
+
+    @registry.job("accept")
+    def accept(payload: dict[str, int], delivery: Delivery) -> Response:
+        runs.append("accept")
+        return Response(b"<queued/>", status=payload["status"], content_type="application/xml")
+
+    @registry.job("plain")
+    def plain(payload: object, delivery: Delivery) -> Response:
+        runs.append("plain")
+        response = Response(b"done", status=200)
+        del response.headers["Content-Type"]
+        return response
+
+    flask_app = create_app(ops_config(database_url), registry=registry)
+    yield flask_app, runs
+    close_store(flask_app)
+
+
+def test_a_replay_carries_the_stored_status_content_type_and_body(
+    answers_app: tuple[Flask, list[str]],
+) -> None:
+    """A 2xx answer of any status is stored and replayed byte for byte; an answer
+    without a Content-Type is replayed with Flask's default one."""
+    flask_app, runs = answers_app
+    client = DeliveryClient(flask_app)
+    for status in (202, 299):
+        client.deliver("accept", {"status": status}, message_id=f"msg_{status}")
+        replay = client.deliver("accept", {"status": status}, message_id=f"msg_{status}")
+        assert (replay.status_code, replay.data) == (status, b"<queued/>")
+        assert replay.headers["Content-Type"] == "application/xml"
+        assert replay.headers["X-Duplicate-Delivery"] == "replayed"
+    client.deliver("plain", {}, message_id="msg_plain")
+    replay = client.deliver("plain", {}, message_id="msg_plain")
+    assert (replay.status_code, replay.data) == (200, b"done")
+    assert replay.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert runs == ["accept", "accept", "plain"]
+
+
+def test_a_3xx_answer_releases_the_claim(answers_app: tuple[Flask, list[str]]) -> None:
+    """Only 2xx is "delivered" for QStash: after a 300 the next delivery runs again."""
+    flask_app, runs = answers_app
+    client = DeliveryClient(flask_app)
+    statuses = [client.deliver("accept", {"status": 300}, message_id="msg_3").status_code]
+    statuses.append(client.deliver("accept", {"status": 300}, message_id="msg_3").status_code)
+    assert statuses == [300, 300]
+    assert runs == ["accept", "accept"]
+
+
+def test_a_message_id_as_wide_as_the_column_is_deduplicated(
+    client: DeliveryClient, calls: Calls, caplog: pytest.LogCaptureFixture
+) -> None:
+    """200 characters are stored and deduplicated; 201 are run every time, with a warning."""
+    caplog.set_level(logging.WARNING)
+    widest = "m" * 200
+    answers = [client.deliver("noop", {}, message_id=widest) for _ in range(2)]
+    assert answers[1].headers["X-Duplicate-Delivery"] == "replayed"
+    assert len(calls) == 1
+    assert guard_logs(caplog) == []
+    for _ in range(2):
+        assert client.deliver("noop", {}, message_id="m" * 201).status_code == 200
+    assert len(calls) == 3
+    warning = (logging.WARNING, "message id longer than 200 characters: not deduplicated")
+    assert guard_logs(caplog) == [warning, warning]
+
+
+def test_a_delivery_without_message_id_runs_every_time(
+    client: DeliveryClient, calls: Calls, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No Upstash-Message-Id, nothing to deduplicate on: the handler runs, nothing fails."""
+    body = b"{}"
+    headers = delivery_headers(client.application, "/api/jobs/noop", body)
+    del headers["Upstash-Message-Id"]
+    answers = [client.post("/api/jobs/noop", data=body, headers=headers) for _ in range(2)]
+    assert [answer.status_code for answer in answers] == [200, 200]
+    assert "X-Duplicate-Delivery" not in answers[1].headers
+    assert len(calls) == 2
+    assert guard_logs(caplog) == []
+
+
+def test_the_guards_own_answers_fail_no_hook(
+    client: DeliveryClient, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Replayed and busy answers are the guard's: after them it has nothing to complete
+    or release, logs nothing and fails nothing."""
+    caplog.set_level(logging.WARNING)
+    client.deliver("noop", {}, message_id="msg_1")
+    hold_claim(store, "noop", "msg_busy", lease_ms=LEASE_MS)
+    replay = client.deliver("noop", {}, message_id="msg_1", retried=1)
+    busy = client.deliver("noop", {}, message_id="msg_busy")
+    assert (replay.status_code, busy.status_code) == (200, 503)
+    assert busy.get_json()["message"] == (
+        "this message is being handled by another worker; QStash will retry"
+    )
+    assert guard_logs(caplog) == []
+
+
+def test_a_takeover_is_logged_with_job_and_message(
+    client: DeliveryClient, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Taking over a dead worker's leased claim says which message, so it can be looked
+    at (SQLite's claims are kernel locks: a leased row there is only a legacy one)."""
+    caplog.set_level(logging.WARNING)
+    hold_claim(store, "noop", "msg_crashed", lease_ms=-1)
+    client.deliver("noop", {}, message_id="msg_crashed")
+    took_over = "took over the expired claim on noop message msg_crashed (its worker died?)"
+    leased = store.engine.dialect.name == "postgresql"
+    assert guard_logs(caplog) == ([(logging.WARNING, took_over)] if leased else [])
+
+
+def test_an_unreachable_store_is_logged_and_answered_with_retry_after(
+    client: DeliveryClient, store: Store, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """The 503 names the guard and asks QStash to come back in 10 s; the log says why."""
+    assert store.guard is not None
+
+    def unreachable(*args: object, **kwargs: object) -> claims.Claim:
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(store.guard.claimer, "claim", unreachable)
+    response = client.deliver("noop", {}, message_id="msg_down")
+    assert response.headers["Retry-After"] == "10"
+    assert response.get_json()["message"] == (
+        "the duplicate-delivery guard cannot reach its database; QStash will retry"
+    )
+    assert guard_logs(caplog) == [
+        (logging.ERROR, "duplicate guard: the claim store is unavailable")
+    ]
+    assert caplog.records[-1].exc_info is not None
+
+
+def test_a_lost_claim_is_logged_when_the_attempt_fails(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failed attempt releases its claim quietly; if the claim expired and was taken
+    over meanwhile (PostgreSQL's leases), the log says to raise the lease."""
+    registry = JobRegistry()
+
+    @registry.job("flaky")
+    def flaky(payload: dict[str, bool], delivery: Delivery) -> None:
+        if payload["steal"]:
+            assert delivery.message_id is not None
+            store = current_app.extensions["qstash_jobs.store"]
+            with store.engine.begin() as conn:  # another worker, a day later
+                claims.claim(
+                    conn, "flaky", delivery.message_id, now_ms=now_ms() + 86_400_000, lease_ms=1
+                )
+        raise RuntimeError("upstream down")
+
+    caplog.set_level(logging.WARNING, logger=GUARD_LOGGER)
+    flask_app = create_app(ops_config(database_url), registry=registry)
+    client = DeliveryClient(flask_app)
+    client.deliver("flaky", {"steal": False}, message_id="msg_quiet")
+    warnings = [r.getMessage() for r in caplog.records if r.name == GUARD_LOGGER]
+    assert warnings == []
+    if flask_app.extensions["qstash_jobs.store"].engine.dialect.name == "postgresql":
+        client.deliver("flaky", {"steal": True}, message_id="msg_stolen")
+        warnings = [r.getMessage() for r in caplog.records if r.name == GUARD_LOGGER]
+        assert warnings == [
+            "the claim on flaky message msg_stolen expired while its handler ran and was"
+            " taken over; raise DUPLICATE_LEASE_SECONDS or the job's timeout"
+        ]
+    close_store(flask_app)
+
+
+def test_a_due_completion_is_written_once_the_answer_went_out(
+    client: DeliveryClient, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When a completion is due, the answer's close writes it (not the next delivery)."""
+    assert store.guard is not None
+    claimer = store.guard.claimer
+    client.deliver("noop", {}, message_id="msg_0")  # starts the idle timer, unpatched
+    complete, flushes = claimer.complete, []
+    monkeypatch.setattr(claimer, "complete", lambda *a, **k: complete(*a, **k) or True)
+    monkeypatch.setattr(claimer, "flush_if_due", lambda: flushes.append("flush"))
+    response = client.deliver("noop", {}, message_id="msg_1")
+    response.close()
+    assert flushes == ["flush"]
+
+
+def test_a_lease_never_falls_below_the_configured_one(database_url: str) -> None:
+    """A fractional DUPLICATE_LEASE_SECONDS is kept to the millisecond for jobs without
+    a timeout of their own."""
+    registry = JobRegistry()
+    registry.job("plain")(lambda payload, delivery: None)
+    flask_app = create_app(
+        ops_config(database_url, DUPLICATE_LEASE_SECONDS=0.25), registry=registry
+    )
+    guard = flask_app.extensions["qstash_jobs.store"].guard
+    with flask_app.app_context():
+        assert guard._lease_ms("plain") == 250
+    close_store(flask_app)

@@ -88,7 +88,12 @@ def test_a_body_shorter_than_its_content_length_is_unreadable(app: Flask) -> Non
         PATH, data=b'{"a":', environ_overrides={"CONTENT_LENGTH": "40"}
     )
     assert response.status_code == 400
-    assert response.get_json()["code"] == "unreadable_body"
+    assert response.get_json() == {
+        "code": "unreadable_body",
+        "status": 400,
+        "message": "the body ended before its length",
+        "errors": {},
+    }
 
 
 def test_refusals_are_marked_for_the_hooks(app: Flask) -> None:

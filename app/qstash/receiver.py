@@ -225,7 +225,8 @@ def load_payload(body: bytes, schema: Schema | None) -> Any:
         data: Any = {}
     else:
         try:
-            data = json.loads(body, parse_constant=_not_json, parse_float=_finite)
+            # What json.loads(bytes) does, with a decoder made once, not once per call.
+            data = _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
         except (ValueError, RecursionError) as exc:
             raise _invalid_json(exc) from None
     if schema is None:
@@ -251,6 +252,10 @@ def _finite(text: str) -> float:
     if math.isinf(value):
         raise ValueError(f"the number {text[:20]} is out of range")
     return value
+
+
+#: JSON as RFC 8259 has it: no NaN, no Infinity, no number that is no float.
+_DECODER = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite)
 
 
 def _invalid_json(exc: Exception) -> NonRetryableError:

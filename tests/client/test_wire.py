@@ -6,6 +6,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 
 from app.qstash.client import FlowControl, Message, PublishOptions, QStash, QStashError
@@ -211,4 +212,19 @@ def test_answer_without_message_id_is_a_qstash_error(fake: FakeQStash, qstash: Q
     """An answer the client cannot read is a QStashError, not a KeyError."""
     fake.fail_next(200, error="not a publish answer")
     with pytest.raises(QStashError, match="no messageId"):
+        qstash.publish_json(DEST, 1)
+
+
+NESTED = b"[" * 100_000 + b"]" * 100_000
+
+
+@pytest.mark.parametrize("status", [200, 400, 500])
+def test_a_deeply_nested_answer_is_a_qstash_error(status: int) -> None:
+    """An answer nested past Python's recursion limit is a QStashError, never RecursionError."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, content=NESTED, headers=JSON)
+
+    qstash = QStash(TOKEN, transport=httpx.MockTransport(answer), retries=0)
+    with pytest.raises(QStashError):
         qstash.publish_json(DEST, 1)

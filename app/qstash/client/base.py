@@ -80,7 +80,7 @@ class BaseClient:
             return None
         try:
             return response.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past the stack
             raise QStashAPIError(
                 response.status_code, "the answer is not JSON", response=response
             ) from None

@@ -68,7 +68,7 @@ def error_message(response: httpx.Response) -> str:
     """Return QStash's ``{"error": …}`` text, or the start of the body."""
     try:
         data = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
     if isinstance(data, dict) and isinstance(data.get("error"), str):
         return str(data["error"])

@@ -121,7 +121,7 @@ def _validate(job: Job) -> None:
         raise JobDefinitionError(f"job {job.name!r}: the handler is not callable")
     for option, check in _CHECKS.items():
         value = getattr(job, option)
-        if value is None:
+        if value is None and option not in _NEVER_NONE:
             continue
         try:
             check(value, option)
@@ -166,7 +166,9 @@ def _check_instance(kind: type, what: str) -> Callable[[Any, str], None]:
     return check
 
 
-#: How each optional field is checked (a ValueError says what is wrong); None is "unset".
+#: How each field is checked (a ValueError says what is wrong); None is "unset", except
+#: for the fields that have a value of their own.
+_NEVER_NONE = frozenset({"description", "dedupe"})
 _CHECKS: dict[str, Callable[[Any, str], object]] = {
     "schema": _check_instance(Schema, "a marshmallow Schema"),
     "retries": _int_option(0, MAX_RETRIES),

@@ -114,6 +114,8 @@ def test_malformed_name_fails_at_declaration(name: str) -> None:
         ({"queue": "q" * 201}, "queue must be"),
         ({"description": 5}, "description must be a string"),
         ({"dedupe": "yes"}, "dedupe must be True or False"),
+        ({"dedupe": None}, "dedupe must be True or False"),
+        ({"description": None}, "description must be a string"),
     ],
 )
 def test_invalid_options_fail_at_declaration(options: dict[str, Any], message: str) -> None:

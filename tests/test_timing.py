@@ -173,3 +173,15 @@ def test_retry_after_forms(
 ) -> None:
     """Retry-After in seconds, duration or HTTP date, and X-RateLimit-Reset, are honoured."""
     assert retry_after_seconds(retry_after, reset, now=NOW) == expected
+
+
+def test_the_length_limit_is_64_characters_after_stripping() -> None:
+    """64 characters (leading zeros count) are read; 65 are refused unread, and the error
+    shows only their first 20."""
+    longest = "0" * 62 + "1s"
+    assert parse_duration(f"\t{longest} ") == 1
+    with pytest.raises(DurationError) as refused:
+        parse_duration("0" + longest)
+    assert str(refused.value) == (
+        f"{'0' * 20!r}... is not a duration: 65 characters, the most is 64"
+    )

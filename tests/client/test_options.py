@@ -13,6 +13,7 @@ from app.qstash.client.expressions import (
     duration_header,
     duration_seconds,
     parse_retry_delay,
+    shown,
 )
 from app.qstash.timing import MAX_DURATION, DurationError
 
@@ -67,6 +68,28 @@ def test_any_value_is_whole_seconds_in_range_or_a_duration_error(value: object) 
     except DurationError:
         return
     assert isinstance(seconds, int) and 0 <= seconds <= MAX_DURATION
+
+
+def test_the_longest_duration_is_accepted_as_a_number() -> None:
+    """MAX_DURATION seconds itself is a valid duration; what is not a duration says so."""
+    assert duration_seconds(MAX_DURATION) == MAX_DURATION
+    assert duration_seconds(float(MAX_DURATION - 1)) == MAX_DURATION - 1
+    with pytest.raises(DurationError) as refused:
+        duration_header([1])  # type: ignore[arg-type]
+    assert str(refused.value) == (
+        "delay must be seconds, a timedelta or a string like '5m', not [1]"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(10**20 - 1, repr(10**20 - 1)), (10**20, "a number of more than 20 digits"),
+     (-(10**20) + 1, repr(-(10**20) + 1)), (-(10**20), "a number of more than 20 digits"),
+     ("x" * 58, repr("x" * 58)), ("x" * 59, "'" + "x" * 56 + "..."), (None, "None")],
+)  # fmt: skip
+def test_values_in_errors_are_shown_short(value: object, text: str) -> None:
+    """Error messages show a value as its repr up to 60 characters, never a huge number."""
+    assert shown(value) == text
 
 
 def test_duration_header_sends_strings_without_the_spaces_around_them() -> None:

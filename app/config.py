@@ -8,6 +8,7 @@ not verify deliveries refuses to start.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -236,6 +237,7 @@ def check(app: Flask, *, serving: bool = True) -> None:
             _check_secret(name, config[name], dev=bool(config.get("QSTASH_DEV")))
     if config.get("APP_URL"):
         _check_app_url(config["APP_URL"])
+    _check_tolerance(config["QSTASH_CLOCK_TOLERANCE"])
     if serving and signing_mode(config) == "dev-keys":
         app.logger.warning(
             "QSTASH_DEV=1: using Upstash's PUBLIC development signing keys; anyone can forge"
@@ -245,6 +247,15 @@ def check(app: Flask, *, serving: bool = True) -> None:
         app.logger.warning(
             "QSTASH_ALLOW_UNSIGNED=1: deliveries WITHOUT a signature are accepted (debug"
             " only); requests that carry a signature are still verified."
+        )
+
+
+def _check_tolerance(tolerance: Any) -> None:
+    # NaN or infinity would make every token valid forever (no comparison with NaN is true).
+    number = isinstance(tolerance, int | float) and not isinstance(tolerance, bool)
+    if not (number and 0 <= tolerance < math.inf):
+        raise ConfigurationError(
+            f"QSTASH_CLOCK_TOLERANCE must be a finite number of seconds >= 0, not {tolerance!r}"
         )
 
 

@@ -35,7 +35,16 @@ def claims_for(raw: bytes, url: str, **overrides: Any) -> dict[str, Any]:
 
 def forge(header: dict[str, Any], claims: dict[str, Any], key: str | None) -> str:
     """Build a JWT by hand; ``key`` signs it with HMAC-SHA256 whatever ``alg`` says."""
-    signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(claims).encode())}"
+    return forge_raw(json.dumps(header).encode(), json.dumps(claims).encode(), key)
+
+
+def forge_raw(header: bytes, payload: bytes, key: str | None) -> str:
+    """Build a JWT from raw header and payload text (any bytes, JSON or not), signed by ``key``."""
+    return resign(f"{b64url(header)}.{b64url(payload)}", key)
+
+
+def resign(signing_input: str, key: str | None) -> str:
+    """Return ``header.payload`` (spelled as given) with its HMAC-SHA256 under ``key``."""
     signature = b""
     if key is not None:
         signature = hmac.new(key.encode(), signing_input.encode(), hashlib.sha256).digest()

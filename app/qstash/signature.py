@@ -9,6 +9,15 @@ to the next key, so a token that is expired under the current key says "expired"
 Tokens are made with PyJWT; verification is a few lines of standard library (see
 ``_parse``) for speed. No I/O, no Flask: the receiver (``receiver.py``) and the dev
 server both build on this.
+
+``exp``, ``nbf`` and ``iat`` must be JSON numbers within a double's range
+(|n| <= 1.797...e308): never a string (PyJWT takes ``"123"``), a boolean (PyJWT reads
+``true`` as 1), ``NaN``/``Infinity`` (a JSON extension ``json.loads`` accepts; PyJWT
+refuses them too) or a number beyond that range (``1e999``, or an integer literal too long
+for a double, which PyJWT accepts and jose reads as Infinity: a token that never expires).
+Fractions are compared exactly, where PyJWT truncates toward zero. The clock tolerance
+must be finite and >= 0: a NaN tolerance would make every comparison false, so nothing
+would expire.
 """
 
 from __future__ import annotations
@@ -19,6 +28,8 @@ import functools
 import hashlib
 import hmac
 import json
+import math
+import sys
 import time
 import uuid
 from collections.abc import Iterable
@@ -44,6 +55,8 @@ ALGORITHM = "HS256"
 TOKEN_TTL = 300
 #: Claims every QStash token carries and ``verify`` insists on.
 REQUIRED_CLAIMS = ("iss", "sub", "exp", "nbf", "body")
+# Largest magnitude of a date claim: a double's (what every JSON verifier reads numbers as).
+_LARGEST_DATE = sys.float_info.max
 
 
 def body_hash(body: bytes) -> str:
@@ -97,8 +110,14 @@ def verify(
     """Verify ``token`` for ``body`` delivered to ``url`` and return its claims.
 
     ``keys`` are tried in order (current, then next); empty ones are skipped. Raises a
-    subclass of ``SignatureError`` naming the first real reason the token is not valid.
+    subclass of ``SignatureError`` naming the first real reason the token is not valid,
+    and ``ValueError`` for a clock no token can be checked against.
     """
+    if not 0 <= tolerance < math.inf:
+        raise ValueError(f"tolerance must be a finite number of seconds >= 0, not {tolerance!r}")
+    moment = time.time() if now is None else now
+    if not math.isfinite(moment):
+        raise ValueError(f"now must be a finite unix time, not {moment!r}")
     signing_input, header, claims, signature = _parse(token)
     if header.get("alg") != ALGORITHM:
         raise AlgorithmNotAllowed(
@@ -106,7 +125,7 @@ def verify(
         )
     if not _signed_with_any(keys, signing_input, signature):
         raise InvalidSignature("the signature matches neither the current nor the next signing key")
-    _check_claims(claims, time.time() if now is None else now, tolerance)
+    _check_claims(claims, moment, tolerance)
     if claims["sub"] != url:
         raise SubjectMismatch(expected=url, actual=claims["sub"])
     claimed = claims["body"]
@@ -190,10 +209,20 @@ def _signed_with_any(keys: Iterable[str | None], signing_input: bytes, signature
     return False
 
 
-def _number(claims: dict[str, Any], name: str) -> float:
+def _quoted(value: object) -> str:
+    # Values from tokens go into messages (and logs) short, never as a huge repr.
+    if isinstance(value, str) and len(value) <= 40:
+        return repr(value)
+    return f"<{type(value).__name__}>"
+
+
+def _date(claims: dict[str, Any], name: str) -> float:
     value = claims[name]
+    # NaN fails both comparisons; integers beyond a double are refused exactly.
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise MalformedSignature(f"the {name!r} claim must be a number")
+        raise MalformedSignature(f"the {name!r} claim must be a number, not {_quoted(value)}")
+    if not -_LARGEST_DATE <= value <= _LARGEST_DATE:
+        raise MalformedSignature(f"the {name!r} claim must be a finite number, not {value!r:.40}")
     return value
 
 
@@ -201,11 +230,11 @@ def _check_claims(claims: dict[str, Any], now: float, tolerance: float) -> None:
     for name in REQUIRED_CLAIMS:
         if name not in claims:
             raise MissingClaim(f"the token has no {name!r} claim")
-    if "iat" in claims and _number(claims, "iat") > now + tolerance:
+    if "iat" in claims and _date(claims, "iat") > now + tolerance:
         raise SignatureNotYetValid("the token is not valid yet (iat is in the future)")
-    if _number(claims, "nbf") > now + tolerance:
+    if _date(claims, "nbf") > now + tolerance:
         raise SignatureNotYetValid("the token is not valid yet (nbf is in the future)")
-    if _number(claims, "exp") <= now - tolerance:
+    if _date(claims, "exp") <= now - tolerance:
         raise SignatureExpired("the token has expired (exp is in the past)")
     if claims["iss"] != ISSUER:
         raise WrongIssuer(f"the issuer is not {ISSUER!r}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,15 +16,18 @@ from flask import Flask
 
 from app import create_app
 from app.errors import (
+    AlgorithmNotAllowed,
     ConfigurationError,
+    InvalidSignature,
     MalformedSignature,
     SignatureExpired,
     SignatureNotYetValid,
 )
 from app.jobs import JobRegistry
-from app.qstash.signature import body_hash, verify
+from app.qstash import signature
+from app.qstash.signature import MAX_TOKEN_LENGTH, body_hash, verify
 from tests.conftest import APP_URL, CURRENT_KEY, NEXT_KEY, TEST_CONFIG
-from tests.tokens import forge, forge_raw
+from tests.tokens import b64url, forge, forge_raw, resign
 
 URL = APP_URL + "/api/jobs/noop"
 KEYS = (CURRENT_KEY, NEXT_KEY)
@@ -245,3 +249,294 @@ def test_a_finite_tolerance_still_starts() -> None:
             {**TEST_CONFIG, "QSTASH_CLOCK_TOLERANCE": tolerance}, registry=JobRegistry()
         )
         assert app.config["QSTASH_CLOCK_TOLERANCE"] == tolerance
+
+
+# --- spelling: three canonical base64url segments ------------------------------------------
+
+GOOD = token()
+HEADER, PAYLOAD, SIGNATURE = GOOD.split(".")
+ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def test_the_good_token_verifies() -> None:
+    """The token the spelling tests start from is valid as it stands."""
+    assert check(GOOD)["jti"] == "jwt_rules"
+
+
+@pytest.mark.parametrize(
+    "tok",
+    [
+        f"{HEADER}.{PAYLOAD}",
+        f"{HEADER}.{PAYLOAD}.{SIGNATURE}.",
+        f"{HEADER}.{PAYLOAD}.{SIGNATURE}.{SIGNATURE}",
+        f"{HEADER}.{PAYLOAD}.x.{PAYLOAD}.{SIGNATURE}",
+        f"{HEADER}{PAYLOAD}{SIGNATURE}",
+        "..",
+        ".",
+    ],
+    ids=["2 parts", "4 parts, empty", "4 parts", "5 parts (JWE)", "no dots", "empty", "1 dot"],
+)
+def test_a_token_has_exactly_three_parts(tok: str) -> None:
+    """Anything but three dot-separated parts is malformed."""
+    with pytest.raises(MalformedSignature, match="not a JWT"):
+        check(tok)
+
+
+def _respelled(segment: str, old: str, new: str) -> str:
+    assert old in segment
+    return segment.replace(old, new)
+
+
+def _with_url_safe_characters() -> str:
+    # A signed token whose payload and signature both contain '-' or '_'.
+    for n in range(1000):
+        tok = token(jti=f"jwt_~~~??_{n}")
+        _, payload, sig = tok.split(".")
+        if any(c in payload for c in "-_") and any(c in sig for c in "-_"):
+            return tok
+    raise AssertionError("no such token")
+
+
+URL_SAFE = _with_url_safe_characters()
+
+
+@pytest.mark.parametrize("part", [1, 2])
+def test_standard_base64_characters_are_refused(part: int) -> None:
+    """'+' and '/' (standard base64, not base64url) make a segment malformed."""
+    check(URL_SAFE)
+    parts = URL_SAFE.split(".")
+    segment = parts[part]
+    parts[part] = segment.translate(str.maketrans("-_", "+/"))
+    respelled = ".".join(parts)
+    if part == 1:  # re-sign: the signing input is the text as spelled
+        respelled = resign(".".join(parts[:2]), CURRENT_KEY)
+    with pytest.raises(MalformedSignature, match="base64url"):
+        check(respelled)
+
+
+def _padding(segment: str) -> str:
+    return "=" * (-len(segment) % 4)
+
+
+def _padded_payload_token() -> str:
+    for n in range(100):
+        header, payload, _ = token(jti=f"jwt_{n}").split(".")
+        if _padding(payload):
+            return resign(f"{header}.{payload}{_padding(payload)}", CURRENT_KEY)
+    raise AssertionError("no such token")
+
+
+def test_even_exact_padding_is_refused() -> None:
+    """A segment carries no '=' (RFC 7515), even the standard padding of a correct length."""
+    assert _padding(SIGNATURE) == "="
+    with pytest.raises(MalformedSignature, match="the signature is not canonical base64url"):
+        check(f"{HEADER}.{PAYLOAD}.{SIGNATURE}=")
+    with pytest.raises(MalformedSignature, match="the payload is not canonical base64url"):
+        check(_padded_payload_token())
+
+
+@pytest.mark.parametrize(
+    "suffix", ["==", "===", "====", "=A", "=" * 5], ids=["2", "3", "4", "inner", "5"]
+)
+def test_wrong_padding_is_refused(suffix: str) -> None:
+    """Padding of any length is malformed: a token has one spelling."""
+    with pytest.raises(MalformedSignature, match="base64url"):
+        check(f"{HEADER}.{PAYLOAD}.{SIGNATURE}{suffix}")
+
+
+def test_padding_after_a_complete_segment_is_refused() -> None:
+    """'=' after a segment whose length is a multiple of 4 is malformed, signed or not."""
+    for n in range(100):
+        header, payload, _ = token(jti=f"jwt_{n}").split(".")
+        if len(payload) % 4 == 0:
+            for pad in ("=", "=="):
+                with pytest.raises(MalformedSignature, match="base64url"):
+                    check(resign(f"{header}.{payload}{pad}", CURRENT_KEY))
+            return
+    raise AssertionError("no such token")
+
+
+def test_set_trailing_bits_are_refused() -> None:
+    """A signature re-spelled with set unused bits (same bytes) does not verify.
+
+    The last of 43 characters carries 4 bits of the signature and 2 unused ones; strict
+    base64 ignores those, so without this rule one token had four spellings.
+    """
+    index = ALPHABET.index(SIGNATURE[-1])
+    assert index % 4 == 0
+    for unused in (1, 2, 3):
+        respelled = f"{HEADER}.{PAYLOAD}.{SIGNATURE[:-1]}{ALPHABET[index + unused]}"
+        with pytest.raises(MalformedSignature, match="canonical"):
+            check(respelled)
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [" ", "\n", "\t", "é", "\x00", "!", "*", "%3D"],
+    ids=["space", "newline", "tab", "e-acute", "nul", "bang", "star", "percent"],
+)
+@pytest.mark.parametrize("part", [0, 1, 2])
+def test_junk_inside_a_segment_is_refused(junk: str, part: int) -> None:
+    """Whitespace, non-ASCII or non-alphabet characters anywhere make the token malformed."""
+    parts = GOOD.split(".")
+    parts[part] = parts[part][:4] + junk + parts[part][4:]
+    name = ("header", "payload", "signature")[part]
+    with pytest.raises(MalformedSignature, match=f"^not a JWT: the {name} is not "):
+        check(".".join(parts))
+
+
+@pytest.mark.parametrize("part", [0, 1, 2])
+def test_a_lone_surrogate_in_a_segment_is_malformed(part: int) -> None:
+    """A str that cannot even be encoded (a lone surrogate) is malformed, not a crash."""
+    parts = GOOD.split(".")
+    parts[part] = "\ud800" + parts[part]
+    with pytest.raises(MalformedSignature, match="is not base64url"):
+        check(".".join(parts))
+
+
+def test_a_segment_of_one_character_too_many_is_refused() -> None:
+    """A segment whose length is 1 more than a multiple of 4 cannot be base64url."""
+    assert len(SIGNATURE) % 4 == 3
+    with pytest.raises(MalformedSignature, match="base64url"):
+        check(f"{HEADER}.{PAYLOAD}.{SIGNATURE}AA")
+
+
+def _token_of_length(length: int) -> tuple[str, str]:
+    # Grow the URL (and so sub) until the token is exactly `length` characters.
+    url = URL + "?q="
+    while True:
+        tok = forge(HS256, claims(sub=url), CURRENT_KEY)
+        if len(tok) >= length:
+            return tok, url
+        url += "a" * max(1, (length - len(tok)) * 3 // 4)
+
+
+def test_tokens_up_to_the_length_limit_verify() -> None:
+    """A token of exactly MAX_TOKEN_LENGTH characters (a very long URL) verifies."""
+    tok, url = _token_of_length(MAX_TOKEN_LENGTH)
+    assert len(tok) == MAX_TOKEN_LENGTH
+    assert check(tok, url=url)["sub"] == url
+
+
+def test_tokens_over_the_length_limit_are_refused_before_decoding() -> None:
+    """One character more, and the token is refused by its length alone."""
+    tok, url = _token_of_length(MAX_TOKEN_LENGTH + 1)
+    assert len(tok) == MAX_TOKEN_LENGTH + 1
+    with pytest.raises(MalformedSignature, match=f"longer than {MAX_TOKEN_LENGTH} characters"):
+        check(tok, url=url)
+    with pytest.raises(MalformedSignature, match="longer than"):
+        check("." * (MAX_TOKEN_LENGTH + 1))
+
+
+# --- JSON: objects only; deep nesting is malformed, not a crash ------------------------------
+
+DEEP = b"[" * 20_000 + b"]" * 20_000
+
+
+@pytest.mark.parametrize(
+    "header",
+    [DEEP, b'{"alg": ' + DEEP + b"}", b"[]", b'"HS256"', b"null", b"1", b"{", b"\xff", b""],
+    ids=["deep", "deep alg", "list", "string", "null", "number", "cut", "not utf-8", "empty"],
+)
+def test_an_unsigned_hostile_header_is_malformed(header: bytes) -> None:
+    """A header that is no JSON object (deeply nested ones included) is malformed, no crash."""
+    with pytest.raises(MalformedSignature, match="the header is not (JSON|a JSON object)"):
+        check(forge_raw(header, json.dumps(claims()).encode(), None))
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [DEEP, b'{"iss": "Upstash", "x": ' + DEEP + b"}", b"[]", b'"x"', b"null", b"{", b"\xff"],
+    ids=["deep", "deep claim", "list", "string", "null", "cut", "not utf-8"],
+)
+def test_a_signed_hostile_payload_is_malformed(payload: bytes) -> None:
+    """A correctly signed payload that is no JSON object is malformed, no crash."""
+    with pytest.raises(MalformedSignature, match="the payload is not (JSON|a JSON object)"):
+        check(forge_raw(json.dumps(HS256).encode(), payload, CURRENT_KEY))
+
+
+@pytest.mark.parametrize(
+    "payload", [DEEP, b"[]", b"{", b"\xff"], ids=["deep", "list", "cut", "bin"]
+)
+def test_the_payload_is_not_parsed_before_the_signature_matches(payload: bytes) -> None:
+    """Without the key, a hostile payload is just a signature mismatch: it is never parsed."""
+    with pytest.raises(InvalidSignature, match="matches neither"):
+        check(forge_raw(json.dumps(HS256).encode(), payload, "sig_attacker_key"))
+
+
+def test_duplicate_claims_take_the_last_value() -> None:
+    """A claim spelled twice counts as its last value, as in PyJWT and JSON.parse."""
+    header = json.dumps(HS256).encode()
+    text = json.dumps(claims())[:-1]
+    assert (
+        check(forge_raw(header, f'{text}, "exp": {NOW + 60}}}'.encode(), CURRENT_KEY))["exp"]
+        == NOW + 60
+    )
+    with pytest.raises(SignatureExpired):
+        check(forge_raw(header, f'{text}, "exp": {NOW - 60}}}'.encode(), CURRENT_KEY))
+
+
+# --- the cached header -----------------------------------------------------------------------
+
+
+class _CountingJson:
+    """Stands in for the json module inside signature.py, counting documents parsed."""
+
+    def __init__(self) -> None:
+        self.parsed = 0
+
+    def loads(self, data: bytes) -> Any:
+        self.parsed += 1
+        return json.loads(data)
+
+
+@pytest.fixture
+def counting_json(monkeypatch: pytest.MonkeyPatch) -> Iterator[_CountingJson]:
+    counter = _CountingJson()
+    monkeypatch.setattr(signature, "json", counter)
+    yield counter
+
+
+def test_a_verified_header_is_decoded_once(counting_json: _CountingJson) -> None:
+    """After one verified token, the same header costs no JSON decoding: only the payload."""
+    header = {**HS256, "kid": "cache-test"}
+    check(token(header=header))
+    counting_json.parsed = 0
+    check(token(header=header, jti="jwt_second"))
+    assert counting_json.parsed == 1
+
+
+def test_unauthenticated_headers_never_evict_the_verified_one(
+    counting_json: _CountingJson,
+) -> None:
+    """A caller spraying distinct headers without the key cannot slow verified tokens down."""
+    header = {**HS256, "kid": "spray-test"}
+    check(token(header=header))
+    for n in range(64):
+        with pytest.raises(InvalidSignature):
+            check(token(key="sig_attacker_key", header={**HS256, "kid": f"spray-{n}"}))
+    counting_json.parsed = 0
+    check(token(header=header))
+    assert counting_json.parsed == 1
+
+
+def test_unauthenticated_headers_never_fill_the_cache(counting_json: _CountingJson) -> None:
+    """After a spray of headers without the key, a new verified header is still cached."""
+    for n in range(64):
+        with pytest.raises(InvalidSignature):
+            check(token(key="sig_attacker_key", header={**HS256, "kid": f"fill-{n}"}))
+    header = {**HS256, "kid": "after-the-spray"}
+    check(token(header=header))
+    counting_json.parsed = 0
+    check(token(header=header))
+    assert counting_json.parsed == 1
+
+
+def test_the_cached_header_is_used_for_that_segment_only() -> None:
+    """Once HS256 is cached, a token with another header (alg none) is still refused."""
+    check(GOOD)
+    none_header = b64url(json.dumps({"alg": "none", "typ": "JWT"}).encode())
+    with pytest.raises(AlgorithmNotAllowed, match="'none'"):
+        check(f"{none_header}.{PAYLOAD}.{SIGNATURE}")
+    with pytest.raises(AlgorithmNotAllowed):
+        check(f"{none_header}.{PAYLOAD}.")

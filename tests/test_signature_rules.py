@@ -17,15 +17,19 @@ from flask import Flask
 from app import create_app
 from app.errors import (
     AlgorithmNotAllowed,
+    BodyHashMismatch,
     ConfigurationError,
     InvalidSignature,
     MalformedSignature,
+    MissingClaim,
     SignatureExpired,
     SignatureNotYetValid,
+    SubjectMismatch,
+    WrongIssuer,
 )
 from app.jobs import JobRegistry
 from app.qstash import signature
-from app.qstash.signature import MAX_TOKEN_LENGTH, body_hash, verify
+from app.qstash.signature import MAX_TOKEN_LENGTH, body_hash, sign, verify
 from tests.conftest import APP_URL, CURRENT_KEY, NEXT_KEY, TEST_CONFIG
 from tests.tokens import b64url, forge, forge_raw, resign
 
@@ -474,6 +478,192 @@ def test_duplicate_claims_take_the_last_value() -> None:
     )
     with pytest.raises(SignatureExpired):
         check(forge_raw(header, f'{text}, "exp": {NOW - 60}}}'.encode(), CURRENT_KEY))
+
+
+# --- header: HS256 only, no critical extensions ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "shown"),
+    [
+        ({"alg": "none"}, "'none'"),
+        ({"alg": "HS512", "typ": "JWT"}, "'HS512'"),
+        ({"alg": "hs256"}, "'hs256'"),
+        ({"alg": ["HS256"]}, "<list>"),
+        ({"alg": None}, "<NoneType>"),
+        ({"typ": "JWT"}, "<NoneType>"),
+        ({"alg": "HS256" * 1000}, "<str>"),
+    ],
+)
+def test_only_hs256_is_allowed_and_the_alg_is_shown_short(
+    header: dict[str, Any], shown: str
+) -> None:
+    """Any alg but HS256 is refused; the message quotes it only when it is a short string."""
+    with pytest.raises(AlgorithmNotAllowed) as info:
+        check(token(header=header))
+    assert str(info.value) == f"algorithm {shown} is not allowed, only HS256"
+
+
+@pytest.mark.parametrize(("length", "quoted"), [(40, True), (41, False)])
+def test_an_alg_is_quoted_up_to_40_characters(length: int, quoted: bool) -> None:
+    """An alg string is quoted in the message up to 40 characters, else only its type."""
+    alg = "X" * length
+    with pytest.raises(AlgorithmNotAllowed) as info:
+        check(token(header={"alg": alg}))
+    assert (repr(alg) in str(info.value)) is quoted
+    assert ("<str>" in str(info.value)) is not quoted
+
+
+@pytest.mark.parametrize("crit", [["b64"], ["exp"], [], "b64", None])
+def test_critical_header_extensions_are_refused(crit: Any) -> None:
+    """A header naming 'crit' extensions is refused (RFC 7515: we understand none)."""
+    tok = token(header={**HS256, "crit": crit, "b64": False})
+    with pytest.raises(MalformedSignature, match="critical extensions"):
+        check(tok)
+
+
+def test_unknown_header_fields_are_ignored() -> None:
+    """Other header fields (kid, cty, x5u…) change nothing once alg is HS256."""
+    tok = token(header={**HS256, "kid": "k1", "cty": "x", "x5u": "http://evil.example/"})
+    assert check(tok)["sub"] == URL
+
+
+# --- keys: current then next; empty ones skipped ---------------------------------------------
+
+
+@pytest.mark.parametrize("missing", [None, ""])
+def test_an_unset_key_is_skipped(missing: str | None) -> None:
+    """An unset current key does not stop the next key from verifying."""
+    assert check(token(key=NEXT_KEY), keys=(missing, NEXT_KEY))["sub"] == URL
+    assert check(token(key=CURRENT_KEY), keys=(CURRENT_KEY, missing))["sub"] == URL
+
+
+def test_a_token_signed_with_an_empty_key_never_verifies() -> None:
+    """An unset key is not the empty key: HMAC under '' is a mismatch, not a pass."""
+    with pytest.raises(InvalidSignature, match="matches neither"):
+        check(token(key=""), keys=("", NEXT_KEY))
+
+
+@pytest.mark.parametrize("keys", [(), (None, None), ("", ""), (None, "")])
+def test_no_configured_key_is_said_so(keys: tuple[str | None, ...]) -> None:
+    """With no key at all, the error says no key is configured, not 'mismatch'."""
+    with pytest.raises(InvalidSignature, match="^no signing key is configured$"):
+        check(GOOD, keys=keys)
+
+
+def test_a_key_string_is_not_a_list_of_keys() -> None:
+    """keys='sig_…' (one string) is a TypeError, never a list of one-letter keys."""
+    one_letter = token(key=CURRENT_KEY[0])
+    with pytest.raises(TypeError, match="not a string"):
+        check(one_letter, keys=CURRENT_KEY)
+
+
+def test_any_iterable_of_keys_works() -> None:
+    """keys may be a generator: the current key, then the next."""
+    assert check(token(key=NEXT_KEY), keys=(k for k in KEYS))["sub"] == URL
+
+
+def test_the_next_key_reports_the_real_reason() -> None:
+    """A token signed with the next key and expired says expired, not mismatch."""
+    with pytest.raises(SignatureExpired):
+        check(token(key=NEXT_KEY, exp=NOW - 600, iat=NOW - 900))
+
+
+# --- claims ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("claim", ["iss", "sub", "exp", "nbf", "body"])
+def test_each_required_claim_is_named_when_missing(claim: str) -> None:
+    """A missing required claim is named in the error."""
+    with pytest.raises(MissingClaim, match=f"the token has no '{claim}' claim"):
+        check(forge(HS256, claims(**{claim: None}), CURRENT_KEY))
+
+
+@pytest.mark.parametrize("value", [["Upstash"], {"name": "Upstash"}, 1, "upstash", "Upstash "])
+def test_the_issuer_must_be_upstash(value: Any) -> None:
+    """iss must be exactly the string 'Upstash'."""
+    with pytest.raises(WrongIssuer, match="the issuer is not 'Upstash'"):
+        check(token(iss=value))
+
+
+@pytest.mark.parametrize("claim", ["sub", "body", "jti"])
+@pytest.mark.parametrize("value", [[URL], {"url": URL}, 1, 1.5, True, {}])
+def test_string_claims_must_be_strings(claim: str, value: Any) -> None:
+    """sub, body and jti of another JSON type are malformed (never compared, never shown)."""
+    with pytest.raises(MalformedSignature, match=f"the '{claim}' claim is not a string"):
+        check(token(**{claim: value}))
+
+
+def test_jti_is_optional() -> None:
+    """A token without jti verifies."""
+    assert "jti" not in check(token(jti=None))
+
+
+@pytest.mark.parametrize("audience", [URL, [URL], "", [], None, 0, False])
+def test_an_audience_claim_is_refused(audience: Any) -> None:
+    """Any aud claim is refused: QStash sends none, and RFC 7519 says refuse one not ours."""
+    tok = forge(HS256, {**claims(), "aud": audience}, CURRENT_KEY)
+    with pytest.raises(MalformedSignature) as info:
+        check(tok)
+    assert str(info.value) == "the token names an audience ('aud'); QStash's never do"
+
+
+def test_the_subject_mismatch_names_both_urls() -> None:
+    """A token for another URL names it and ours."""
+    with pytest.raises(SubjectMismatch) as info:
+        check(token(sub=URL + "/"))
+    assert info.value.actual == URL + "/" and info.value.expected == URL
+
+
+@pytest.mark.parametrize(
+    "claimed",
+    [
+        body_hash(BODY) + "X",
+        "X" + body_hash(BODY),
+        body_hash(BODY)[:-1],
+        body_hash(b""),
+        body_hash(BODY).upper(),
+        "\ud800" + body_hash(BODY),
+        body_hash(BODY) + "\u00e9",
+        "",
+        "=",
+    ],
+    ids=[
+        "trailing X",
+        "leading X",
+        "cut",
+        "other",
+        "upper",
+        "surrogate",
+        "e-acute",
+        "empty",
+        "pad",
+    ],
+)
+def test_only_the_exact_body_digest_matches(claimed: str) -> None:
+    """Any body claim but the digest (with optional trailing '=') is a body mismatch."""
+    with pytest.raises(BodyHashMismatch, match="does not match"):
+        check(token(body=claimed))
+
+
+@pytest.mark.parametrize("padding", ["", "=", "==", "====="])
+def test_trailing_padding_on_the_body_claim_is_ignored(padding: str) -> None:
+    """Trailing '=' on the body claim is ignored, as both official SDKs strip them."""
+    assert check(token(body=body_hash(BODY) + padding))["sub"] == URL
+
+
+def test_verify_returns_every_claim() -> None:
+    """The claims come back as signed, extra ones included."""
+    extra = claims(custom={"a": [1, 2]})
+    assert check(forge(HS256, extra, CURRENT_KEY)) == extra
+
+
+def test_sign_and_verify_round_trip_at_a_given_time() -> None:
+    """sign(now=…) makes a token verify exactly until now + 300 (+ tolerance)."""
+    tok = sign(BODY, url=URL, key=CURRENT_KEY, now=NOW)
+    assert check(tok, now=NOW + 300 + TOLERANCE - 1)["exp"] == NOW + 300
+    with pytest.raises(SignatureExpired):
+        check(tok, now=NOW + 300 + TOLERANCE)
 
 
 # --- the cached header -----------------------------------------------------------------------

@@ -29,6 +29,10 @@ PyJWT's ``decode``; ``@upstash/qstash``, which runs jose's ``jwtVerify``):
     it), no ``+``/``/``, no set unused bits in the last character (PyJWT 2.15 refuses
     those too). So a token has one spelling: it cannot be re-spelled into another string
     that still verifies.
+  * ``sub``, ``body`` and ``jti`` must be strings (as PyJWT checks ``sub``/``jti``),
+    ``aud`` must be absent (RFC 7519: an audience we are not in means refusal; PyJWT
+    refuses only a non-empty one, jose none), and a header listing ``crit`` extensions is
+    refused (RFC 7515: we understand none; PyJWT knows only ``b64``).
   * ``iat`` in the future is "not yet valid", as in PyJWT (jose checks it only with
     ``maxTokenAge``). The clock tolerance applies to ``iat``, ``nbf`` and ``exp`` alike
     (the Python SDK's ``clock_tolerance`` never reaches PyJWT), and must be finite and
@@ -82,11 +86,7 @@ _LARGEST_DATE = sys.float_info.max
 
 def body_hash(body: bytes) -> str:
     """Return base64url(SHA-256(body)) without padding, as QStash's ``body`` claim."""
-    return _body_digest(body).decode("ascii")
-
-
-def _body_digest(body: bytes) -> bytes:
-    return base64.urlsafe_b64encode(hashlib.sha256(body).digest()).rstrip(b"=")
+    return base64.urlsafe_b64encode(hashlib.sha256(body).digest()).rstrip(b"=").decode()
 
 
 def sign(
@@ -106,7 +106,7 @@ def sign(
     QStash's documented example).
     """
     issued_at = int(time.time()) if now is None else now
-    digest = base64.urlsafe_b64encode(hashlib.sha256(body).digest()).decode("ascii")
+    digest = base64.urlsafe_b64encode(hashlib.sha256(body).digest()).decode()
     claims = {
         "iss": ISSUER,
         "sub": url,
@@ -116,7 +116,7 @@ def sign(
         "jti": jti or f"jwt_{uuid.uuid4().hex}",
         "body": digest,
     }
-    return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"typ": "JWT"})
+    return jwt.encode(claims, key, algorithm=ALGORITHM)  # header: {"alg":"HS256","typ":"JWT"}
 
 
 def verify(
@@ -132,8 +132,10 @@ def verify(
 
     ``keys`` are tried in order (current, then next); empty ones are skipped. Raises a
     subclass of ``SignatureError`` naming the first real reason the token is not valid,
-    and ``ValueError`` for a clock no token can be checked against.
+    and ``TypeError``/``ValueError`` for arguments no token can be checked against.
     """
+    if isinstance(keys, str):
+        raise TypeError("keys must be a sequence of signing keys (current, next), not a string")
     if not 0 <= tolerance < math.inf:
         raise ValueError(f"tolerance must be a finite number of seconds >= 0, not {tolerance!r}")
     moment = time.time() if now is None else now
@@ -147,8 +149,10 @@ def verify(
     header = _header(parts[0])
     if header.get("alg") != ALGORITHM:
         raise AlgorithmNotAllowed(
-            f"algorithm {header.get('alg')!r} is not allowed, only {ALGORITHM}"
+            f"algorithm {_quoted(header.get('alg'))} is not allowed, only {ALGORITHM}"
         )
+    if "crit" in header:
+        raise MalformedSignature("the header names critical extensions ('crit'); none is known")
     payload = _b64url_decode(parts[1], "payload")
     signature = _b64url_decode(parts[2], "signature")
     if not _signed_with_any(keys, f"{parts[0]}.{parts[1]}".encode(), signature):
@@ -159,10 +163,9 @@ def verify(
     if claims["sub"] != url:
         raise SubjectMismatch(expected=url, actual=claims["sub"])
     claimed = claims["body"]
-    if not isinstance(claimed, str):
-        raise MalformedSignature("the 'body' claim is not a string")
-    expected = _body_digest(body)
-    if not hmac.compare_digest(claimed.rstrip("=").encode("utf-8", "surrogatepass"), expected):
+    # The digest is ASCII, so a claim that is not cannot match (and compare_digest on str
+    # takes ASCII only).
+    if not (claimed.isascii() and hmac.compare_digest(claimed.rstrip("="), body_hash(body))):
         raise BodyHashMismatch("the body's SHA-256 does not match the token's 'body' claim")
     return claims
 
@@ -225,7 +228,7 @@ def _json_object(data: bytes, part: str) -> dict[str, Any]:
 
 
 def _quoted(value: object) -> str:
-    # Values from tokens go into messages (and logs) short, never as a huge repr.
+    # Unauthenticated values go into messages (and logs) short, never as a huge repr.
     if isinstance(value, str) and len(value) <= 40:
         return repr(value)
     return f"<{type(value).__name__}>"
@@ -271,3 +274,8 @@ def _check_claims(claims: dict[str, Any], now: float, tolerance: float) -> None:
         raise SignatureExpired("the token has expired (exp is in the past)")
     if claims["iss"] != ISSUER:
         raise WrongIssuer(f"the issuer is not {ISSUER!r}")
+    for name in ("sub", "body", "jti"):
+        if name in claims and not isinstance(claims[name], str):
+            raise MalformedSignature(f"the {name!r} claim is not a string")
+    if "aud" in claims:
+        raise MalformedSignature("the token names an audience ('aud'); QStash's never do")

@@ -4,6 +4,7 @@ and chunked framing; a body cut short; JSON that Python reads but JSON has not; 
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 import pytest
@@ -179,3 +180,20 @@ def test_varied_query_strings_cannot_grow_the_url_cache(app: Flask) -> None:
         with app.test_request_context(f"{PATH}?n={i}"):
             assert expected_url(request, APP_URL) == f"{APP_URL}{PATH}?n={i}"
     assert _public_url.cache_info().currsize == 512
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"name": "Zoë"}'.encode(),
+        '{"name": "Zoë"}'.encode("utf-16"),
+        '{"name": "Zoë"}'.encode("utf-16-be"),
+        '{"name": "Zoë"}'.encode("utf-32"),
+        b'\xef\xbb\xbf{"bom": true}',
+        b'["\xed\xa0\x80"]',  # a lone surrogate, encoded: json.loads keeps it
+        b'["\\ud800"]',
+    ],
+)
+def test_bytes_are_decoded_as_json_loads_decodes_them(body: bytes) -> None:
+    """Encoding detection, BOM and surrogates: what json.loads reads, load_payload reads."""
+    assert load_payload(body, None) == json.loads(body)

@@ -4,16 +4,30 @@
 ``s3://bucket/prefix`` selects ``S3Storage`` (``S3_ENDPOINT_URL`` for MinIO, R2, moto…;
 credentials come from boto3's usual chain), otherwise ``LocalStorage`` under
 ``STORAGE_ROOT`` (default ``<instance>/storage``). Every key passes ``validate_key`` first:
-relative, ``/``-separated, no ``..``, no escaping the root.
+relative, ``/``-separated, no ``..``, at most 1024 characters and 255 per segment.
+
+``LocalStorage`` opens every path one segment at a time from the root, each relative to
+the folder opened before it and without following symbolic links (POSIX ``openat`` with
+``O_NOFOLLOW``: Linux, macOS). A link anywhere under the root is refused, whether it points
+out or not, and a link swapped in between two calls cannot redirect a read or a write.
+
+```
+StorageError
+├── InvalidKey        the key is unsafe, or its path holds a link, a folder or a special file
+├── ObjectNotFound    nothing is stored under the key (yet)
+└── ObjectTooLarge    more bytes than the caller accepts (never read past the limit)
+```
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
-import tempfile
+import secrets
+import stat
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from app.errors import ConfigurationError
@@ -23,6 +37,13 @@ if TYPE_CHECKING:
 
 _KEY_CHARS = re.compile(r"[A-Za-z0-9!\-_.*'()/ =+@,]+")
 MAX_KEY_LENGTH = 1024
+#: The longest file name POSIX file systems take (NAME_MAX); keys are ASCII, so bytes.
+MAX_SEGMENT_LENGTH = 255
+_NO_LINK = os.O_NOFOLLOW | os.O_CLOEXEC
+_FOLDER = os.O_RDONLY | os.O_DIRECTORY | _NO_LINK
+#: O_NONBLOCK: opening a FIFO planted under the root must not wait for a writer.
+_READ = os.O_RDONLY | os.O_NONBLOCK | _NO_LINK
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_LINK
 
 
 class StorageError(Exception):
@@ -30,7 +51,7 @@ class StorageError(Exception):
 
 
 class InvalidKey(StorageError, ValueError):
-    """A key is not a safe, relative object key."""
+    """A key is not a safe, relative object key, or its path is not a plain file's."""
 
 
 class ObjectNotFound(StorageError, KeyError):
@@ -61,6 +82,8 @@ def validate_key(key: str) -> str:
     parts = key.split("/")
     if any(part in ("", ".", "..") for part in parts):
         raise InvalidKey(f"{key!r} has an empty, '.' or '..' segment")
+    if any(len(part) > MAX_SEGMENT_LENGTH for part in parts):
+        raise InvalidKey(f"{key!r} has a segment longer than {MAX_SEGMENT_LENGTH} characters")
     return key
 
 
@@ -82,41 +105,133 @@ class LocalStorage:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).resolve()
 
-    def path(self, key: str) -> Path:
-        """Return the file path of ``key``, guaranteed to be inside the root."""
-        path = (self.root / validate_key(key)).resolve()
-        if not path.is_relative_to(self.root):  # a symlink inside the root pointing out
-            raise InvalidKey(f"{key!r} escapes the storage root")
-        return path
-
     def get(self, key: str, *, max_bytes: int | None = None) -> bytes:
         """Return the file's bytes; raise ``ObjectNotFound`` or ``ObjectTooLarge``."""
-        path = self.path(key)
+        folder, name = self._open_folder(key, create=False)
         try:
-            with path.open("rb") as file:
-                size = os.fstat(file.fileno()).st_size
-                _check_size(key, size, max_bytes)
-                return file.read()
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            fd = os.open(name, _READ, dir_fd=folder)
+        except FileNotFoundError:
             raise ObjectNotFound(key) from None
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:  # O_NOFOLLOW's answer when the file is a link
+                raise
+            raise _refusal(key, folder, name) from None
+        finally:
+            os.close(folder)
+        try:
+            status = os.fstat(fd)
+            if stat.S_ISDIR(status.st_mode):
+                raise ObjectNotFound(key)
+            if not stat.S_ISREG(status.st_mode):
+                raise InvalidKey(f"{key!r} is not a regular file")
+            _check_size(key, status.st_size, max_bytes)
+        except BaseException:
+            os.close(fd)
+            raise
+        with os.fdopen(fd, "rb") as file:
+            return _read(file, key, max_bytes)
 
     def put(self, key: str, data: bytes, *, content_type: str) -> None:
-        """Write ``data`` to the key's file atomically."""
-        path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        """Write ``data`` to the key's file atomically, creating its folders."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        folder, name = self._open_folder(key, create=True)
         try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(data)
-            os.replace(temp, path)
+            self._check_replaceable(folder, key, name)
+            temp = f".tmp-{secrets.token_hex(8)}"
+            fd = os.open(temp, _CREATE, 0o600, dir_fd=folder)
+            try:
+                with os.fdopen(fd, "wb") as file:
+                    file.write(data)
+                os.replace(temp, name, src_dir_fd=folder, dst_dir_fd=folder)
+            except BaseException as exc:
+                os.unlink(temp, dir_fd=folder)
+                if isinstance(exc, IsADirectoryError):  # a folder made since the check
+                    raise _refusal(key, folder, name) from None
+                raise
+        finally:
+            os.close(folder)
+
+    def _open_folder(self, key: str, *, create: bool) -> tuple[int, str]:
+        """Open the folder holding ``key`` segment by segment; return (its fd, file name)."""
+        *folders, name = validate_key(key).split("/")
+        try:
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise ObjectNotFound(key) from None
+        try:
+            for segment in folders:
+                fd = self._open_child(fd, key, segment, create=create)
         except BaseException:
-            Path(temp).unlink(missing_ok=True)
+            os.close(fd)
             raise
+        return fd, name
+
+    @staticmethod
+    def _open_child(parent: int, key: str, segment: str, *, create: bool) -> int:
+        """Open the folder ``segment`` inside ``parent`` (closed on success), never a link."""
+        if create:
+            try:
+                os.mkdir(segment, dir_fd=parent)
+            except FileExistsError:
+                pass
+        try:
+            child = os.open(segment, _FOLDER, dir_fd=parent)
+        except FileNotFoundError:
+            raise ObjectNotFound(key) from None
+        except NotADirectoryError:  # a link (O_NOFOLLOW), or a file where a folder should be
+            if not create and not _is_link(parent, segment):
+                raise ObjectNotFound(key) from None
+            raise _refusal(key, parent, segment) from None
+        os.close(parent)
+        return child
+
+    @staticmethod
+    def _check_replaceable(folder: int, key: str, name: str) -> None:
+        """Refuse to write over a link, a folder or a special file."""
+        try:
+            mode = os.lstat(name, dir_fd=folder).st_mode
+        except FileNotFoundError:
+            return
+        if not stat.S_ISREG(mode):
+            raise _refusal(key, folder, name)
+
+
+def _is_link(folder: int, name: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(name, dir_fd=folder).st_mode)
+    except OSError:
+        return False
+
+
+def _refusal(key: str, folder: int, name: str) -> InvalidKey:
+    """Return the error that says why the path of ``key`` is refused at ``name``."""
+    if _is_link(folder, name):
+        return InvalidKey(
+            f"{key!r}: {name!r} is a symbolic link; links are not followed under the storage root"
+        )
+    try:
+        mode = os.lstat(name, dir_fd=folder).st_mode
+    except OSError:
+        mode = 0
+    kind = (
+        "a folder" if stat.S_ISDIR(mode) else "a file" if stat.S_ISREG(mode) else "a special file"
+    )
+    return InvalidKey(f"{key!r}: {name!r} is {kind}, in the way of the key's path")
 
 
 def _check_size(key: str, size: int, max_bytes: int | None) -> None:
     if max_bytes is not None and size > max_bytes:
         raise ObjectTooLarge(f"{key!r} is {size} bytes, more than the limit of {max_bytes}")
+
+
+def _read(file: IO[bytes], key: str, max_bytes: int | None) -> bytes:
+    """Read ``file`` to its end, never more than ``max_bytes`` + 1 bytes."""
+    if max_bytes is None:
+        return file.read()
+    data = file.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ObjectTooLarge(f"{key!r} is more than the limit of {max_bytes} bytes")
+    return data
 
 
 class S3Storage:
@@ -140,9 +255,9 @@ class S3Storage:
             raise ObjectNotFound(key) from None
         body = response["Body"]
         try:
+            # ContentLength refuses early; _read bounds the bytes whatever the server says.
             _check_size(key, int(response.get("ContentLength", 0)), max_bytes)
-            data: bytes = body.read()
-            return data
+            return _read(body, key, max_bytes)
         finally:
             body.close()
 

@@ -11,9 +11,14 @@ Payload ``{fileKey, userId, operations: ["resize" | "webp" | "thumbnail"], targe
   profile kept, every other metadata block (EXIF with GPS, XMP, text chunks) dropped.
 * Outputs go to deterministic keys beside the input (``photos/a.jpg`` →
   ``photos/a.w1024.webp``, ``photos/a.thumb256.webp``): a redelivery overwrites them.
-* Bad input is a 489 with a clear message: more than ``IMAGE_MAX_PIXELS`` pixels to decode
-  (decompression bombs), more than ``IMAGE_MAX_BYTES`` bytes, truncated or non-image data,
-  an unsafe key. A file not (yet) in storage is retried later.
+* Bad input is a 489 with a clear message: more than ``IMAGE_MAX_PIXELS`` pixels to decode,
+  a decoder that would hold more than ``DECODE_BYTES_PER_PIXEL`` bytes per such pixel
+  (decompression bombs, progressive JPEGs: see ``jobs.image_header``), more than
+  ``IMAGE_MAX_BYTES`` bytes, truncated or non-image data, an unsafe key.
+  A file not (yet) in storage is retried later.
+* Pillow's process-wide ``Image.MAX_IMAGE_PIXELS`` is left alone: the decoders are opened
+  directly, after the checks above, so its check on the declared size (which would refuse
+  a big JPEG that ``draft()`` decodes cheaply) does not apply to this job alone.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import Any
 
 from flask import Flask, current_app
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
-from PIL import ExifTags, Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
 
 from app.errors import NonRetryableError, RetryLater
 from app.jobs import job
@@ -40,14 +45,24 @@ from app.storage import (
     storage_for,
     validate_key,
 )
-
-# Pillow's own guard runs on the *declared* size at open() and only warns between 89 and
-# 179 MP; ours (IMAGE_MAX_PIXELS) runs on what is actually decoded, after draft().
-Image.MAX_IMAGE_PIXELS = None
+from jobs.image_header import Header, HeaderError, read_header
 
 OPERATIONS = ("resize", "webp", "thumbnail")
 THUMBNAIL_SIZE = 256
-ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP")
+#: The decoder of each accepted format, opened directly: ``Image.open`` would apply
+#: Pillow's process-wide limit to the declared size, before ``draft()``.
+_DECODERS: dict[str, type[ImageFile.ImageFile]] = {
+    "JPEG": JpegImagePlugin.JpegImageFile,
+    "PNG": PngImagePlugin.PngImageFile,
+    "WEBP": WebPImagePlugin.WebPImageFile,
+}
+#: The memory a decoder may hold, per IMAGE_MAX_PIXELS pixel: 400 MB at the default.
+DECODE_BYTES_PER_PIXEL = 8
+#: Peak RSS rise of one image, all outputs included, per IMAGE_MAX_PIXELS pixel, on top of
+#: the input's bytes (2.4 GB + IMAGE_MAX_BYTES at the defaults). Measured worst: 42, a
+#: full-size WebP of an RGBA image whose alpha is noise (libwebp's lossless alpha encoder);
+#: 24 with a smooth alpha, 12 to 19 for opaque images, 8 for a decoder at its budget.
+PEAK_BYTES_PER_PIXEL = 48
 #: format → (file extension, content type, encoder options)
 ENCODINGS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "JPEG": ("jpg", "image/jpeg", {"quality": 85}),
@@ -138,21 +153,43 @@ def _needed_size(
     return need_w, need_h
 
 
-def _open(data: bytes) -> Image.Image:
+def _read_header(data: bytes) -> Header:
     try:
-        return Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
-    except UnidentifiedImageError:
-        raise NonRetryableError("the file is not a JPEG, PNG or WebP image") from None
+        return read_header(data)
+    except HeaderError as exc:
+        raise NonRetryableError(str(exc)) from None
+
+
+def _open(data: bytes, header: Header) -> Image.Image:
+    try:
+        image = _DECODERS[header.format](io.BytesIO(data))
+    except Image.DecompressionBombError as exc:  # the WebP decoder checks Pillow's limit
+        raise NonRetryableError(f"{exc} (Pillow's Image.MAX_IMAGE_PIXELS)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # a damaged header
         raise NonRetryableError(f"the image header is damaged: {exc}") from None
+    if image.size != header.size:
+        raise NonRetryableError(
+            f"the image header is damaged: it declares {header.size[0]}x{header.size[1]}"
+            f" pixels, its decoder reads {image.size[0]}x{image.size[1]}"
+        )
+    return image
 
 
-def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
+def _check_cost(header: Header, size: tuple[int, int], max_pixels: int) -> None:
+    """Refuse to decode ``size`` pixels of ``header``'s image beyond the configured limits."""
     pixels = size[0] * size[1]
     if pixels > max_pixels:
         raise NonRetryableError(
             f"decoding this {size[0]}x{size[1]} image needs {pixels} pixels, more than"
             f" IMAGE_MAX_PIXELS ({max_pixels}): refusing a possible decompression bomb"
+        )
+    needed, budget = header.decode_bytes(size), max_pixels * DECODE_BYTES_PER_PIXEL
+    if needed > budget:
+        width, height = header.size
+        raise NonRetryableError(
+            f"decoding this {width}x{height} {header.kind} needs about {needed:,} bytes of"
+            f" memory, more than the {budget:,} that IMAGE_MAX_PIXELS ({max_pixels}) allows"
+            f" ({DECODE_BYTES_PER_PIXEL} bytes a pixel): refusing a possible decompression bomb"
         )
 
 
@@ -179,18 +216,20 @@ def decode(
     data: bytes, operations: list[str], width: int | None, *, max_pixels: int
 ) -> tuple[Image.Image, bytes | None, str]:
     """Decode once at the smallest useful scale; return (oriented image, ICC, format)."""
-    image = _open(data)
-    source_format = str(image.format)
+    header = _read_header(data)
+    source_format = header.format
+    if source_format != "JPEG":  # their decoded size is the declared one, known already
+        _check_cost(header, header.size, max_pixels)
+    image = _open(data, header)
     # For JPEG and WebP getexif() reads metadata open() already parsed (no pixel is
     # decoded); PNG may keep its eXIf chunk after the pixels, so it is read after load().
     turn = orientation(image) if source_format != "PNG" else 1
     if source_format == "JPEG":
         _draft(image, operations, width, turn)
-    # Checked before anything decodes pixels (PNG's getexif() would load the image).
-    _check_pixels(image.size, max_pixels)
+        _check_cost(header, image.size, max_pixels)
     try:
         image.load()
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise NonRetryableError(f"the image is truncated or corrupt: {exc}") from None
     icc = image.info.get("icc_profile") or None
     if image.mode == "CMYK":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -300,3 +302,149 @@ def test_too_wide_for_webp_is_non_retryable(client: DeliveryClient, storage_root
     response = deliver(client, "wide.png", ["webp"])
     assert response.status_code == 489
     assert "16383" in response.get_json()["message"]
+
+
+# --- Decompression bombs, decided from the header before any pixel is decoded ----------
+
+
+@pytest.mark.parametrize(
+    ("data", "kind"),
+    [
+        (images.jpeg(32000, 32000, sof=0xFFC2), "32000x32000 progressive JPEG"),
+        (images.jpeg(16000, 16000, sof=0xFFC2, truncate=True), "16000x16000 progressive JPEG"),
+        (images.jpeg(9000, 9000, components=3, interleaved=False), "multi-scan JPEG"),
+        (images.webp_lossless(7071, 7071), "7071x7071 WebP"),
+    ],
+    ids=["progressive-32000", "progressive-16000-header", "multi-scan-9000", "webp-50mp"],
+)
+def test_decoder_memory_bombs_are_refused(
+    client: DeliveryClient, storage_root: Path, data: bytes, kind: str
+) -> None:
+    """Files whose decoder would hold 0.5 to 2 GB are a 489 naming the memory they need.
+
+    A progressive JPEG (or one whose components are in separate scans) makes libjpeg
+    keep every coefficient of the full image whatever draft() asks; a lossless WebP of
+    one colour declares 50 MP in 28 bytes. test_image_memory measures what they cost.
+    """
+    store(storage_root, "bomb.jpg", data)
+    response = deliver(client, "bomb.jpg", ["thumbnail"])
+    assert response.status_code == 489, response.get_json()
+    message = response.get_json()["message"]
+    assert kind in message and "bytes of memory" in message and "IMAGE_MAX_PIXELS" in message
+    assert [p.name for p in storage_root.iterdir()] == ["bomb.jpg"]
+
+
+def test_progressive_jpeg_within_the_budget_is_decoded(
+    client: DeliveryClient, storage_root: Path
+) -> None:
+    """A real progressive 12 MP photo needs far less than the budget and is processed."""
+    photo = images.two_tone((4000, 3000))
+    buffer = io.BytesIO()
+    photo.save(buffer, "JPEG", progressive=True, quality=80)
+    store(storage_root, "prog.jpg", buffer.getvalue())
+    response = deliver(client, "prog.jpg", ["resize", "thumbnail"], targetWidth=800)
+    assert response.status_code == 200, response.get_json()
+    assert [(o["width"], o["height"]) for o in response.get_json()["outputs"]] == [
+        (800, 600),
+        (256, 256),
+    ]
+
+
+def _with_junk(jpeg: bytes, count: int) -> bytes:
+    """Return ``jpeg`` with ``count`` zero bytes between two of its segments."""
+    frame = jpeg.index(b"\xff\xc0")
+    return jpeg[:frame] + bytes(count) + jpeg[frame:]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (images.jpeg(64, 64, sof=0xFFC3), "lossless and hierarchical JPEGs are not supported"),
+        (images.jpeg(64, 64, sof=0xFFC5), "lossless and hierarchical JPEGs are not supported"),
+        (images.jpeg(64, 64, sof=0xFFC2, scans=101), "101 scans, more than 100"),
+        (images.jpeg(0, 64), "empty image"),
+        (images.jpeg(64, 64, components=2), "2 components"),
+        (images.jpeg(64, 64, sampling=0x51), "invalid sampling factors"),
+        (b"\xff\xd8" + b"\xff\xfe\x00\x02" * 100_001, "more than 100000 segments"),
+        (_with_junk(images.jpeg(8, 8), 70_000), "outside any segment"),
+        (images.jpeg(8, 8)[:30], "truncated"),
+        (images.gif(100, 100), "not a JPEG, PNG or WebP"),
+        (images.png(64, 64, depth=3), "invalid bit depth 3"),
+        (images.png(0, 64), "invalid size 0x64"),
+        (b"\x89PNG\r\n\x1a\n" + b"\0\0\0\0IDAT\0\0\0\0" * 100_001, "IHDR"),
+    ],
+    ids=[
+        "lossless",
+        "hierarchical",
+        "too-many-scans",
+        "empty",
+        "two-components",
+        "bad-sampling",
+        "too-many-segments",
+        "junk",
+        "truncated-header",
+        "gif",
+        "png-bit-depth",
+        "png-empty",
+        "png-no-ihdr",
+    ],
+)
+def test_headers_the_decoders_would_mishandle_are_refused(
+    client: DeliveryClient, storage_root: Path, data: bytes, message: str
+) -> None:
+    """Coding processes, sizes and structures outside the memory model are clear 489s."""
+    store(storage_root, "odd.img", data)
+    response = deliver(client, "odd.img", ["thumbnail"])
+    assert response.status_code == 489, response.get_json()
+    assert message in response.get_json()["message"]
+
+
+def test_a_png_with_too_many_chunks_is_refused(client: DeliveryClient, storage_root: Path) -> None:
+    """100,001 chunks (Pillow reads each in Python: seconds of CPU) are refused up front."""
+    data = images.png(8, 8)
+    iend = data.rindex(b"\0\0\0\0IEND")
+    store(storage_root, "chunks.png", data[:iend] + b"\0\0\0\0abCd\0\0\0\0" * 100_000 + data[iend:])
+    response = deliver(client, "chunks.png", ["thumbnail"])
+    assert response.status_code == 489
+    assert "more than 100000 chunks" in response.get_json()["message"]
+
+
+def test_pillows_process_wide_limit_is_left_alone() -> None:
+    """Importing the job leaves Image.MAX_IMAGE_PIXELS at Pillow's default for everyone."""
+    script = "from PIL import Image; print(Image.MAX_IMAGE_PIXELS)"
+    default = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    import jobs.image  # noqa: F401 - imported by the app already; the import is the point
+
+    assert str(Image.MAX_IMAGE_PIXELS) == default
+    assert Image.MAX_IMAGE_PIXELS is not None
+
+
+def test_pillows_own_limit_is_a_clear_refusal(job_config: dict[str, Any], tmp_path: Path) -> None:
+    """With IMAGE_MAX_PIXELS above Pillow's own WebP limit, Pillow's refusal is a 489."""
+    app = make_app({**job_config, "IMAGE_MAX_PIXELS": 600_000_000}, tmp_path / "instance")
+    root = Path(job_config["STORAGE_ROOT"])
+    store(root, "huge.webp", images.webp_lossless(16383, 11000))  # 180 MP, in 28 bytes
+    response = deliver(DeliveryClient(app), "huge.webp", ["thumbnail"])
+    assert response.status_code == 489, response.get_json()
+    assert "MAX_IMAGE_PIXELS" in response.get_json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("anim.png", images.png(300, 200, colour=6, frames=50)),
+        ("anim.webp", images.webp_canvas(300, 200, animated=True)),
+    ],
+)
+def test_animations_give_their_first_frame(
+    client: DeliveryClient, storage_root: Path, name: str, data: bytes
+) -> None:
+    """Animated PNG and WebP are processed from their first frame, at the canvas size."""
+    store(storage_root, name, data)
+    response = deliver(client, name, ["resize"], targetWidth=150)
+    assert response.status_code == 200, response.get_json()
+    stored = opened(storage_root, response.get_json()["outputs"][0]["key"])
+    assert stored.size == (150, 100)
+    assert getattr(stored, "n_frames", 1) == 1

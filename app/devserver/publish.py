@@ -160,7 +160,7 @@ def duration_header(headers: PublishHeaders, name: str) -> int | None:
     if raw is None:
         return None
     try:
-        return parse_duration(raw)
+        return parse_duration(raw, bare_seconds=False)
     except DurationError as exc:
         raise bad_request(f"invalid {name} header: {exc}") from None
 

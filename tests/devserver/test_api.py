@@ -45,6 +45,9 @@ def test_keys_are_the_dev_signing_keys(api: httpx.Client, dev_server: DevServer)
         ("http://example.com/x", {"Upstash-Retries": "-1"}, 400, "Upstash-Retries"),
         ("http://example.com/x", {"Upstash-Retries": "many"}, 400, "Upstash-Retries"),
         ("http://example.com/x", {"Upstash-Timeout": "1y"}, 400, "Upstash-Timeout"),
+        # QStash refuses a bare number here ("missing unit in duration").
+        ("http://example.com/x", {"Upstash-Delay": "30"}, 400, "Upstash-Delay"),
+        ("http://example.com/x", {"Upstash-Timeout": "30"}, 400, "Upstash-Timeout"),
         ("http://example.com/x", {"Upstash-Method": "BREW"}, 400, "Upstash-Method"),
         ("http://example.com/x", {"Upstash-Retry-Delay": "os.system(1)"}, 400, "Retry-Delay"),
         ("http://example.com/x", {"Upstash-Callback": "javascript:alert(1)"}, 400, "Callback"),

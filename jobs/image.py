@@ -9,12 +9,13 @@ Payload ``{fileKey, userId, operations: ["resize" | "webp" | "thumbnail"], targe
 * One decode serves every output: JPEGs are decoded with ``draft()`` at the smallest
   1/2, 1/4 or 1/8 scale still large enough for them. EXIF orientation is applied, the ICC
   profile kept, every other metadata block (EXIF with GPS, XMP, text chunks) dropped.
-* Outputs go to deterministic keys beside the input (``photos/a.jpg`` →
-  ``photos/a.w1024.webp``, ``photos/a.thumb256.webp``): a redelivery overwrites them.
+* Outputs go to deterministic keys beside the input, named after the whole input key
+  (``photos/a.jpg`` → ``photos/a.jpg.w1024.webp``, ``photos/a.jpg.thumb256.webp``): a
+  redelivery overwrites them, and ``a.jpg`` and ``a.png`` never share an output.
 * Bad input is a 489 with a clear message: more than ``IMAGE_MAX_PIXELS`` pixels to decode,
   a decoder that would hold more than ``DECODE_BYTES_PER_PIXEL`` bytes per such pixel
   (decompression bombs, progressive JPEGs: see ``jobs.image_header``), more than
-  ``IMAGE_MAX_BYTES`` bytes, truncated or non-image data, an unsafe key.
+  ``IMAGE_MAX_BYTES`` bytes, truncated or non-image data, an unsafe input or output key.
   A file not (yet) in storage is retried later.
 * Pillow's process-wide ``Image.MAX_IMAGE_PIXELS`` is left alone: the decoders are opened
   directly, after the checks above, so its check on the declared size (which would refuse
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import io
-import posixpath
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -92,6 +92,8 @@ MAX_SIDE = {"JPEG": 65_500, "PNG": 2**31 - 1, "WEBP": 16_383}
 def _safe_key(value: str) -> None:
     try:
         validate_key(value)
+        # The longest output key must be a valid key too.
+        validate_key(output_key(value, f"thumb{THUMBNAIL_SIZE}", "WEBP"))
     except InvalidKey as exc:
         raise ValidationError(str(exc)) from None
 
@@ -129,9 +131,8 @@ class Output:
 
 
 def output_key(file_key: str, suffix: str, image_format: str) -> str:
-    """Return the deterministic key of an output of ``file_key``."""
-    stem, _ = posixpath.splitext(file_key)
-    return f"{stem}.{suffix}.{ENCODINGS[image_format][0]}"
+    """Return the deterministic key of an output of ``file_key``, unique to that key."""
+    return f"{file_key}.{suffix}.{ENCODINGS[image_format][0]}"
 
 
 def _needed_size(
@@ -322,7 +323,10 @@ def _store(
     operation, suffix, image, image_format = rendered
     encoded = encode(image, image_format, icc)
     key = output_key(file_key, suffix, image_format)
-    storage.put(key, encoded, content_type=ENCODINGS[image_format][1])
+    try:
+        storage.put(key, encoded, content_type=ENCODINGS[image_format][1])
+    except InvalidKey as exc:  # e.g. a link or a folder where the output goes
+        raise NonRetryableError(f"cannot store the output: {exc}") from None
     return Output(operation, key, *image.size, image_format.lower(), len(encoded))
 
 

@@ -100,5 +100,5 @@ def test_image_is_processed(served: tuple[Server, Path]) -> None:
     payload = {"fileKey": "e2e/p.jpg", "userId": "u", "operations": ["thumbnail", "webp"]}
     response = deliver(server, "process-image", payload, "msg_e2e_img")
     assert response.status_code == 200, response.text
-    thumb = root / "storage" / "e2e" / "p.thumb256.webp"
+    thumb = root / "storage" / "e2e" / "p.jpg.thumb256.webp"
     assert Image.open(io.BytesIO(thumb.read_bytes())).size == (256, 256)

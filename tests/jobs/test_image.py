@@ -48,8 +48,8 @@ def test_resize_webp_thumbnail_outputs_are_listed_and_stored(
     assert response.status_code == 200, response.get_json()
     outputs = response.get_json()["outputs"]
     assert [(o["operation"], o["key"], o["width"], o["height"], o["format"]) for o in outputs] == [
-        ("resize", "u/photo.w1024.webp", 1024, 768, "webp"),
-        ("thumbnail", "u/photo.thumb256.webp", 256, 256, "webp"),
+        ("resize", "u/photo.jpg.w1024.webp", 1024, 768, "webp"),
+        ("thumbnail", "u/photo.jpg.thumb256.webp", 256, 256, "webp"),
     ]
     for output in outputs:
         stored = opened(storage_root, output["key"])
@@ -62,7 +62,7 @@ def test_resize_alone_keeps_the_source_format(client: DeliveryClient, storage_ro
     store(storage_root, "a.png", images.encode(images.two_tone((800, 400), "RGBA"), "PNG"))
     response = deliver(client, "a.png", ["resize"], targetWidth=200)
     assert response.status_code == 200, response.get_json()
-    stored = opened(storage_root, "a.w200.png")
+    stored = opened(storage_root, "a.png.w200.png")
     assert (stored.format, stored.size, stored.mode) == ("PNG", (200, 100), "RGBA")
 
 
@@ -71,8 +71,8 @@ def test_webp_alone_converts_at_full_size(client: DeliveryClient, storage_root: 
     store(storage_root, "b.jpg", images.encode(images.two_tone((640, 480)), "JPEG"))
     response = deliver(client, "b.jpg", ["webp"])
     assert response.status_code == 200, response.get_json()
-    assert response.get_json()["outputs"][0]["key"] == "b.full.webp"
-    assert opened(storage_root, "b.full.webp").size == (640, 480)
+    assert response.get_json()["outputs"][0]["key"] == "b.jpg.full.webp"
+    assert opened(storage_root, "b.jpg.full.webp").size == (640, 480)
 
 
 def test_webp_input_is_accepted(client: DeliveryClient, storage_root: Path) -> None:
@@ -80,7 +80,7 @@ def test_webp_input_is_accepted(client: DeliveryClient, storage_root: Path) -> N
     store(storage_root, "c.webp", images.encode(images.two_tone((600, 300)), "WEBP"))
     response = deliver(client, "c.webp", ["thumbnail"])
     assert response.status_code == 200, response.get_json()
-    assert opened(storage_root, "c.thumb256.webp").size == (256, 256)
+    assert opened(storage_root, "c.webp.thumb256.webp").size == (256, 256)
 
 
 def test_exif_orientation_is_applied(client: DeliveryClient, storage_root: Path) -> None:
@@ -89,7 +89,7 @@ def test_exif_orientation_is_applied(client: DeliveryClient, storage_root: Path)
     store(storage_root, "d.jpg", images.encode(images.two_tone((400, 200)), "JPEG", exif=exif))
     response = deliver(client, "d.jpg", ["resize"], targetWidth=100)
     assert response.status_code == 200, response.get_json()
-    stored = opened(storage_root, "d.w100.jpg").convert("RGB")
+    stored = opened(storage_root, "d.jpg.w100.jpg").convert("RGB")
     assert stored.size == (100, 200)
     top, bottom = stored.getpixel((50, 20)), stored.getpixel((50, 180))
     assert isinstance(top, tuple) and isinstance(bottom, tuple)
@@ -131,8 +131,8 @@ def test_redelivery_overwrites_the_same_keys(client: DeliveryClient, storage_roo
     assert first == second
     assert sorted(p.name for p in storage_root.iterdir()) == [
         "g.jpg",
-        "g.thumb256.jpg",
-        "g.w100.jpg",
+        "g.jpg.thumb256.jpg",
+        "g.jpg.w100.jpg",
     ]
 
 
@@ -226,7 +226,7 @@ def test_symlink_escaping_the_root_is_refused(
     (storage_root / "link").symlink_to(outside)
     response = deliver(client, "link/x.jpg", ["thumbnail"])
     assert response.status_code == 489
-    assert not (outside / "x.thumb256.jpg").exists()
+    assert not (outside / "x.jpg.thumb256.jpg").exists()
 
 
 @pytest.mark.parametrize(
@@ -293,7 +293,7 @@ def test_invalid_orientation_is_ignored(client: DeliveryClient, storage_root: Pa
     store(storage_root, "o9.jpg", images.encode(images.two_tone((400, 200)), "JPEG", exif=exif))
     response = deliver(client, "o9.jpg", ["resize"], targetWidth=100)
     assert response.status_code == 200, response.get_json()
-    assert opened(storage_root, "o9.w100.jpg").size == (100, 50)
+    assert opened(storage_root, "o9.jpg.w100.jpg").size == (100, 50)
 
 
 def test_too_wide_for_webp_is_non_retryable(client: DeliveryClient, storage_root: Path) -> None:
@@ -448,3 +448,56 @@ def test_animations_give_their_first_frame(
     stored = opened(storage_root, response.get_json()["outputs"][0]["key"])
     assert stored.size == (150, 100)
     assert getattr(stored, "n_frames", 1) == 1
+
+
+# --- Output keys: one per input key and operation, never outside the root --------------
+
+
+def test_inputs_differing_only_by_extension_keep_their_own_outputs(
+    client: DeliveryClient, storage_root: Path
+) -> None:
+    """c/photo.jpg and c/photo.png converted to WebP write two files, neither overwritten."""
+    store(storage_root, "c/photo.jpg", images.encode(images.two_tone((640, 480)), "JPEG"))
+    store(storage_root, "c/photo.png", images.encode(images.two_tone((300, 100)), "PNG"))
+    first = deliver(client, "c/photo.jpg", ["webp"]).get_json()["outputs"][0]["key"]
+    second = deliver(client, "c/photo.png", ["webp"]).get_json()["outputs"][0]["key"]
+    assert (first, second) == ("c/photo.jpg.full.webp", "c/photo.png.full.webp")
+    assert opened(storage_root, first).size == (640, 480)
+    assert opened(storage_root, second).size == (300, 100)
+
+
+def test_an_output_key_that_is_a_link_out_of_the_root_is_refused(
+    client: DeliveryClient, storage_root: Path, tmp_path: Path
+) -> None:
+    """An output path planted as a symlink to a file outside is a 489; the file is intact."""
+    outside = tmp_path / "outside.jpg"
+    outside.write_bytes(b"not yours")
+    store(storage_root, "o.jpg", images.encode(images.two_tone((300, 300)), "JPEG"))
+    (storage_root / "o.jpg.thumb256.jpg").symlink_to(outside)
+    response = deliver(client, "o.jpg", ["thumbnail"])
+    assert response.status_code == 489, response.get_json()
+    assert "symbolic link" in response.get_json()["message"]
+    assert outside.read_bytes() == b"not yours"
+
+
+def test_an_output_key_that_is_a_folder_is_refused(
+    client: DeliveryClient, storage_root: Path
+) -> None:
+    """A folder where an output goes is a 489 naming it, not a 500."""
+    store(storage_root, "f.jpg", images.encode(images.two_tone((300, 300)), "JPEG"))
+    (storage_root / "f.jpg.w100.jpg").mkdir()
+    response = deliver(client, "f.jpg", ["resize"], targetWidth=100)
+    assert response.status_code == 489, response.get_json()
+    assert "is a folder" in response.get_json()["message"]
+
+
+def test_a_file_key_leaving_no_room_for_output_keys_is_refused(
+    client: DeliveryClient, storage_root: Path
+) -> None:
+    """A file name so long that its outputs' names would exceed 255 characters is a 489."""
+    name = "x" * 240 + ".jpg"
+    store(storage_root, name, images.encode(images.two_tone((64, 64)), "JPEG"))
+    response = deliver(client, name, ["thumbnail"])
+    assert response.status_code == 489, response.get_json()
+    assert "fileKey" in response.get_json()["errors"]
+    assert [p.name for p in storage_root.iterdir()] == [name]

@@ -133,7 +133,7 @@ def test_process_image_on_s3(
     payload = {"fileKey": "u/p.jpg", "userId": "u", "operations": ["resize", "webp"]}
     response = client.deliver("process-image", {**payload, "targetWidth": 600})
     assert response.status_code == 200, response.get_json()
-    stored = s3.get_object(Bucket=BUCKET, Key="media/u/p.w600.webp")
+    stored = s3.get_object(Bucket=BUCKET, Key="media/u/p.jpg.w600.webp")
     assert stored["ContentType"] == "image/webp"
     assert Image.open(io.BytesIO(stored["Body"].read())).size == (600, 450)
 

@@ -13,6 +13,7 @@ from flask import Flask
 from PIL import ExifTags, Image
 
 from app.testing import DeliveryClient
+from jobs.image import output_key
 from tests.jobs import images
 from tests.jobs.conftest import make_app
 
@@ -473,7 +474,7 @@ def test_an_output_key_that_is_a_link_out_of_the_root_is_refused(
     outside = tmp_path / "outside.jpg"
     outside.write_bytes(b"not yours")
     store(storage_root, "o.jpg", images.encode(images.two_tone((300, 300)), "JPEG"))
-    (storage_root / "o.jpg.thumb256.jpg").symlink_to(outside)
+    (storage_root / output_key("o.jpg", "thumb256", "JPEG")).symlink_to(outside)
     response = deliver(client, "o.jpg", ["thumbnail"])
     assert response.status_code == 489, response.get_json()
     assert "symbolic link" in response.get_json()["message"]
@@ -485,7 +486,7 @@ def test_an_output_key_that_is_a_folder_is_refused(
 ) -> None:
     """A folder where an output goes is a 489 naming it, not a 500."""
     store(storage_root, "f.jpg", images.encode(images.two_tone((300, 300)), "JPEG"))
-    (storage_root / "f.jpg.w100.jpg").mkdir()
+    (storage_root / output_key("f.jpg", "w100", "JPEG")).mkdir()
     response = deliver(client, "f.jpg", ["resize"], targetWidth=100)
     assert response.status_code == 489, response.get_json()
     assert "is a folder" in response.get_json()["message"]

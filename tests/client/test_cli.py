@@ -136,3 +136,19 @@ def test_cron_schema_rejecting_empty_payload_is_one_line(app: Flask, fake: FakeQ
     line = _one_error_line(_run(app, qstash, "schedules", "sync"))
     assert "cron job 'daily-digest'" in line and "rejects the payload" in line
     assert fake.requests == []
+
+
+def test_enqueue_without_app_url_says_how_to_join_flask_dev(app: Flask, fake: FakeQStash) -> None:
+    """With no APP_URL (a second terminal next to flask dev), the line names QSTASH_DEV=1."""
+    app.config["APP_URL"] = None
+    line = _one_error_line(_run(app, jobs, "enqueue", "send-email", EMAIL))
+    assert line.startswith("Error: APP_URL is not set") and "export QSTASH_DEV=1" in line
+    assert fake.requests == []
+
+
+def test_jobs_list_without_app_url_shows_paths(app: Flask) -> None:
+    """An app loaded without APP_URL (no keys needed to list) shows each job's path."""
+    app.config["APP_URL"] = None
+    result = _run(app, jobs, "list")
+    assert result.exit_code == 0
+    assert "send-email  /api/jobs/send-email" in result.output

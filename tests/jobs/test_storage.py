@@ -6,6 +6,7 @@ import contextlib
 import io
 import itertools
 import os
+import re
 import sys
 import threading
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 from moto.server import ThreadedMotoServer
 from PIL import Image
 
+from app import storage as storage_module
 from app.errors import ConfigurationError
 from app.storage import (
     InvalidKey,
@@ -116,7 +118,7 @@ def test_s3_put_then_get_under_the_prefix(s3: Any) -> None:
 def test_s3_missing_and_unsafe_keys(s3: Any) -> None:
     """A missing object raises ObjectNotFound; an unsafe key never reaches S3."""
     storage = S3Storage(BUCKET, "media", client=s3)
-    with pytest.raises(ObjectNotFound):
+    with not_found("nope.jpg"):
         storage.get("nope.jpg")
     with pytest.raises(InvalidKey):
         storage.get("../other-prefix/x.jpg")
@@ -152,6 +154,25 @@ def test_process_image_on_s3_retries_missing_objects(
 
 # --- LocalStorage: every path stays inside the root, no link followed -----------------
 
+LINKS = "links are not followed under the storage root"
+
+
+def exactly(kind: type[Exception], message: str) -> Any:
+    """Expect ``kind`` with exactly ``message``: the message is what a 489 tells the caller."""
+    return pytest.raises(kind, match=f"^{re.escape(message)}$")
+
+
+@contextlib.contextmanager
+def not_found(key: str) -> Iterator[None]:
+    """Expect ObjectNotFound naming ``key``."""
+    with pytest.raises(ObjectNotFound) as caught:
+        yield
+    assert (caught.value.key, caught.value.args, str(caught.value)) == (
+        key,
+        (key,),
+        f"no object stored under {key!r}",
+    )
+
 
 @pytest.fixture
 def outside(tmp_path: Path) -> Path:
@@ -171,9 +192,10 @@ def local(tmp_path: Path) -> LocalStorage:
 def test_a_linked_file_is_refused_both_ways(local: LocalStorage, outside: Path) -> None:
     """A file that is a symlink out of the root is neither read nor written through."""
     (local.root / "a.jpg").symlink_to(outside / "secret.jpg")
-    with pytest.raises(InvalidKey, match="symbolic link"):
+    message = f"'a.jpg': 'a.jpg' is a symbolic link; {LINKS}"
+    with exactly(InvalidKey, message):
         local.get("a.jpg")
-    with pytest.raises(InvalidKey, match="symbolic link"):
+    with exactly(InvalidKey, message):
         local.put("a.jpg", b"overwrite", content_type="image/jpeg")
     assert (outside / "secret.jpg").read_bytes() == b"secret"
     assert (local.root / "a.jpg").is_symlink()
@@ -182,11 +204,11 @@ def test_a_linked_file_is_refused_both_ways(local: LocalStorage, outside: Path) 
 def test_a_linked_folder_is_refused_both_ways(local: LocalStorage, outside: Path) -> None:
     """A folder on the key's path that is a symlink out of the root is not traversed."""
     (local.root / "u").symlink_to(outside)
-    with pytest.raises(InvalidKey, match="'u' is a symbolic link"):
+    with exactly(InvalidKey, f"'u/secret.jpg': 'u' is a symbolic link; {LINKS}"):
         local.get("u/secret.jpg")
-    with pytest.raises(InvalidKey, match="'u' is a symbolic link"):
+    with exactly(InvalidKey, f"'u/new.jpg': 'u' is a symbolic link; {LINKS}"):
         local.put("u/new.jpg", b"x", content_type="image/jpeg")
-    with pytest.raises(InvalidKey, match="'u' is a symbolic link"):
+    with exactly(InvalidKey, f"'u/deeper/new.jpg': 'u' is a symbolic link; {LINKS}"):
         local.put("u/deeper/new.jpg", b"x", content_type="image/jpeg")
     assert sorted(p.name for p in outside.iterdir()) == ["secret.jpg"]
 
@@ -295,28 +317,34 @@ def test_a_fifo_is_refused_without_blocking(local: LocalStorage) -> None:
         pytest.fail("get() blocked on a FIFO")
     assert isinstance(result[0], InvalidKey)
     assert "not a regular file" in str(result[0])
-    with pytest.raises(InvalidKey, match="a special file"):
+    assert str(result[0]) == "'pipe.jpg' is not a regular file"
+    message = "'pipe.jpg': 'pipe.jpg' is a special file, in the way of the key's path"
+    with exactly(InvalidKey, message):
         local.put("pipe.jpg", b"x", content_type="image/jpeg")
 
 
 def test_folders_and_files_in_the_way(local: LocalStorage) -> None:
     """A folder is no object to read and cannot be overwritten; a file is no folder."""
     local.put("a/b.jpg", b"1", content_type="image/jpeg")
-    with pytest.raises(ObjectNotFound):
+    with not_found("a"):
         local.get("a")
-    with pytest.raises(InvalidKey, match="'a' is a folder"):
+    with exactly(InvalidKey, "'a': 'a' is a folder, in the way of the key's path"):
         local.put("a", b"2", content_type="image/jpeg")
-    with pytest.raises(ObjectNotFound):
+    with not_found("a/b.jpg/c.jpg"):
         local.get("a/b.jpg/c.jpg")
-    with pytest.raises(InvalidKey, match="'b.jpg' is a file"):
+    with exactly(InvalidKey, "'a/b.jpg/c.jpg': 'b.jpg' is a file, in the way of the key's path"):
         local.put("a/b.jpg/c.jpg", b"3", content_type="image/jpeg")
+    with not_found("a/missing/c.jpg"):
+        local.get("a/missing/c.jpg")
+    with not_found("a/missing.jpg"):
+        local.get("a/missing.jpg")
     assert local.get("a/b.jpg") == b"1"
 
 
 def test_a_missing_root_is_created_on_write(tmp_path: Path) -> None:
     """Reading from a root that does not exist yet is ObjectNotFound; writing creates it."""
     storage = LocalStorage(tmp_path / "new" / "root")
-    with pytest.raises(ObjectNotFound):
+    with not_found("a.jpg"):
         storage.get("a.jpg")
     storage.put("a.jpg", b"x", content_type="image/jpeg")
     assert (tmp_path / "new" / "root" / "a.jpg").read_bytes() == b"x"
@@ -337,7 +365,7 @@ def test_max_bytes_is_exact(local: LocalStorage) -> None:
     """max_bytes accepts a file of exactly that size and refuses one byte more."""
     local.put("a.bin", b"x" * 10, content_type="application/octet-stream")
     assert local.get("a.bin", max_bytes=10) == b"x" * 10
-    with pytest.raises(ObjectTooLarge, match="10 bytes, more than the limit of 9"):
+    with exactly(ObjectTooLarge, "'a.bin' is 10 bytes, more than the limit of 9"):
         local.get("a.bin", max_bytes=9)
     assert local.get("a.bin", max_bytes=None) == b"x" * 10
 
@@ -356,7 +384,7 @@ def test_a_file_growing_after_its_size_was_checked_is_still_bounded(
         return status
 
     monkeypatch.setattr(os, "fstat", fstat_then_grow)
-    with pytest.raises(ObjectTooLarge, match="more than the limit of 20 bytes"):
+    with exactly(ObjectTooLarge, "'grow.bin' is more than the limit of 20 bytes"):
         local.get("grow.bin", max_bytes=20)
 
 
@@ -448,7 +476,7 @@ def test_s3_reads_no_more_than_the_limit_whatever_the_server_says(
     """A body longer than its ContentLength (or without one) is cut at max_bytes + 1."""
     client = _FakeS3(b"x" * 10_000, content_length)
     storage = S3Storage(BUCKET, "", client=client)
-    with pytest.raises(ObjectTooLarge, match="more than the limit of 100 bytes"):
+    with exactly(ObjectTooLarge, "'a.jpg' is more than the limit of 100 bytes"):
         storage.get("a.jpg", max_bytes=100)
     assert client.body.handed_out == 101
     assert client.body.closed
@@ -458,7 +486,7 @@ def test_s3_reads_no_more_than_the_limit_whatever_the_server_says(
 def test_s3_refuses_on_content_length_before_reading() -> None:
     """An announced size over the limit is refused without reading the body."""
     client = _FakeS3(b"x" * 10, 10_000)
-    with pytest.raises(ObjectTooLarge, match="10000 bytes, more than the limit of 100"):
+    with exactly(ObjectTooLarge, "'a.jpg' is 10000 bytes, more than the limit of 100"):
         S3Storage(BUCKET, "p", client=client).get("a.jpg", max_bytes=100)
     assert client.body.handed_out == 0
     assert client.body.closed
@@ -467,13 +495,21 @@ def test_s3_refuses_on_content_length_before_reading() -> None:
 
 def test_s3_reads_whole_bodies_within_the_limit() -> None:
     """Bodies of exactly max_bytes, or with no limit, are read whole."""
-    assert S3Storage(BUCKET, client=_FakeS3(b"x" * 100, 100)).get("a", max_bytes=100) == b"x" * 100
+    client = _FakeS3(b"x" * 100, 100)
+    assert S3Storage(BUCKET, client=client).get("a", max_bytes=100) == b"x" * 100
     assert S3Storage(BUCKET, client=_FakeS3(b"y" * 7, None)).get("a") == b"y" * 7
+    assert S3Storage(BUCKET, client=_FakeS3(b"", None)).get("a", max_bytes=0) == b""
+    assert client.keys == ["a"]  # no prefix by default
 
 
 @pytest.mark.parametrize(
     ("url", "bucket", "prefix"),
-    [("s3://b", "b", ""), ("s3://b/", "b", ""), ("s3://b/media/2024/", "b", "media/2024")],
+    [
+        ("s3://b", "b", ""),
+        ("s3://b/", "b", ""),
+        ("s3://b/media/2024/", "b", "media/2024"),
+        ("s3://b//Xray/", "b", "Xray"),
+    ],
 )
 def test_storage_urls_name_bucket_and_prefix(
     url: str, bucket: str, prefix: str, monkeypatch: pytest.MonkeyPatch
@@ -496,7 +532,8 @@ def test_storage_urls_without_a_bucket_are_refused(url: str) -> None:
 def test_s3_without_boto3_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without boto3 installed, s3 storage is a configuration error naming the extra."""
     monkeypatch.setitem(sys.modules, "boto3", None)
-    with pytest.raises(ConfigurationError, match=r"qstash-jobs\[s3\]"):
+    message = "STORAGE_URL=s3://… needs boto3: pip install 'qstash-jobs[s3]'"
+    with exactly(ConfigurationError, message):
         s3_client()
 
 
@@ -537,3 +574,53 @@ def test_storage_for_picks_s3_from_storage_url(
     assert isinstance(storage, S3Storage)
     assert (storage.bucket, storage.prefix) == ("b", "p")
     assert storage.client.meta.endpoint_url == "http://127.0.0.1:9"
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("", "the key is empty"),
+        (None, "the key is empty"),
+        ("x" * 1025, "the key is longer than 1024 characters"),
+        ("/a", "'/a' is absolute: keys are relative to the storage root"),
+        ("a\\b", "'a\\\\b' is absolute: keys are relative to the storage root"),
+        ("C:x", "'C:x' is absolute: keys are relative to the storage root"),
+        ("c:x", "'c:x' is absolute: keys are relative to the storage root"),
+        ("é.jpg", "'é.jpg' contains characters outside [A-Za-z0-9 !-_.*'()/=+@,]"),
+        ("a//b", "'a//b' has an empty, '.' or '..' segment"),
+        ("a/" + "x" * 256, f"'a/{'x' * 256}' has a segment longer than 255 characters"),
+    ],
+)
+def test_key_refusals_say_why(key: str, message: str) -> None:
+    """Each refusal names the key and the rule it breaks: the 489 carries this text."""
+    with exactly(InvalidKey, message):
+        validate_key(key)
+
+
+def test_the_longest_keys_are_valid() -> None:
+    """1024 characters, in segments of 255, are accepted."""
+    key = "/".join(["x" * 255] * 3 + ["x" * 254, "y"])
+    assert len(key) == 1024
+    assert validate_key(key) == key
+
+
+def test_a_folder_made_between_the_check_and_the_rename_is_refused(
+    local: LocalStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If a folder appears where the file goes after the check, the rename's error is an
+    InvalidKey naming it, and the temporary file is removed."""
+    (local.root / "late").mkdir()
+    monkeypatch.setattr(LocalStorage, "_check_replaceable", staticmethod(lambda *args: None))
+    with exactly(InvalidKey, "'late': 'late' is a folder, in the way of the key's path"):
+        local.put("late", b"x", content_type="image/jpeg")
+    assert sorted(p.name for p in local.root.iterdir()) == ["late"]
+    assert list((local.root / "late").iterdir()) == []
+
+
+def test_is_link_is_false_for_what_is_not_there(local: LocalStorage) -> None:
+    """A name that cannot be looked at is no link (the refusal then names what it is not)."""
+    folder = os.open(local.root, os.O_RDONLY)
+    try:
+        assert storage_module._is_link(folder, "missing") is False
+    finally:
+        os.close(folder)

@@ -62,46 +62,48 @@ METADATA_ADDRESSES = frozenset(
 DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
 
 
-def _blocks(*rows: tuple[str, str]) -> tuple[tuple[Network, str], ...]:
-    return tuple((ipaddress.ip_network(cidr), name) for cidr, name in rows)
-
-
 #: IANA IPv4 Special-Purpose Address Registry, blocks not globally reachable (first
 #: match names the reason), with multicast (224.0.0.0/4) from the multicast registry.
-_IPV4_REFUSED = _blocks(
-    ("0.0.0.0/32", "unspecified"),
-    ("0.0.0.0/8", "this network"),
-    ("10.0.0.0/8", "private-use"),
-    ("100.64.0.0/10", "shared address space (CGNAT)"),
-    ("127.0.0.0/8", "loopback"),
-    ("169.254.0.0/16", "link-local"),
-    ("172.16.0.0/12", "private-use"),
-    ("192.0.0.0/24", "IETF protocol assignments"),
-    ("192.0.2.0/24", "documentation"),
-    ("192.88.99.0/24", "deprecated 6to4 relay anycast"),
-    ("192.168.0.0/16", "private-use"),
-    ("198.18.0.0/15", "benchmarking"),
-    ("198.51.100.0/24", "documentation"),
-    ("203.0.113.0/24", "documentation"),
-    ("224.0.0.0/4", "multicast"),
-    ("255.255.255.255/32", "limited broadcast"),
-    ("240.0.0.0/4", "reserved"),
+_IPV4_REFUSED: tuple[tuple[Network, str], ...] = tuple(
+    (ipaddress.ip_network(cidr), name)
+    for cidr, name in (
+        ("0.0.0.0/32", "unspecified"),
+        ("0.0.0.0/8", "this network"),
+        ("10.0.0.0/8", "private-use"),
+        ("100.64.0.0/10", "shared address space (CGNAT)"),
+        ("127.0.0.0/8", "loopback"),
+        ("169.254.0.0/16", "link-local"),
+        ("172.16.0.0/12", "private-use"),
+        ("192.0.0.0/24", "IETF protocol assignments"),
+        ("192.0.2.0/24", "documentation"),
+        ("192.88.99.0/24", "deprecated 6to4 relay anycast"),
+        ("192.168.0.0/16", "private-use"),
+        ("198.18.0.0/15", "benchmarking"),
+        ("198.51.100.0/24", "documentation"),
+        ("203.0.113.0/24", "documentation"),
+        ("224.0.0.0/4", "multicast"),
+        ("255.255.255.255/32", "limited broadcast"),
+        ("240.0.0.0/4", "reserved"),
+    )
 )
 #: IANA IPv6 Special-Purpose Address Registry, blocks not globally reachable, with
 #: multicast and the deprecated site-local block from the IPv6 Address Space registry.
-_IPV6_REFUSED = _blocks(
-    ("::/128", "unspecified"),
-    ("::1/128", "loopback"),
-    ("64:ff9b:1::/48", "local-use IPv4/IPv6 translation"),
-    ("100::/64", "discard-only"),
-    ("2001::/23", "IETF protocol assignments"),
-    ("2001:db8::/32", "documentation"),
-    ("3fff::/20", "documentation"),
-    ("5f00::/16", "SRv6 segment identifiers"),
-    ("fc00::/7", "unique-local"),
-    ("fe80::/10", "link-local"),
-    ("fec0::/10", "site-local"),
-    ("ff00::/8", "multicast"),
+_IPV6_REFUSED: tuple[tuple[Network, str], ...] = tuple(
+    (ipaddress.ip_network(cidr), name)
+    for cidr, name in (
+        ("::/128", "unspecified"),
+        ("::1/128", "loopback"),
+        ("64:ff9b:1::/48", "local-use IPv4/IPv6 translation"),
+        ("100::/64", "discard-only"),
+        ("2001::/23", "IETF protocol assignments"),
+        ("2001:db8::/32", "documentation"),
+        ("3fff::/20", "documentation"),
+        ("5f00::/16", "SRv6 segment identifiers"),
+        ("fc00::/7", "unique-local"),
+        ("fe80::/10", "link-local"),
+        ("fec0::/10", "site-local"),
+        ("ff00::/8", "multicast"),
+    )
 )
 #: Registry entries marked globally reachable inside the refused blocks above.
 _GLOBAL_EXCEPTIONS = tuple(
@@ -198,8 +200,8 @@ class AddressPolicy:
         if not addresses:
             raise BlockedAddress(host, "nothing", "the name did not resolve")
         for raw in addresses:
-            try:
-                address = ipaddress.ip_address(raw.split("%", 1)[0])
+            try:  # without its zone ("%eth0"), which would hide it from METADATA_ADDRESSES
+                address = ipaddress.ip_address(raw.partition("%")[0])
             except ValueError:
                 raise BlockedAddress(host, repr(raw), "not an IP address") from None
             reason = self.refusal(address)
@@ -223,17 +225,19 @@ def check_url(url: str) -> httpx.URL:
         raise ValueError(f"longer than {MAX_URL_CHARS} characters")
     try:
         parsed = httpx.URL(url)
-        httpx.Request("POST", parsed)  # its Host header decodes the name: xn--a.com fails
+        named = parsed.host  # decoding the IDNA name, as the request will: xn--a.com fails
     except (httpx.InvalidURL, ValueError) as exc:  # idna's errors are UnicodeErrors
         raise ValueError(f"cannot be requested: {scrub(str(exc), url)}") from None
     if parsed.scheme not in _SCHEMES:
         raise ValueError("the scheme must be http or https")
+    if not named:
+        raise ValueError("no host")
     if parsed.port is not None and not 0 < parsed.port < 65536:
         raise ValueError(f"port {parsed.port} is out of range")
-    host = parsed.raw_host.decode("ascii")
-    if ":" in host:  # an IPv6 literal, without its brackets
-        if not _is_ipv6(host):
-            raise ValueError(f"{host!r} is not an IPv6 address without a zone")
+    host = parsed.raw_host.decode()
+    if ":" in host:  # an IPv6 literal, without its brackets; "%25eth0" names this host's link
+        if ipaddress.IPv6Address(host).scope_id is not None:
+            raise ValueError(f"{host!r} is an IPv6 address with a zone")
     elif len(host) > 253 or not all(_LABEL.fullmatch(label) for label in _labels(host)):
         raise ValueError(f"{host!r} is not a host name or an IP address")
     return parsed
@@ -250,14 +254,7 @@ def split_credentials(url: str | httpx.URL) -> tuple[httpx.URL, httpx.BasicAuth 
     if not parsed.userinfo:
         return parsed, None
     auth = httpx.BasicAuth(parsed.username, parsed.password)
-    return parsed.copy_with(username=None, password=None), auth
-
-
-def _is_ipv6(host: str) -> bool:
-    try:
-        return ipaddress.IPv6Address(host).scope_id is None  # "%25eth0": this host's link
-    except ValueError:
-        return False
+    return parsed.copy_with(userinfo=b""), auth
 
 
 def _labels(host: str) -> list[str]:
@@ -266,7 +263,7 @@ def _labels(host: str) -> list[str]:
 
 def resolve(host: str, port: int) -> list[str]:
     """Resolve ``host`` to its IP addresses (literal IPs resolve to themselves)."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    infos = socket.getaddrinfo(host, None)  # one entry per socket type: deduplicated
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
@@ -411,10 +408,11 @@ class SafeTransport(httpx.HTTPTransport):
         verify: ssl.SSLContext | bool = True,
         limits: httpx.Limits = DEFAULT_LIMITS,
     ) -> None:
-        super().__init__(verify=verify, limits=limits, trust_env=False)
+        context = httpx.create_ssl_context(verify=verify, trust_env=False)
+        super().__init__(verify=context)
         # HTTPTransport has no network_backend option: rebuild its pool with one.
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
+            ssl_context=context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
@@ -431,11 +429,11 @@ def safe_client(
     verify: ssl.SSLContext | bool = True,
 ) -> httpx.Client:
     """Return a pooled client that never follows redirects nor reaches refused addresses."""
+    # An explicit transport also keeps proxies from the environment (HTTP_PROXY…) out.
     return httpx.Client(
         transport=SafeTransport(policy, resolver=resolver, verify=verify),
         timeout=httpx.Timeout(timeout, connect=connect_timeout),
         follow_redirects=False,
-        trust_env=False,
     )
 
 

@@ -43,8 +43,8 @@ def app(job_config: dict[str, Any], tmp_path: Path) -> Iterator[Flask]:
     config = {
         **job_config,
         "WEBHOOK_ALLOWED_NETWORKS": ["127.0.0.1/32"],
-        "WEBHOOK_TIMEOUT": 0.5,
-        "WEBHOOK_CONNECT_TIMEOUT": 0.5,
+        "WEBHOOK_TIMEOUT": 1.0,
+        "WEBHOOK_CONNECT_TIMEOUT": 1.0,
         "DATABASE_URL": f"sqlite:///{tmp_path / 'store.sqlite3'}",
         "DELIVERY_LOG": True,
         "DASHBOARD_TOKEN": DASHBOARD_TOKEN,
@@ -133,7 +133,7 @@ def test_no_answer_or_log_record_shows_the_credentials(
     elif scenario == "redirects":
         receiver.reply(Reply(302, {}, {"Location": receiver.url + "/elsewhere"}))
     elif scenario == "times-out":
-        receiver.reply(Reply(200, {}, delay=1.0))
+        receiver.reply(Reply(200, {}, delay=1.5))
     elif scenario == "refuses-connections":
         url = gone_url()
     elif scenario == "blocked-address":

@@ -17,9 +17,9 @@ Payload ``{fileKey, userId, operations: ["resize" | "webp" | "thumbnail"], targe
   (decompression bombs, progressive JPEGs: see ``jobs.image_header``), more than
   ``IMAGE_MAX_BYTES`` bytes, truncated or non-image data, an unsafe input or output key.
   A file not (yet) in storage is retried later.
-* Pillow's process-wide ``Image.MAX_IMAGE_PIXELS`` is left alone: the decoders are opened
-  directly, after the checks above, so its check on the declared size (which would refuse
-  a big JPEG that ``draft()`` decodes cheaply) does not apply to this job alone.
+* Pillow's process-wide ``Image.MAX_IMAGE_PIXELS`` keeps its default: this job opens the
+  decoders directly, after the checks above, because Pillow's check runs on the declared
+  size and would refuse a big JPEG that ``draft()`` decodes cheaply.
 """
 
 from __future__ import annotations

@@ -211,8 +211,8 @@ def _refusal(key: str, folder: int, name: str) -> InvalidKey:
         )
     try:
         mode = os.lstat(name, dir_fd=folder).st_mode
-    except OSError:
-        mode = 0
+    except OSError:  # gone or replaced since the refused operation
+        return InvalidKey(f"{key!r}: {name!r} changed while its path was checked")
     kind = (
         "a folder" if stat.S_ISDIR(mode) else "a file" if stat.S_ISREG(mode) else "a special file"
     )

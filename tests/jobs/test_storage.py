@@ -617,10 +617,13 @@ def test_a_folder_made_between_the_check_and_the_rename_is_refused(
     assert list((local.root / "late").iterdir()) == []
 
 
-def test_is_link_is_false_for_what_is_not_there(local: LocalStorage) -> None:
-    """A name that cannot be looked at is no link (the refusal then names what it is not)."""
+def test_a_path_gone_before_its_refusal_is_explained(local: LocalStorage) -> None:
+    """A name that vanished between a failed open and the look at why is no link, and the
+    refusal says the path changed (both helpers are reached only through that race)."""
     folder = os.open(local.root, os.O_RDONLY)
     try:
-        assert storage_module._is_link(folder, "missing") is False
+        assert storage_module._is_link(folder, "gone") is False
+        refusal = storage_module._refusal("a/gone", folder, "gone")
     finally:
         os.close(folder)
+    assert str(refusal) == "'a/gone': 'gone' changed while its path was checked"

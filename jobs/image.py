@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from flask import Flask, current_app
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, validate
 from PIL import ExifTags, Image, ImageFile, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
 
 from app.errors import NonRetryableError, RetryLater
@@ -48,6 +48,8 @@ from app.storage import (
 from jobs.image_header import Header, HeaderError, read_header
 
 OPERATIONS = ("resize", "webp", "thumbnail")
+#: The width ``resize`` makes when the payload has no ``targetWidth`` (optional in the seed).
+DEFAULT_WIDTH = 1024
 THUMBNAIL_SIZE = 256
 #: The decoder of each accepted format, opened directly: ``Image.open`` would apply
 #: Pillow's process-wide limit to the declared size, before ``draft()``.
@@ -108,14 +110,12 @@ class ProcessImageSchema(Schema):
         required=True,
         validate=validate.Length(min=1),
     )
+    # Optional, as in the seed's ImageJobPayload: resize without it makes DEFAULT_WIDTH.
     target_width = fields.Integer(
-        data_key="targetWidth", load_default=None, validate=validate.Range(min=1, max=16384)
+        data_key="targetWidth",
+        load_default=DEFAULT_WIDTH,
+        validate=validate.Range(min=1, max=16384),
     )
-
-    @validates_schema
-    def _resize_needs_width(self, data: dict[str, Any], **kwargs: Any) -> None:
-        if "resize" in data.get("operations", []) and data.get("target_width") is None:
-            raise ValidationError("resize needs targetWidth", field_name="targetWidth")
 
 
 @dataclass(frozen=True)

@@ -265,11 +265,6 @@ def test_seed_image_with_target_width(app: Flask, client: DeliveryClient) -> Non
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jobs/image.py refuses resize without targetWidth (489 'resize needs targetWidth');"
-    " fix: targetWidth load_default=1024 (DEFAULT_WIDTH), drop _resize_needs_width",
-)
 def test_seed_image_without_target_width(app: Flask, client: DeliveryClient) -> None:
     """targetWidth is optional in the seed: resize falls back to a 1024 px wide WebP."""
     _store_photo(app)

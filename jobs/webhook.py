@@ -115,7 +115,8 @@ class DeliverWebhookSchema(Schema):
 
     webhook_id = fields.String(required=True, data_key="webhookId", validate=validate.Length(1))
     event_type = fields.String(required=True, data_key="eventType", validate=validate.Length(1))
-    payload = fields.Raw(required=True, allow_none=True)
+    # The seed's `payload: unknown` may be undefined, which JSON.stringify leaves out.
+    payload = fields.Raw(load_default=None, allow_none=True)
     target_url = fields.Url(
         required=True,
         data_key="targetUrl",

@@ -308,11 +308,6 @@ def test_seed_webhook_reaches_its_target(client: DeliveryClient, receiver: Recor
     assert request.headers["webhook-signature"].startswith("v1,")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jobs/webhook.py requires payload; the seed's `payload: unknown` may be undefined,"
-    " which JSON.stringify leaves out; fix: payload = fields.Raw(load_default=None)",
-)
 def test_seed_webhook_without_payload(client: DeliveryClient, receiver: Recorder) -> None:
     """A webhook whose payload was ``undefined`` is sent with ``"data": null``."""
     body = _webhook_body(receiver.url + "/hooks", None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from email.utils import formatdate
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from app.qstash.timing import (
@@ -114,6 +114,9 @@ def test_structured_durations_parse_exactly_as_documented(
 ) -> None:
     """Sequences of (number, unit) pairs with any whitespace, digits of any script and
     numbers up to 10**40: the documented value, or DurationError and nothing else."""
+    # A unitless number followed by another pair would merge its digits into the next
+    # number ("0" + "0d" is "00d"): the pairs would no longer describe the text.
+    assume(all(unit for _, unit in pairs[:-1]))
     text = before + "".join(f"{number}{unit}" for number, unit in pairs) + after
     expected = expected_seconds(pairs, before, after)
     for bare in (False, True):

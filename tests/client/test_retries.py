@@ -129,19 +129,34 @@ def test_pool_is_created_lazily_and_again_after_fork(
     client.close()
 
 
+NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+
+
 @pytest.mark.parametrize(
     ("headers", "expected"),
     [
         ({"Retry-After": "7"}, 7.0),
-        ({"Retry-After": "Thu, 01 Jan 1970 00:01:40 GMT"}, 60.0),
-        ({"Burst-RateLimit-Reset": "130"}, 90.0),
+        ({"Retry-After": "Thu, 01 Jan 2026 00:01:00 GMT"}, 60.0),
+        ({"Burst-RateLimit-Reset": str(int(NOW) + 90)}, 90.0),
+        ({"RateLimit-Reset": str(int(NOW) + 30)}, 30.0),
         ({"Retry-After": "soon"}, None),
         ({}, None),
     ],
 )
 def test_retry_after_forms(headers: dict[str, str], expected: float | None) -> None:
     """Retry-After in seconds or as an HTTP date, or a rate-limit reset, gives the wait."""
-    assert retry_after_seconds(headers, now=40.0) == expected
+    assert retry_after_seconds(headers, now=NOW) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["Thu, 01 Jan 99999999999 00:01:40 GMT", "9" * 400, "nan", "inf", "1e999", "-5", "\u00b2"],
+)
+def test_hostile_retry_after_is_no_wait_and_never_raises(value: str) -> None:
+    """A Retry-After that is no finite wait of 0 s to a day is ignored (None), never raised
+    (a far-future date used to raise OverflowError out of the client)."""
+    assert retry_after_seconds({"Retry-After": value}, now=NOW) is None
+    assert retry_after_seconds({"RateLimit-Reset": value}, now=NOW) is None
 
 
 @pytest.mark.parametrize("base_url", ["localhost:8080", "ftp://q.example", "", "http://"])

@@ -12,7 +12,6 @@ object) exists, and a connection pool must never be shared across processes.
 
 from __future__ import annotations
 
-import email.utils
 import functools
 import os
 import random
@@ -25,6 +24,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from app.qstash import timing
 from app.qstash.client.errors import (
     QStashAPIError,
     QStashConnectionError,
@@ -37,31 +37,16 @@ USER_AGENT = "qstash-jobs/0.1 (+httpx)"
 
 
 def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """Return the wait ``Retry-After`` (seconds or HTTP date) or a rate-limit reset asks for."""
-    raw = headers.get("Retry-After")
-    if raw is None:
-        return _reset_seconds(headers, now)
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw).timestamp()
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when - (time.time() if now is None else now))
+    """Return the wait ``Retry-After`` or QStash's rate-limit reset asks for (0 s … a day).
 
-
-def _reset_seconds(headers: Mapping[str, str], now: float | None) -> float | None:
-    # QStash's Burst-RateLimit-Reset / RateLimit-Reset are unix timestamps (seconds).
-    raw = headers.get("Burst-RateLimit-Reset") or headers.get("RateLimit-Reset")
-    try:
-        reset = float(raw) if raw is not None else None
-    except ValueError:
-        return None
-    if reset is None:
-        return None
-    return max(0.0, reset - (time.time() if now is None else now))
+    QStash's ``Burst-RateLimit-Reset`` / ``RateLimit-Reset`` are unix timestamps. Read by
+    the one reader of these headers, :func:`app.qstash.timing.retry_after_seconds`: what
+    is no finite wait within a day is None, and no value raises.
+    """
+    reset = headers.get("Burst-RateLimit-Reset") or headers.get("RateLimit-Reset")
+    return timing.retry_after_seconds(
+        headers.get("Retry-After"), reset, time.time() if now is None else now
+    )
 
 
 def error_message(response: httpx.Response) -> str:

@@ -365,8 +365,10 @@ def ours_accepts(token: str, body: bytes) -> bool:
 # present as strings or refused by both (non-string sub/jti/iss); aud absent or non-empty.
 # Left out on purpose (documented differences): numeric strings, booleans and fractions as
 # dates, integers beyond a double, falsy aud, crit/b64/kid headers, '=' padding (which
-# PyJWT accepts). Over-padding ('==' on the signature) both refuse. Dates are drawn as
-# offsets from the wall clock (the SDK reads it) and spelled when the test runs.
+# PyJWT accepts). Over-padding ('==' on the signature) we refuse, and so does the SDK
+# with a recent PyJWT; PyJWT 2.10.0 accepts it, so that case is checked against our rule
+# only. Dates are drawn as offsets from the wall clock (the SDK reads it) and spelled
+# when the test runs.
 SDK_DATE_MISSES = ["NaN", "Infinity", "-Infinity", "1e999", "null", '"soon"', "[1]", None]
 
 
@@ -426,4 +428,9 @@ def test_the_official_sdk_agrees_on_signed_tokens(
     """qstash.Receiver and verify() accept and refuse the same signed tokens."""
     fields, alg, key, padding, body = case
     token = sdk_token(fields, alg, key, padding)
+    if padding:
+        # Over-padding: refused by our spelling rule; whether the SDK refuses it too
+        # depends on its PyJWT (2.10.0 strips the '=' and accepts it), so no oracle here.
+        assert not ours_accepts(token, body)
+        return
     assert ours_accepts(token, body) is official_accepts(token, body)

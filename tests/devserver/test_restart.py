@@ -31,7 +31,8 @@ def test_missed_firings_happen_once(tmp_path: Path) -> None:
         "cron": "* * * * *",
         "queueName": None,
     }
-    now = time.time()
+    # Mid-minute, so that now + 1 cannot reach the next firing of "* * * * *".
+    now = time.time() // 60 * 60 + 20
     store.upsert_schedule(Schedule("scd_1", spec, b"", False, now - 600, now - 180, None))
 
     class Recorder:

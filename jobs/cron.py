@@ -36,6 +36,7 @@ from flask import current_app
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validates
 
 from app.jobs import Job, cron
+from app.mail import outbox_folder
 from app.qstash.receiver import Delivery
 from app.store import Store, get_store, queries
 from jobs.email import send_email
@@ -253,6 +254,5 @@ def check_expiries(payload: dict[str, Any], delivery: Delivery) -> dict[str, Any
             rows, claims = queries.expire(
                 conn, now_ms, log_days=log_days, claim_days=float(config["CLAIM_RETENTION_DAYS"])
             )
-    outbox = Path(config.get("EMAIL_OUTBOX") or Path(current_app.instance_path) / "outbox")
-    files = expire_outbox(outbox, now_ms / 1000 - log_days * 86_400)
+    files = expire_outbox(outbox_folder(current_app), now_ms / 1000 - log_days * 86_400)
     return {"rows": rows, "claims": claims, "files": files}

@@ -32,7 +32,8 @@ import resend
 from resend.exceptions import ResendError
 
 from app.errors import NonRetryableError, RetryLater
-from app.outbound import UpstreamError, parse_retry_after
+from app.outbound import UpstreamError
+from app.qstash.timing import parse_retry_after
 
 if TYPE_CHECKING:
     from flask import Flask

@@ -22,9 +22,9 @@ httpx's per-operation timeouts cannot: a target dripping one byte per second nev
 a read timeout. ``read_capped`` reads an answer's bytes as sent, never decompressed, up to
 a limit: a 2 KB gzip bomb stays 2 KB.
 
-Also here, because every job that calls a remote service needs them: ``UpstreamError``
-(the remote failed; QStash retries with backoff), ``parse_retry_after`` and ``redact_url``
-(both defined in ``app.qstash``, the protocol layer).
+Also here, because every job that calls a remote service needs it: ``UpstreamError`` (the
+remote failed; QStash retries with backoff). ``Retry-After`` is read by
+``app.qstash.timing`` and URLs are redacted by ``app.qstash.redact``.
 """
 
 from __future__ import annotations
@@ -46,9 +46,7 @@ import httpx
 from werkzeug.exceptions import BadGateway
 
 from app.errors import ConfigurationError
-from app.qstash.redact import redact_url as redact_url
 from app.qstash.redact import scrub
-from app.qstash.timing import parse_retry_after as parse_retry_after
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

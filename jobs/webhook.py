@@ -57,13 +57,12 @@ from app.outbound import (
     check_url,
     deadline,
     read_capped,
-    redact_url,
     safe_client,
     split_credentials,
 )
 from app.qstash.callbacks import Callback, CallbackSchema
 from app.qstash.receiver import Delivery
-from app.qstash.redact import scrub
+from app.qstash.redact import redact_url, scrub
 from app.qstash.timing import retry_after_seconds, retry_delay_seconds
 
 if TYPE_CHECKING:
@@ -215,12 +214,10 @@ def _send(payload: dict[str, Any], delivery: Delivery, webhook_id: str) -> Targe
     except httpx.TimeoutException as exc:
         raise _retry(f"{shown} timed out: {scrub(str(exc), url)}", delivery, errors, None) from None
     except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as exc:
-        why = scrub(str(exc), url)
         blocked = blocked_cause(exc)
-        if blocked is not None:
-            why = scrub(str(blocked), url)
-            raise NonRetryableError(f"{shown}: {why}", errors={"targetUrl": [why]}) from None
-        if isinstance(exc, httpx.InvalidURL | httpx.UnsupportedProtocol | UnicodeError):
+        why = scrub(str(exc if blocked is None else blocked), url)
+        unrequestable = httpx.InvalidURL | httpx.UnsupportedProtocol | UnicodeError
+        if blocked is not None or isinstance(exc, unrequestable):
             raise NonRetryableError(f"{shown}: {why}", errors={"targetUrl": [why]}) from None
         raise _retry(f"{shown} could not be reached: {why}", delivery, errors, None) from None
 

@@ -33,13 +33,13 @@ from app.outbound import (
     check_url,
     deadline,
     lookup,
-    parse_retry_after,
     read_capped,
     resolve,
     safe_client,
     split_credentials,
 )
 from app.qstash.callbacks import parse_callback
+from app.qstash.timing import parse_retry_after
 from tests.jobs.recorder import Recorder, recording_server
 
 IP = ipaddress.ip_address

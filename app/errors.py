@@ -32,6 +32,8 @@ from decimal import Decimal
 from numbers import Real
 from typing import Any, cast
 
+from app.qstash.timing import MAX_RETRY_DELAY
+
 
 class QStashJobsError(Exception):
     """Base class of every exception this framework raises on purpose."""
@@ -97,7 +99,7 @@ class RetryLater(JobError):
 
 #: QStash's bounds on a retry delay, in seconds: a whole second, and one day.
 MIN_RETRY_AFTER = 1
-MAX_RETRY_AFTER = 86_400
+MAX_RETRY_AFTER = int(MAX_RETRY_DELAY)
 
 
 def clamp_retry_after(seconds: float | Decimal | Real) -> int:

@@ -425,6 +425,7 @@ _REFUSAL = "qstash_jobs_refusal"
 BODY_REFUSALS = ("payload_too_large", "unreadable_body")
 
 
+@functools.cache  # the error classes are all declared at import: read on every refusal
 def refusal_reasons() -> frozenset[str]:
     """Return every reason :func:`refusal` can give: a fixed set, fit for a metric label."""
     codes = {SignatureError.code, *BODY_REFUSALS}

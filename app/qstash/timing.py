@@ -114,16 +114,13 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 #: Longer header values are no wait QStash honours (a day is 5 digits, an HTTP date 29
 #: characters): they are ignored unread, so no header costs more than a glance.
 _MAX_HEADER_CHARS = 64
-_SECONDS = re.compile(r"[0-9]+")
 _TIMESTAMP = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
 
 def _parse_retry_after(raw: str, now: float) -> float | None:
-    if _SECONDS.fullmatch(raw):
-        return float(raw)
-    try:
+    try:  # seconds ("120"), or a duration ("2m")
         return float(parse_duration(raw))
-    except (ValueError, OverflowError):
+    except DurationError:
         pass
     try:
         when = parsedate_to_datetime(raw)

@@ -108,11 +108,7 @@ class Job:
 
 def _validate(job: Job) -> None:
     """Check every field of ``job`` as QStash and this framework will use it."""
-    if (
-        not isinstance(job.name, str)
-        or len(job.name) > NAME_LIMIT
-        or not NAME_PATTERN.fullmatch(job.name)
-    ):
+    if not _is_job_name(job.name):
         raise JobDefinitionError(
             f"invalid job name {shown(job.name)}: use lower-case letters, digits and single"
             f" hyphens, at most {NAME_LIMIT} characters, like 'send-email'"
@@ -131,6 +127,12 @@ def _validate(job: Job) -> None:
         raise JobDefinitionError(f"job {job.name!r}: parallelism needs a queue")
 
 
+def _is_job_name(value: Any) -> bool:
+    return (
+        isinstance(value, str) and len(value) <= NAME_LIMIT and bool(NAME_PATTERN.fullmatch(value))
+    )
+
+
 def _int_option(low: int, high: int | None) -> Callable[[Any, str], None]:
     def check(value: Any, option: str) -> None:
         if type(value) is not int or value < low or (high is not None and value > high):
@@ -147,7 +149,7 @@ def _check_retry_delay(value: Any, option: str) -> None:
 def _check_callback(value: Any, option: str) -> None:
     if isinstance(value, str) and "://" in value:
         check_url(value, option)
-    elif not isinstance(value, str) or len(value) > NAME_LIMIT or not NAME_PATTERN.fullmatch(value):
+    elif not _is_job_name(value):
         raise ValueError(
             f"{option} must be an http(s) URL or the name of a job, not {shown(value)}"
         )

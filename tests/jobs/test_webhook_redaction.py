@@ -25,6 +25,7 @@ from jobs import webhook
 from jobs.webhook import WebhookFailure, deliver_webhook
 from tests.jobs.conftest import make_app
 from tests.jobs.recorder import Recorder, Reply, recording_server
+from tests.jobs.test_webhook_limits import payload
 
 PASSWORD = "s3cr3t-Pa55"
 TOKEN = "tok-9f8e7d6c5b4a"
@@ -61,16 +62,6 @@ def app(job_config: dict[str, Any], tmp_path: Path) -> Iterator[Flask]:
 
 def with_credentials(url: str, userinfo: str = f"user:{PASSWORD}") -> str:
     return url.replace("://", f"://{userinfo}@", 1)
-
-
-def payload(url: str) -> dict[str, Any]:
-    return {
-        "webhookId": "wh_1",
-        "eventType": "invoice.paid",
-        "payload": {"n": 1},
-        "targetUrl": url,
-        "secret": "a raw secret",
-    }
 
 
 def logged(caplog: pytest.LogCaptureFixture) -> str:

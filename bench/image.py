@@ -1,175 +1,324 @@
-"""process-image against pyvips: 12 MP JPEG → 1024 px WebP + 256 px WebP thumbnail.
+"""process-image against single-decode pyvips: 12 MP JPEG → 1024 px WebP + 256 px thumbnail.
 
-Each side runs in its own fresh process (so peak RSS is its own), several rounds, and
-the medians are printed side by side with their ratio:
+Both sides are jobs of this framework, each mounted alone in a fresh app and run through
+signed deliveries (the delivery log and duplicate guard off, as under TESTING without a
+DATABASE_URL): each reads the JPEG from storage, decodes it once, writes the same two
+outputs to storage.
 
-* ``pipeline``: the real process-image job, through a signed delivery to the app
-  (storage read, one draft() decode, both encodes, storage writes).
-* ``pyvips``: libvips doing the same outputs the usual way, ``thumbnail()`` from the
-  file for each output (shrink-on-load, auto-rotate, ICC kept).
-* ``pyvips-1-decode``: libvips decoding once and deriving the thumbnail from the
-  1024 px image, for reference.
+* ``pipeline``: the real process-image job (``jobs/image.py``, Pillow).
+* ``pyvips``: the same job written with libvips the way its users do: shrink-on-load by
+  the power of two ``draft()`` picks, auto-rotate, ``resize()`` with the cubic kernel
+  (Catmull-Rom, like Pillow's BICUBIC, with the same 2x reducing gap) into memory, the
+  thumbnail cropped from that and resized the same way, then the two WebP encodes. libvips'
+  operation cache is off: a worker never sees the same file twice, and here it would skip
+  the repeated work.
 
-Run: ``.venv/bin/python bench/image.py [--rounds N]``
+Both encode WebP at quality 80, method (libvips: effort) 4, everything else at libwebp's
+defaults. A round runs each side in a fresh process (so peak RSS, /proc VmHWM, is its
+own), in alternating order: one warm-up delivery, then ``--repeats`` timed ones whose
+median is the round's time. Reported per side: median time; peak RSS, and its rise over
+the RSS before the first image (imports and app); the bytes of each output and its PSNR
+(dB, RGB, computed with Pillow) against a reference made from the full-size decode with
+Pillow's Lanczos (no reducing gap) at the same size and crop. Ratios are ours / pyvips per
+round: median (min–max) over the rounds.
+
+Run: ``.venv/bin/python bench/image.py [--rounds 9] [--repeats 5]``; ``--smoke`` (a
+400x300 image, one round, one repeat) checks the code path in seconds and exits non-zero
+when a side fails or makes an output of the wrong size or a PSNR below 25 dB; without
+pyvips installed it runs the pipeline side only, and says so.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import math
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from app.jobs import JobRegistry
 
 ROOT = Path(__file__).resolve().parent.parent
-WIDTH, THUMB, QUALITY = 1024, 256, 80
+WIDTH, THUMB, QUALITY, EFFORT = 1024, 256, 80, 4
+SIDES = ("pipeline", "pyvips")
+OUTPUTS = ("main", "thumb")
+#: Below this an output is broken, not merely a little different.
+MIN_PSNR = 25.0
+SOURCE_KEY = "photo.jpg"
+#: The output keys of each side (the pipeline's are its job's).
+KEYS = {
+    "pipeline": {"main": f"{SOURCE_KEY}.w{WIDTH}.webp", "thumb": f"{SOURCE_KEY}.thumb{THUMB}.webp"},
+    "pyvips": {"main": "pyvips.main.webp", "thumb": "pyvips.thumb.webp"},
+}
 
 
-def make_photo(path: Path) -> None:
-    """Write a 4000x3000 JPEG with photo-like detail (gradients, noise, shapes)."""
+def make_photo(path: Path, size: tuple[int, int]) -> None:
+    """Write a JPEG with photo-like detail (gradients, noise, shapes) of ``size`` pixels."""
     from PIL import Image, ImageDraw, ImageFilter
 
-    noise = Image.effect_noise((4000, 3000), 48).convert("RGB")
-    gradient = Image.linear_gradient("L").resize((4000, 3000)).convert("RGB")
+    w, h = size
+    noise = Image.effect_noise(size, 48).convert("RGB")
+    gradient = Image.linear_gradient("L").resize(size).convert("RGB")
     image = Image.blend(noise, gradient, 0.6)
     draw = ImageDraw.Draw(image)
     for i in range(40):
-        x, y = (i * 397) % 3800, (i * 211) % 2800
-        draw.ellipse((x, y, x + 200, y + 150), fill=(i * 6 % 255, 120, 255 - i * 5 % 255))
+        x, y = (i * 397) % (w - w // 20), (i * 211) % (h - h // 20)
+        draw.ellipse((x, y, x + w // 20, y + h // 20), fill=(i * 6 % 255, 120, 255 - i * 5))
     image = image.filter(ImageFilter.GaussianBlur(1))
     image.save(path, "JPEG", quality=90)
 
 
-def run_pipeline(source: Path, rounds: int) -> list[float]:
-    """Time the process-image job through signed deliveries; return seconds per round."""
-    sys.path.insert(0, str(ROOT))
+def peak_rss_kib(field: str = "VmHWM") -> int:
+    """Return this process's peak (VmHWM) or current (VmRSS) resident set, in KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def shrink_on_load(size: tuple[int, int]) -> int:
+    """Return the largest JPEG shrink (1, 2, 4, 8) leaving both outputs enough pixels."""
+    w, h = size
+    need_w = max(min(WIDTH, w), -(-w * min(THUMB, w, h) // min(w, h)))
+    return max(s for s in (1, 2, 4, 8) if -(-w // s) >= need_w)
+
+
+def pyvips_job(registry: JobRegistry) -> None:
+    """Declare ``process-image`` written with pyvips in ``registry``."""
+    import pyvips
+    from flask import current_app
+
+    from app.storage import storage_for
+
+    pyvips.cache_set_max(0)
+    save = {"Q": QUALITY, "effort": EFFORT, "keep": "icc"}
+
+    @registry.job("process-image", retries=2)
+    def process_image(payload: dict[str, Any], delivery: Any) -> dict[str, Any]:
+        storage = storage_for(current_app)
+        data = storage.get(payload["fileKey"], max_bytes=current_app.config["IMAGE_MAX_BYTES"])
+        header = pyvips.Image.new_from_buffer(data, "")
+        shrink = shrink_on_load((header.width, header.height))
+        image = pyvips.Image.new_from_buffer(data, "", shrink=shrink, access="sequential")
+        image = image.autorot()
+        if image.width > WIDTH:
+            image = image.resize(WIDTH / image.width, kernel="cubic")
+        main = image.copy_memory()  # decoded once; the thumbnail is made from it
+        short = min(main.width, main.height)
+        left, top = (main.width - short) // 2, (main.height - short) // 2
+        thumb = main.crop(left, top, short, short).resize(min(THUMB, short) / short, kernel="cubic")
+        sizes = {}
+        for name, output in (("main", main), ("thumb", thumb)):
+            encoded = output.webpsave_buffer(**save)
+            storage.put(KEYS["pyvips"][name], encoded, content_type="image/webp")
+            sizes[name] = len(encoded)
+        return sizes
+
+
+def side_app(side: str, storage: Path) -> Any:
+    """Return a fresh app serving only ``side``'s process-image job."""
     from app import create_app
+    from app.jobs import JobRegistry
+
+    registry = JobRegistry()
+    if side == "pipeline":
+        from jobs.image import process_image
+
+        registry.add(process_image)
+    else:
+        pyvips_job(registry)
+    config = {
+        "TESTING": True,
+        "QSTASH_CURRENT_SIGNING_KEY": "sig_bench_current_0123456789abcdef",
+        "QSTASH_NEXT_SIGNING_KEY": "sig_bench_next_0123456789abcdefghi",
+        "APP_URL": "https://bench.example.com",
+        "STORAGE_ROOT": str(storage),
+    }
+    return create_app(config, registry=registry)
+
+
+def child(side: str, source: Path, out: Path, repeats: int) -> None:
+    """Deliver process-image once to warm up, then ``repeats`` times; print JSON results."""
+    sys.path.insert(0, str(ROOT))
     from app.testing import DeliveryClient
 
-    with tempfile.TemporaryDirectory() as storage:
-        (Path(storage) / "photo.jpg").write_bytes(source.read_bytes())
-        config = {
-            "TESTING": True,
-            "QSTASH_CURRENT_SIGNING_KEY": "sig_bench_current_0123456789abcdef",
-            "QSTASH_NEXT_SIGNING_KEY": "sig_bench_next_0123456789abcdefghi",
-            "APP_URL": "https://bench.example.com",
-            "STORAGE_ROOT": storage,
-        }
-        client = DeliveryClient(create_app(config))
-        payload = {
-            "fileKey": "photo.jpg",
-            "userId": "bench",
-            "operations": ["resize", "webp", "thumbnail"],
-            "targetWidth": WIDTH,
-        }
-        times = []
-        for _ in range(rounds):
-            started = time.perf_counter()
-            response = client.deliver("process-image", payload)
-            times.append(time.perf_counter() - started)
-            assert response.status_code == 200, response.get_json()
-        return times
-
-
-def run_pyvips(source: Path, rounds: int, one_decode: bool) -> list[float]:
-    """Time libvips producing the same two WebP outputs; return seconds per round."""
-    import pyvips
-
-    times = []
-    with tempfile.TemporaryDirectory() as out:
-        for _ in range(rounds):
-            started = time.perf_counter()
-            data = source.read_bytes()
-            main = pyvips.Image.thumbnail_buffer(data, WIDTH, height=10**7, size="down")
-            if one_decode:
-                main = main.copy_memory()  # decoded once, kept for the thumbnail
-            main.webpsave(f"{out}/main.webp", Q=QUALITY, effort=4, keep="icc")
-            if one_decode:
-                thumb = main.thumbnail_image(THUMB, height=THUMB, crop="centre", size="down")
-            else:
-                thumb = pyvips.Image.thumbnail_buffer(
-                    data, THUMB, height=THUMB, crop="centre", size="down"
-                )
-            thumb.webpsave(f"{out}/thumb.webp", Q=QUALITY, effort=4, keep="icc")
-            times.append(time.perf_counter() - started)
-    return times
-
-
-def child(kind: str, source: Path, rounds: int) -> None:
-    """Run one side and print its times and peak RSS as JSON."""
-    if kind == "pipeline":
-        times = run_pipeline(source, rounds)
-    else:
-        times = run_pyvips(source, rounds, one_decode=kind == "pyvips-1-decode")
-    print(json.dumps({"times": times, "peak_rss_mib": peak_rss_kib() / 1024}))
-
-
-def peak_rss_kib() -> int:
-    """Return this process's peak RSS (VmHWM: unlike ru_maxrss, not inherited over exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
-def measure(kind: str, source: Path, rounds: int) -> tuple[list[float], float]:
-    """Run one side in a fresh process; return its round times (s) and peak RSS (MiB)."""
-    command = [sys.executable, __file__, "--child", kind, "--source", str(source)]
-    output = subprocess.run(
-        [*command, "--rounds", str(rounds)], check=True, capture_output=True, text=True, cwd=ROOT
-    ).stdout
-    result = json.loads(output.strip().splitlines()[-1])
-    return result["times"][1:], result["peak_rss_mib"]  # round 1 warms imports and caches
-
-
-KINDS = ("pipeline", "pyvips", "pyvips-1-decode")
-
-
-def compare(source: Path, rounds: int, passes: int) -> dict[str, dict[str, float]]:
-    """Alternate the sides ``passes`` times (load drifts on a shared machine); pool rounds."""
-    times: dict[str, list[float]] = {kind: [] for kind in KINDS}
-    peaks: dict[str, float] = dict.fromkeys(KINDS, 0.0)
-    for _ in range(passes):
-        for kind in KINDS:
-            kind_times, peak = measure(kind, source, rounds)
-            times[kind] += kind_times
-            peaks[kind] = max(peaks[kind], peak)
-    return {
-        kind: {"median_ms": statistics.median(times[kind]) * 1000, "peak_rss_mib": peaks[kind]}
-        for kind in KINDS
+    (out / SOURCE_KEY).write_bytes(source.read_bytes())
+    client = DeliveryClient(side_app(side, out))
+    payload = {
+        "fileKey": SOURCE_KEY,
+        "userId": "bench",
+        "operations": ["resize", "webp", "thumbnail"],
+        "targetWidth": WIDTH,
     }
+
+    def deliver() -> None:
+        response = client.deliver("process-image", payload)
+        if response.status_code != 200:
+            raise RuntimeError(f"{side} answered {response.status_code}: {response.text}")
+
+    base = peak_rss_kib("VmRSS")
+    deliver()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        deliver()
+        times.append(time.perf_counter() - started)
+    files = {name: str(out / key) for name, key in KEYS[side].items()}
+    print(
+        json.dumps({"times": times, "base_kib": base, "peak_kib": peak_rss_kib(), "files": files})
+    )
+
+
+def measure(side: str, source: Path, out: Path, repeats: int) -> dict[str, Any]:
+    """Run one side in a fresh process; return its result, with its outputs' bytes read."""
+    command = [sys.executable, __file__, "--child", side, "--source", str(source)]
+    command += ["--out", str(out), "--repeats", str(repeats)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"the {side} side failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result["outputs"] = {name: Path(path).read_bytes() for name, path in result["files"].items()}
+    return result
+
+
+def psnr(image: Image, reference: Image) -> float:
+    """Return the PSNR in dB of ``image`` against ``reference`` over their RGB channels."""
+    from PIL import ImageChops
+
+    histogram = ImageChops.difference(image.convert("RGB"), reference).histogram()
+    squares = sum(count * (i % 256) ** 2 for i, count in enumerate(histogram))
+    mse = squares / (reference.width * reference.height * 3)
+    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
+def references(source: Path, sizes: dict[str, tuple[int, int]]) -> dict[str, Image]:
+    """Return Lanczos resizes of the full-size decode at each output's size and crop."""
+    from PIL import Image, ImageOps
+
+    with Image.open(source) as opened:
+        full = ImageOps.exif_transpose(opened).convert("RGB")
+    w, h = full.size
+    short = min(w, h)
+    square = ((w - short) // 2, (h - short) // 2, (w + short) // 2, (h + short) // 2)
+    lanczos = Image.Resampling.LANCZOS
+    return {
+        "main": full.resize(sizes["main"], lanczos),
+        "thumb": full.resize(sizes["thumb"], lanczos, box=square),
+    }
+
+
+def quality(result: dict[str, Any], refs: dict[str, Image]) -> dict[str, float]:
+    """Return each output's PSNR against its reference; fail on a wrong size."""
+    from PIL import Image
+
+    scores = {}
+    for name in OUTPUTS:
+        with Image.open(io.BytesIO(result["outputs"][name])) as image:
+            if image.size != refs[name].size:
+                raise SystemExit(f"{name}: {image.size} where {refs[name].size} is expected")
+            scores[name] = psnr(image, refs[name])
+    return scores
+
+
+def run_rounds(
+    source: Path, sides: tuple[str, ...], rounds: int, repeats: int
+) -> list[dict[str, dict[str, Any]]]:
+    """Run ``rounds`` rounds, each side in a fresh process, alternating which goes first."""
+    results = []
+    for number in range(rounds):
+        order = sides if number % 2 == 0 else sides[::-1]
+        result = {}
+        for side in order:
+            with tempfile.TemporaryDirectory() as out:
+                result[side] = measure(side, source, Path(out), repeats)
+        results.append(result)
+        print(f"  round {number + 1}/{rounds} done", file=sys.stderr)
+    return results
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f}x ({min(values):.2f}–{max(values):.2f})"
+
+
+def report(rounds: list[dict[str, dict[str, Any]]], refs: dict[str, Image]) -> None:
+    """Print the per-side table and the per-round ratios."""
+    sides = tuple(rounds[0])
+    header = ("side", "median ms", "peak RSS MiB", "rise MiB", "main B", "thumb B")
+    print(f"{header[0]:<10}" + "".join(f"{h:>13}" for h in header[1:]) + "   PSNR main/thumb dB")
+    for side in sides:
+        runs = [r[side] for r in rounds]
+        last = runs[-1]
+        scores = quality(last, refs)
+        if min(scores.values()) < MIN_PSNR:
+            raise SystemExit(f"{side}: PSNR {scores} below {MIN_PSNR} dB: a broken output")
+        cells = (
+            statistics.median(statistics.median(r["times"]) for r in runs) * 1000,
+            statistics.median(r["peak_kib"] for r in runs) / 1024,
+            statistics.median(r["peak_kib"] - r["base_kib"] for r in runs) / 1024,
+        )
+        sizes = [len(last["outputs"][name]) for name in OUTPUTS]
+        print(
+            f"{side:<10}"
+            + "".join(f"{c:>13.1f}" for c in cells)
+            + "".join(f"{s:>13}" for s in sizes)
+            + f"   {scores['main']:.2f} / {scores['thumb']:.2f}"
+        )
+    if len(sides) == 2:
+        ours, theirs = sides
+        time_ratios = [
+            statistics.median(r[ours]["times"]) / statistics.median(r[theirs]["times"])
+            for r in rounds
+        ]
+        rss_ratios = [r[ours]["peak_kib"] / r[theirs]["peak_kib"] for r in rounds]
+        print(f"{ours} / {theirs} per round ({len(rounds)} rounds):")
+        print(f"  time     {spread(time_ratios)}")
+        print(f"  peak RSS {spread(rss_ratios)}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--passes", type=int, default=3)
-    parser.add_argument("--child")
-    parser.add_argument("--source", type=Path)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--smoke", action="store_true", help="tiny image, 1 round, 1 repeat")
+    parser.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
+    parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.source, args.rounds)
+        child(args.child, args.source, args.out, args.repeats)
         return
+    size = (400, 300) if args.smoke else (4000, 3000)
+    rounds, repeats = (1, 1) if args.smoke else (args.rounds, args.repeats)
+    sides: tuple[str, ...] = SIDES
+    try:
+        import pyvips  # noqa: F401 - only whether it imports
+    except (ImportError, OSError) as exc:
+        if not args.smoke:
+            raise SystemExit(f"pyvips does not import ({exc}): pip install -e '.[bench]'") from None
+        sides = ("pipeline",)
+        print(f"pyvips does not import ({exc}): smoke run of the pipeline side only")
     with tempfile.TemporaryDirectory() as folder:
         source = Path(folder) / "photo.jpg"
-        make_photo(source)
-        size_mb = source.stat().st_size / 1e6
+        make_photo(source, size)
         print(
-            f"source: 4000x3000 JPEG, {size_mb:.1f} MB; {args.passes} passes x {args.rounds} rounds"
+            f"source: {size[0]}x{size[1]} JPEG, {source.stat().st_size / 1e6:.1f} MB;"
+            f" {rounds} rounds x {repeats} timed runs (+1 warm-up) per side"
         )
-        results = compare(source, args.rounds, args.passes)
-    base = results["pyvips"]
-    header = ("side", "median ms", "peak RSS MiB", "time vs pyvips", "RSS vs pyvips")
-    print(f"{header[0]:<18}{header[1]:>10}{header[2]:>14}{header[3]:>16}{header[4]:>15}")
-    for kind, result in results.items():
-        print(
-            f"{kind:<18}{result['median_ms']:>10.1f}{result['peak_rss_mib']:>14.1f}"
-            f"{result['median_ms'] / base['median_ms']:>15.2f}x"
-            f"{result['peak_rss_mib'] / base['peak_rss_mib']:>14.2f}x"
-        )
+        results = run_rounds(source, sides, rounds, repeats)
+        w, h = size
+        main_size = (min(WIDTH, w), round(h * min(WIDTH, w) / w))
+        side = min(THUMB, *main_size)
+        refs = references(source, {"main": main_size, "thumb": (side, side)})
+        report(results, refs)
 
 
 if __name__ == "__main__":

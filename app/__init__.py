@@ -1,4 +1,13 @@
-"""The application factory.
+"""qstash-jobs: a Flask framework for jobs QStash delivers. Job authors import from here.
+
+```python
+from app import Delivery, NonRetryableError, RetryLater, job
+
+@job("resize-avatar", retries=5)
+def resize_avatar(payload: dict, delivery: Delivery) -> dict: ...
+```
+
+The application factory.
 
 ``create_app()`` loads the configuration (defaults → environment → ``FLASK_*`` → test
 config), refuses to start a server when deliveries could not be verified, imports the job
@@ -17,8 +26,22 @@ from flask import Flask
 from flask.cli import ScriptInfo
 
 from app import blueprint, config, dashboard, devhome, log_format, metrics, store
-from app.jobs import JobRegistry
+from app.delivery import Delivery
+from app.errors import NonRetryableError, RetryLater
+from app.jobs import Job, JobRegistry, cron, job
 from app.jobs import registry as default_registry
+from app.receiver import with_qstash
+
+__all__ = [
+    "Delivery",
+    "Job",
+    "NonRetryableError",
+    "RetryLater",
+    "create_app",
+    "cron",
+    "job",
+    "with_qstash",
+]
 
 #: The ``flask`` commands that answer deliveries. Any other one (``jobs``, ``qstash``,
 #: ``shell``, ``routes``, ``--help``) loads the app without needing signing keys.

@@ -12,8 +12,9 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from app import config as app_config
+from app.answers import error_response
 from app.jobs import URL_PREFIX, JobRegistry
-from app.qstash.receiver import error_response, with_qstash
+from app.receiver import with_qstash
 
 if TYPE_CHECKING:
     from flask import Flask

@@ -20,16 +20,16 @@ from flask import current_app
 from flask.cli import with_appcontext
 from marshmallow import ValidationError
 
-from app.cron import parse_cron
 from app.devhome import schema_fields
 from app.errors import QStashJobsError
-from app.qstash.client import client_for
-from app.qstash.client import sync as sync_plan
+from app.publishing import client_for
+from app.publishing import sync as sync_plan
+from app.qstash.cron import parse_cron
 
 if TYPE_CHECKING:
     from app.jobs import Job, JobRegistry
+    from app.publishing.sync import Change
     from app.qstash.client.models import Schedule
-    from app.qstash.client.sync import Change
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -7,21 +7,15 @@ QStashJobsError
 ├── JobError                    raised by a handler to steer QStash
 │   ├── NonRetryableError       489 + Upstash-NonRetryable-Error: straight to the DLQ
 │   └── RetryLater              503 + Retry-After: retry at a chosen time
-└── SignatureError              an Upstash-Signature was missing or did not verify
-    ├── MissingSignature
-    ├── MalformedSignature
-    │   └── MissingClaim
-    ├── AlgorithmNotAllowed
-    ├── InvalidSignature        signed with neither the current nor the next key
-    ├── SignatureExpired
-    ├── SignatureNotYetValid
-    ├── WrongIssuer
-    ├── SubjectMismatch
-    └── BodyHashMismatch
+├── SignatureError              an Upstash-Signature was missing or did not verify
+│   ├── MissingSignature … BodyHashMismatch     (one class per reason; app.qstash.errors)
+└── InvalidCron                 a cron expression QStash would refuse (also a ValueError)
 ```
 
-Any other exception escaping a handler is a bug or an outage: it answers 500 and QStash
-retries with backoff. Errors of the publishing client live in ``app.qstash.client``.
+The root and the signature errors are the protocol layer's (``app.qstash.errors``) and are
+re-exported here, so ``from app.errors import ...`` reaches the whole tree. Any other
+exception escaping a handler is a bug or an outage: it answers 500 and QStash retries with
+backoff. Errors of the publishing client live in ``app.qstash.client``.
 """
 
 from __future__ import annotations
@@ -32,11 +26,44 @@ from decimal import Decimal
 from numbers import Real
 from typing import Any, cast
 
+from app.qstash.errors import (
+    AlgorithmNotAllowed,
+    BodyHashMismatch,
+    InvalidCron,
+    InvalidSignature,
+    MalformedSignature,
+    MissingClaim,
+    MissingSignature,
+    QStashJobsError,
+    SignatureError,
+    SignatureExpired,
+    SignatureNotYetValid,
+    SubjectMismatch,
+    WrongIssuer,
+)
 from app.qstash.timing import MAX_RETRY_DELAY
 
-
-class QStashJobsError(Exception):
-    """Base class of every exception this framework raises on purpose."""
+__all__ = [
+    "AlgorithmNotAllowed",
+    "BodyHashMismatch",
+    "ConfigurationError",
+    "InvalidCron",
+    "InvalidSignature",
+    "JobDefinitionError",
+    "JobError",
+    "MalformedSignature",
+    "MissingClaim",
+    "MissingSignature",
+    "NonRetryableError",
+    "QStashJobsError",
+    "RetryLater",
+    "SignatureError",
+    "SignatureExpired",
+    "SignatureNotYetValid",
+    "SubjectMismatch",
+    "WrongIssuer",
+    "clamp_retry_after",
+]
 
 
 class ConfigurationError(QStashJobsError):
@@ -130,77 +157,3 @@ def _seconds_until(after: Real | Decimal | timedelta | datetime) -> Real | Decim
             # Only at the ends of time (datetime.min/max), which local time cannot reach.
             return math.inf if after > datetime.now() else -math.inf
     return (after - datetime.now(UTC)).total_seconds()
-
-
-class SignatureError(QStashJobsError):
-    """The request's ``Upstash-Signature`` is missing or does not verify."""
-
-    code = "invalid_signature"
-
-
-class MissingSignature(SignatureError):
-    """The request carries no ``Upstash-Signature`` header."""
-
-    code = "missing_signature"
-
-
-class MalformedSignature(SignatureError):
-    """The token is not a well-formed JWT with QStash's claims."""
-
-    code = "malformed_signature"
-
-
-class MissingClaim(MalformedSignature):
-    """A claim QStash always sends is absent."""
-
-    code = "missing_claim"
-
-
-class AlgorithmNotAllowed(SignatureError):
-    """The token uses an algorithm other than HS256 (``none``, RS256, HS512…)."""
-
-    code = "algorithm_not_allowed"
-
-
-class InvalidSignature(SignatureError):
-    """The token's signature matches neither the current nor the next signing key."""
-
-    code = "signature_mismatch"
-
-
-class SignatureExpired(SignatureError):
-    """The token's ``exp`` is in the past, beyond the clock tolerance."""
-
-    code = "signature_expired"
-
-
-class SignatureNotYetValid(SignatureError):
-    """The token's ``nbf`` or ``iat`` is in the future, beyond the clock tolerance."""
-
-    code = "signature_not_yet_valid"
-
-
-class WrongIssuer(SignatureError):
-    """The token's ``iss`` is not ``Upstash``."""
-
-    code = "wrong_issuer"
-
-
-class SubjectMismatch(SignatureError):
-    """The token was issued for another URL than the one receiving it."""
-
-    code = "subject_mismatch"
-
-    def __init__(self, *, expected: str, actual: object) -> None:
-        super().__init__(
-            f"token was issued for {actual!r} but this endpoint is {expected!r}"
-            " (check APP_URL: it must be the public URL QStash calls)"
-        )
-        self.expected = expected
-        self.actual = actual
-
-
-class BodyHashMismatch(SignatureError):
-    """The SHA-256 of the raw body differs from the token's ``body`` claim."""
-
-    code = "body_hash_mismatch"

@@ -4,14 +4,13 @@ A job is one handler ``(payload, delivery) -> result`` plus the options QStash n
 deliver it (retries, retry delay, queue, callbacks, timeout). ``@job`` returns the ``Job``
 itself, so the module that declares a job also exposes it for publishing and for direct
 calls in unit tests. The HTTP side lives in ``blueprint.py``; publishing
-(``Job.enqueue``…) is implemented in ``app.qstash.client.jobs``.
+(``Job.enqueue``…) is implemented in ``app.publishing.jobs``.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
-import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,21 +18,32 @@ from typing import TYPE_CHECKING, Any, overload
 
 from marshmallow import Schema
 
-from app.cron import CronExpression, parse_cron
 from app.errors import JobDefinitionError
+from app.names import NAME_LIMIT, NAME_PATTERN, URL_PREFIX, is_job_name, job_path
+from app.publishing import jobs as publishing
 from app.qstash.client.expressions import Duration, duration_seconds, parse_retry_delay, shown
 from app.qstash.client.options import check_name, check_url
+from app.qstash.cron import CronExpression, parse_cron
+from app.qstash.errors import InvalidCron
 
 if TYPE_CHECKING:
-    from app.qstash.receiver import Delivery
+    from app.delivery import Delivery
+
+__all__ = [
+    "MAX_RETRIES",
+    "NAME_LIMIT",
+    "NAME_PATTERN",
+    "URL_PREFIX",
+    "Handler",
+    "Job",
+    "JobRegistry",
+    "cron",
+    "job",
+    "registry",
+]
 
 Handler = Callable[[Any, "Delivery"], Any]
 
-#: Job names are URL path segments: lower-case words joined by single hyphens.
-NAME_PATTERN = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
-#: The longest job name: the width of the store's ``job`` columns.
-NAME_LIMIT = 100
-URL_PREFIX = "/api/jobs"
 #: The most retries a job may declare. Upstash publishes 3, 5 and 20 as its plans'
 #: maxima (more on request); the bundled dev server accepts up to this.
 MAX_RETRIES = 100
@@ -66,7 +76,7 @@ class Job:
     @property
     def path(self) -> str:
         """The URL path QStash calls, relative to ``APP_URL``."""
-        return f"{URL_PREFIX}/{self.name}"
+        return job_path(self.name)
 
     def url(self, app_url: str) -> str:
         """Return the public URL of this job under ``app_url``."""
@@ -79,23 +89,16 @@ class Job:
         ``retry_delay``, ``callback``, ``failure_callback``, ``deduplication_id``,
         ``headers``, ``timeout``, ``queue``, ``flow_control``… (``app.qstash.client``).
         """
-        # Imported on use: the publishing module imports this one.
-        from app.qstash.client import jobs as publishing
-
         return publishing.enqueue(self, payload, **options)
 
     def enqueue_many(self, payloads: Iterable[Any], /, **options: Any) -> list[str]:
         """Validate every payload, then publish them in one batch call; return the ids."""
-        from app.qstash.client import jobs as publishing
-
         return publishing.enqueue_many(self, payloads, **options)
 
     def schedule_at(
         self, when: datetime | int | float, payload: Any = None, /, **options: Any
     ) -> str:
         """Publish ``payload`` for delivery not before ``when``; return the message id."""
-        from app.qstash.client import jobs as publishing
-
         return publishing.schedule_at(self, when, payload, **options)
 
     def __call__(self, payload: Any, delivery: Delivery) -> Any:
@@ -108,7 +111,7 @@ class Job:
 
 def _validate(job: Job) -> None:
     """Check every field of ``job`` as QStash and this framework will use it."""
-    if not _is_job_name(job.name):
+    if not is_job_name(job.name):
         raise JobDefinitionError(
             f"invalid job name {shown(job.name)}: use lower-case letters, digits and single"
             f" hyphens, at most {NAME_LIMIT} characters, like 'send-email'"
@@ -127,12 +130,6 @@ def _validate(job: Job) -> None:
         raise JobDefinitionError(f"job {job.name!r}: parallelism needs a queue")
 
 
-def _is_job_name(value: Any) -> bool:
-    return (
-        isinstance(value, str) and len(value) <= NAME_LIMIT and bool(NAME_PATTERN.fullmatch(value))
-    )
-
-
 def _int_option(low: int, high: int | None) -> Callable[[Any, str], None]:
     def check(value: Any, option: str) -> None:
         if type(value) is not int or value < low or (high is not None and value > high):
@@ -149,7 +146,7 @@ def _check_retry_delay(value: Any, option: str) -> None:
 def _check_callback(value: Any, option: str) -> None:
     if isinstance(value, str) and "://" in value:
         check_url(value, option)
-    elif not _is_job_name(value):
+    elif not is_job_name(value):
         raise ValueError(
             f"{option} must be an http(s) URL or the name of a job, not {shown(value)}"
         )
@@ -276,7 +273,7 @@ class JobRegistry:
         """Declare a job QStash runs on a cron schedule (``CRON_TZ=Zone`` prefix allowed)."""
         try:
             expression = parse_cron(cron)
-        except JobDefinitionError as exc:
+        except InvalidCron as exc:
             raise JobDefinitionError(f"cron job {name!r}: {exc}") from None
 
         def decorator(handler: Handler) -> Job:

@@ -31,18 +31,14 @@ from prometheus_client import (  # noqa: E402 - after the environment is settled
     multiprocess,
 )
 
-from app.qstash.receiver import (
-    add_delivery_hook,
-    error_response,
-    guard_verdict,
-    outcome,
-    refusal,
-)
+from app.answers import error_response
+from app.hooks import add_delivery_hook, outcome, refusal
+from app.store.guard import guard_verdict
 
 if TYPE_CHECKING:
     from flask import Flask
 
-    from app.qstash.receiver import Delivery
+    from app.delivery import Delivery
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 EXTENSION = "qstash_jobs.metrics"

@@ -39,10 +39,10 @@ from urllib.parse import urlsplit
 from flask.testing import FlaskClient
 
 from app.jobs import URL_PREFIX
+from app.publishing.client import EXTENSION
 from app.qstash import timing
 from app.qstash.callbacks import Callback
 from app.qstash.client.expressions import duration_seconds
-from app.qstash.client.for_app import EXTENSION
 from app.qstash.client.models import PublishResult
 from app.qstash.client.options import Message, PublishOptions, unix_seconds
 from app.qstash.signature import sign

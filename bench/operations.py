@@ -42,8 +42,8 @@ ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
 from app import create_app  # noqa: E402
+from app.delivery import Delivery  # noqa: E402
 from app.jobs import JobRegistry  # noqa: E402
-from app.qstash.receiver import Delivery  # noqa: E402
 from app.qstash.signature import sign  # noqa: E402
 from bench._load import wrk  # noqa: E402
 

@@ -12,8 +12,8 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 
 from app import create_app
+from app.delivery import Delivery
 from app.jobs import JobRegistry
-from app.qstash.receiver import Delivery
 
 CURRENT_KEY = "sig_bench_current_0123456789abcd"
 NEXT_KEY = "sig_bench_next_0123456789abcdefg"

@@ -35,9 +35,9 @@ from cronsim import CronSim
 from flask import current_app
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validates
 
+from app.delivery import Delivery
 from app.jobs import Job, cron
 from app.mail import outbox_folder
-from app.qstash.receiver import Delivery
 from app.store import Store, get_store, queries
 from jobs.email import send_email
 

@@ -29,9 +29,9 @@ from jinja2 import (
     select_autoescape,
 )
 
+from app.delivery import Delivery
 from app.jobs import job
 from app.mail import Message, mail_backend
-from app.qstash.receiver import Delivery
 from jobs.email_payload import MAX_LINES, TEMPLATES, SendEmailSchema
 
 __all__ = ["MAX_LINES", "TEMPLATES", "SendEmailSchema", "render", "send_email"]

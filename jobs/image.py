@@ -34,9 +34,9 @@ from flask import Flask, current_app
 from marshmallow import Schema, ValidationError, fields, validate
 from PIL import ExifTags, Image, ImageFile, JpegImagePlugin, PngImagePlugin, WebPImagePlugin
 
+from app.delivery import Delivery
 from app.errors import NonRetryableError, RetryLater
 from app.jobs import job
-from app.qstash.receiver import Delivery
 from app.storage import (
     InvalidKey,
     ObjectNotFound,

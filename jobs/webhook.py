@@ -49,6 +49,7 @@ import httpx
 from flask import current_app
 from marshmallow import Schema, ValidationError, fields, validate
 
+from app.delivery import Delivery
 from app.errors import NonRetryableError, RetryLater
 from app.jobs import job
 from app.outbound import (
@@ -61,7 +62,6 @@ from app.outbound import (
     split_credentials,
 )
 from app.qstash.callbacks import Callback, CallbackSchema
-from app.qstash.receiver import Delivery
 from app.qstash.redact import redact_url, scrub
 from app.qstash.timing import retry_after_seconds, retry_delay_seconds
 

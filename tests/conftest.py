@@ -10,9 +10,9 @@ from flask import Flask
 from marshmallow import Schema, fields
 
 from app import config, create_app
+from app.delivery import Delivery
 from app.errors import NonRetryableError, RetryLater
 from app.jobs import JobRegistry
-from app.qstash.receiver import Delivery
 from app.testing import DeliveryClient
 
 CURRENT_KEY = "sig_current_0123456789abcdefghijk"

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from flask import Flask, Response, jsonify
 
-from app.qstash.receiver import Delivery, add_delivery_hook, outcome
+from app.delivery import Delivery
+from app.hooks import add_delivery_hook, outcome
 from app.testing import DeliveryClient
 from tests.conftest import Calls
 

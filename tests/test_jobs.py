@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from marshmallow import Schema, fields
 
 from app import create_app
-from app.cron import parse_cron
 from app.errors import JobDefinitionError
 from app.jobs import MAX_RETRIES, NAME_LIMIT, Job, JobRegistry
-from app.qstash.client.jobs import job_message
+from app.publishing.jobs import job_message
+from app.qstash.cron import parse_cron
 from app.qstash.timing import MAX_DURATION
 from app.testing import DeliveryClient
 from tests.conftest import TEST_CONFIG

@@ -12,10 +12,11 @@ from flask import Flask
 from marshmallow import Schema, fields
 
 from app import create_app
+from app.delivery import Delivery
 from app.errors import RetryLater
 from app.jobs import JobRegistry
-from app.qstash.receiver import Delivery, with_qstash
 from app.qstash.signature import sign
+from app.receiver import with_qstash
 from app.testing import DeliveryClient
 from tests.conftest import APP_URL, CURRENT_KEY, TEST_CONFIG, Calls
 

@@ -14,20 +14,15 @@ from flask import Flask, Response, request
 from marshmallow import Schema, fields
 from werkzeug.exceptions import BadRequest, HTTPException
 
-from app import create_app
+from app import create_app, receiver
+from app.delivery import Delivery
 from app.errors import InvalidSignature, NonRetryableError, RetryLater
+from app.hooks import HOOKS, add_delivery_hook, outcome, refusal
 from app.jobs import JobRegistry
-from app.qstash import receiver
-from app.qstash.receiver import (
-    GUARD_HEADER,
-    Delivery,
-    guard_verdict,
-    mark_guard_answer,
-    outcome,
-    refusal,
-    with_qstash,
-)
+from app.payload import load_payload
 from app.qstash.signature import sign
+from app.receiver import with_qstash
+from app.store.guard import GUARD_HEADER, guard_verdict, mark_guard_answer
 from app.testing import DeliveryClient
 from tests.conftest import APP_URL, CURRENT_KEY, TEST_CONFIG, Calls, make_registry
 
@@ -114,7 +109,7 @@ def test_too_deep_for_the_schema_says_so() -> None:
     depth = 400
     body = ('{"children": [' * depth + "{}" + "]}" * depth).encode()
     with pytest.raises(NonRetryableError) as caught:
-        receiver.load_payload(body, Tree())
+        load_payload(body, Tree())
     assert (caught.value.code, caught.value.message) == (
         "invalid_payload",
         "the payload is nested too deeply",
@@ -257,7 +252,7 @@ def test_a_bug_in_verification_is_a_500_that_no_hook_stores(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise ZeroDivisionError("bug")
 
-    receiver.add_delivery_hook(app, Hook())
+    add_delivery_hook(app, Hook())
     monkeypatch.setattr(receiver, "verify", broken)
     with caplog.at_level(logging.ERROR):
         response = DeliveryClient(app).deliver("noop", {}, message_id="msg_bug", retried=3)
@@ -286,7 +281,7 @@ def test_a_signature_errors_reason_is_always_one_of_ours(
         error.code = "caller-chosen"
         raise error
 
-    receiver.add_delivery_hook(app, Hook())
+    add_delivery_hook(app, Hook())
     monkeypatch.setattr(receiver, "verify", odd)
     DeliveryClient(app).deliver("noop", {})
     assert seen == ["invalid_signature"]
@@ -365,7 +360,7 @@ def test_an_oversized_body_is_not_read_past_the_limit(calls: Calls, chunked: boo
 def test_deliveries_work_without_any_hook(calls: Calls) -> None:
     """With metrics, log and guard all off, the receiver answers as usual."""
     app = create_app({**TEST_CONFIG, "METRICS": False}, registry=make_registry(calls))
-    assert app.extensions.get(receiver.HOOKS) is None
+    assert app.extensions.get(HOOKS) is None
     client = DeliveryClient(app)
     assert client.deliver("noop", {}).status_code == 200
     assert client.deliver("give-up", {}).status_code == 489

@@ -12,17 +12,14 @@ from flask import Flask, request
 from marshmallow import Schema, fields
 
 from app import create_app
+from app.delivery import Delivery
 from app.errors import NonRetryableError
+from app.hooks import add_delivery_hook, refusal
 from app.jobs import JobRegistry
-from app.qstash.receiver import (
-    Delivery,
-    _public_url,
-    add_delivery_hook,
-    expected_url,
-    load_payload,
-    refusal,
-)
+from app.payload import load_payload
+from app.qstash.protocol import public_url as _public_url
 from app.qstash.signature import sign
+from app.receiver import expected_url
 from app.testing import DeliveryClient
 from tests.conftest import APP_URL, CURRENT_KEY, TEST_CONFIG
 

@@ -23,9 +23,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
 from app import create_app
+from app.delivery import Delivery
 from app.errors import JobError, NonRetryableError, RetryLater
+from app.hooks import add_delivery_hook
 from app.jobs import JobRegistry
-from app.qstash.receiver import MAX_RETRIED, Delivery, add_delivery_hook
+from app.qstash.protocol import MAX_RETRIED
 from app.store import Store, get_store
 from app.store.schema import claims, deliveries
 from app.testing import DeliveryClient

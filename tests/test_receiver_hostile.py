@@ -26,11 +26,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from app import create_app
+from app.delivery import Delivery
 from app.errors import NonRetryableError, RetryLater
+from app.hooks import refusal_reasons
 from app.jobs import JobRegistry
-from app.qstash.receiver import Delivery, guard_verdict, refusal_reasons
 from app.qstash.signature import sign
 from app.store import Store, get_store
+from app.store.guard import guard_verdict
 from app.store.schema import deliveries
 from app.testing import DeliveryClient
 from tests.conftest import APP_URL, CURRENT_KEY

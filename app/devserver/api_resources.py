@@ -26,7 +26,7 @@ from app.devserver.publish import (
 )
 from app.devserver.records import Message, Schedule, new_id
 from app.devserver.scheduler import next_fire
-from app.errors import JobDefinitionError
+from app.qstash.errors import InvalidCron
 
 if TYPE_CHECKING:
     from app.devserver.server import DevServer
@@ -61,7 +61,7 @@ class ResourceViews:
             raise bad_request("the Upstash-Cron header is required")
         try:
             next_at = next_fire(cron, time.time(), server.time_scale)
-        except JobDefinitionError as exc:
+        except InvalidCron as exc:
             raise bad_request(f"invalid cron: {exc}") from None
         item, _ = new_message(
             destination,

@@ -1,7 +1,7 @@
 """Cron schedules: each firing publishes one message carrying ``Upstash-Schedule-Id``.
 
 Expressions are QStash's (5 fields, optional ``CRON_TZ=Zone`` prefix), parsed and iterated
-by ``app.cron`` (cronsim underneath). A firing and the schedule's move to its next time are
+by ``app.qstash.cron`` (cronsim underneath). A firing and the schedule's move to its next time are
 one transaction, so a restart neither loses nor repeats a firing; a firing missed while the
 server was down happens once at start-up. ``--time-scale`` shrinks the wait to each next
 firing by the same factor as every other wait.
@@ -15,10 +15,10 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from app.cron import parse_cron
 from app.devserver.delivery import Dispatcher
 from app.devserver.records import Message, Schedule, new_id
 from app.devserver.store import Store
+from app.qstash.cron import parse_cron
 
 log = logging.getLogger(__name__)
 

@@ -59,7 +59,7 @@ from typing import Any
 
 import jwt
 
-from app.errors import (
+from app.qstash.errors import (
     AlgorithmNotAllowed,
     BodyHashMismatch,
     InvalidSignature,

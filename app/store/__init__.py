@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection, Engine
 
 from app.errors import ConfigurationError
-from app.qstash.receiver import add_delivery_hook
+from app.hooks import add_delivery_hook
 from app.store.claimer import Claimer, HostClaimer
 from app.store.claims import SUPPORTED_DIALECTS
 from app.store.engine import READONLY, database_url, forget_connections_after_fork, make_engine

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from flask import Response, current_app
 
-from app.qstash.receiver import error_response, mark_guard_answer
+from app.answers import error_response
 from app.store import claims
 from app.store.claimer import Claimer, HostClaimer
 
 if TYPE_CHECKING:
+    from app.delivery import Delivery
     from app.jobs import Job
-    from app.qstash.receiver import Delivery
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,29 @@ MESSAGE_ID_LIMIT = 200
 _UNAVAILABLE_RETRY_AFTER = 10
 # Added to a job's own timeout: the lease must outlast the longest legitimate run.
 _LEASE_MARGIN = 30
+
+
+#: The response header the duplicate guard sets when it answered instead of the handler.
+GUARD_HEADER = "X-Duplicate-Delivery"
+_GUARD_VERDICT = "qstash_jobs_guard_verdict"
+
+
+def mark_guard_answer(response: Response, verdict: str) -> Response:
+    """Mark ``response`` as the duplicate guard's (``replayed`` or ``busy``): in the
+    header, for QStash's logs and the caller, and as an attribute, for the hooks."""
+    response.headers[GUARD_HEADER] = verdict
+    setattr(response, _GUARD_VERDICT, verdict)
+    return response
+
+
+def guard_verdict(response: Response) -> str | None:
+    """Return the guard's verdict on ``response``, or None when the handler answered.
+
+    Read by the log and metrics hooks on every delivery: an attribute, because looking
+    the header up raises and catches a KeyError when it is absent, the usual case.
+    """
+    verdict: str | None = getattr(response, _GUARD_VERDICT, None)
+    return verdict
 
 
 class _Held(NamedTuple):

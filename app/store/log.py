@@ -22,17 +22,18 @@ from typing import TYPE_CHECKING, Any
 from flask import Response
 from sqlalchemy import Engine, bindparam
 
-from app.qstash.receiver import guard_verdict, outcome
+from app.hooks import outcome
 from app.store.engine import (
     call_in_forked_children,
     execute_many,
     start_quiet_writer,
     writing,
 )
+from app.store.guard import guard_verdict
 from app.store.schema import deliveries
 
 if TYPE_CHECKING:
-    from app.qstash.receiver import Delivery
+    from app.delivery import Delivery
 
 logger = logging.getLogger(__name__)
 

@@ -10,11 +10,11 @@ from flask import Flask
 from marshmallow import Schema, fields
 
 from app import create_app
+from app.delivery import Delivery
 from app.errors import NonRetryableError, RetryLater
 from app.jobs import JobRegistry
+from app.publishing.client import EXTENSION
 from app.qstash.client import QStash
-from app.qstash.client.for_app import EXTENSION
-from app.qstash.receiver import Delivery
 from tests.client.fake_qstash import TOKEN, FakeQStash, running
 from tests.conftest import TEST_CONFIG, Calls
 

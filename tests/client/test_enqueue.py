@@ -11,7 +11,8 @@ from marshmallow import ValidationError
 
 from app.errors import ConfigurationError
 from app.jobs import Job, JobRegistry
-from app.qstash.client import QStash, client_for
+from app.publishing import client_for
+from app.qstash.client import QStash
 from tests.client.fake_qstash import FakeQStash
 from tests.conftest import APP_URL
 

@@ -10,7 +10,7 @@ from marshmallow import Schema, fields
 from app.cli import qstash
 from app.errors import JobDefinitionError
 from app.jobs import JobRegistry
-from app.qstash.client.sync import desired_schedules
+from app.publishing.sync import desired_schedules
 from tests.client.conftest import PREFIX
 from tests.client.fake_qstash import FakeQStash
 from tests.conftest import APP_URL

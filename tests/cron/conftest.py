@@ -16,8 +16,8 @@ from flask import Flask
 
 import jobs.cron
 from app import create_app
+from app.publishing.client import EXTENSION as PUBLISHER
 from app.qstash.client import QStash
-from app.qstash.client.for_app import EXTENSION as PUBLISHER
 from app.store import Store
 from app.store.schema import claims, deliveries
 from app.testing import StubQueue

@@ -6,9 +6,9 @@ from typing import Any
 
 from marshmallow import Schema, fields
 
+from app.delivery import Delivery
 from app.errors import NonRetryableError
 from app.jobs import job
-from app.qstash.receiver import Delivery
 
 
 class EchoSchema(Schema):

@@ -11,9 +11,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
+from app.delivery import Delivery
 from app.errors import ConfigurationError, NonRetryableError
 from app.jobs import JobRegistry
-from app.qstash.receiver import Delivery
 from app.store import get_store
 from app.testing import DeliveryClient
 from tests.ops.conftest import close_store, ops_config

@@ -12,8 +12,8 @@ from flask import Flask, Response, current_app
 from sqlalchemy import Engine, create_engine, select
 
 from app import create_app
+from app.delivery import Delivery
 from app.jobs import JobRegistry
-from app.qstash.receiver import Delivery
 from app.store import Store, claims
 from app.store.claimer import Claimer
 from app.store.schema import deliveries

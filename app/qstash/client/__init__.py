@@ -18,9 +18,9 @@ qstash.publish_json("https://jobs.example.com/api/jobs/send-email", {"to": "a@b.
 | ``transport``   | pooled httpx client, retries with backoff, error mapping      |
 | ``models``      | typed answers (``PublishResult``, ``Schedule``, ``Queue``…)   |
 | ``errors``      | ``QStashError`` tree                                          |
-| ``for_app``     | one client per Flask app (``client_for``), ``Publisher``      |
-| ``jobs``        | ``Job`` → ``Message`` (destination, defaults, validation)     |
-| ``sync``        | schedules and queues as code                                  |
+
+It knows nothing of Flask or of this framework's jobs: the app-aware side (``Job.enqueue``,
+one client per app, schedules and queues as code) is ``app.publishing``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from app.qstash.client.errors import (
     QStashError,
     RateLimitError,
 )
-from app.qstash.client.for_app import Publisher, client_for, current_publisher, publisher_for
 from app.qstash.client.models import (
     DlqMessage,
     DlqPage,
@@ -51,7 +50,6 @@ __all__ = [
     "Message",
     "PublishOptions",
     "PublishResult",
-    "Publisher",
     "QStash",
     "QStashAPIError",
     "QStashConnectionError",
@@ -60,9 +58,6 @@ __all__ = [
     "RateLimitError",
     "Schedule",
     "SigningKeys",
-    "client_for",
-    "current_publisher",
     "encode_json",
     "json_message",
-    "publisher_for",
 ]

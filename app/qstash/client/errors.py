@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from app.errors import QStashJobsError
+from app.qstash.errors import QStashJobsError
 
 if TYPE_CHECKING:
     import httpx

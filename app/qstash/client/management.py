@@ -6,8 +6,6 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from app.cron import parse_cron
-from app.errors import JobDefinitionError
 from app.qstash.client.base import JSON, BaseClient, as_bytes, path_segment, random_id
 from app.qstash.client.models import (
     DlqMessage,
@@ -18,6 +16,7 @@ from app.qstash.client.models import (
     SigningKeys,
 )
 from app.qstash.client.options import PublishOptions, check_destination, check_name
+from app.qstash.cron import parse_cron
 
 #: Options a schedule cannot carry (they describe one message, not a series).
 _NOT_FOR_SCHEDULES = ("not_before", "deduplication_id", "content_based_deduplication")
@@ -46,10 +45,7 @@ class ManagementAPI(BaseClient):
         refused = [name for name in _NOT_FOR_SCHEDULES if options.get(name)]
         if refused:
             raise ValueError(f"a schedule cannot have {', '.join(refused)}")
-        try:
-            expression = parse_cron(cron).text
-        except JobDefinitionError as exc:
-            raise ValueError(str(exc)) from None
+        expression = parse_cron(cron).text  # InvalidCron is a ValueError
         headers = {"Upstash-Cron": expression, **PublishOptions(**options).headers_dict()}
         schedule_id = f"scd_{random_id()}" if schedule_id is None else schedule_id
         headers["Upstash-Schedule-Id"] = path_segment(schedule_id, "schedule id")

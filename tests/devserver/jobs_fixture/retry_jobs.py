@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from app.delivery import Delivery
 from app.errors import NonRetryableError, RetryLater
 from app.jobs import job
 from app.qstash.callbacks import Callback, CallbackSchema
-from app.qstash.receiver import Delivery
 
 
 def record(name: str, delivery: Delivery, payload: Any = None) -> int:

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from app.delivery import Delivery
 from app.errors import NonRetryableError
 from app.jobs import cron, job
-from app.qstash.receiver import Delivery
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from app.errors import JobDefinitionError
+from app.publishing.jobs import resolve_callback
 from app.qstash.client.expressions import duration_seconds
-from app.qstash.client.jobs import resolve_callback
 from app.qstash.client.options import check_name
 
 if TYPE_CHECKING:

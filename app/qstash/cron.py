@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
-from app.errors import JobDefinitionError
+from app.qstash.errors import InvalidCron
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,9 +31,9 @@ class CronExpression:
 
 
 def parse_cron(text: str) -> CronExpression:
-    """Validate a QStash cron expression; raise ``JobDefinitionError`` saying what is wrong."""
+    """Validate a QStash cron expression; raise ``InvalidCron`` saying what is wrong."""
     if not isinstance(text, str) or not text.strip():
-        raise JobDefinitionError(f"cron expression must be a non-empty string, not {text!r}")
+        raise InvalidCron(f"cron expression must be a non-empty string, not {text!r}")
     fields = text.strip()
     zone = ZoneInfo("UTC")
     if fields.startswith("CRON_TZ="):
@@ -41,14 +41,14 @@ def parse_cron(text: str) -> CronExpression:
         try:
             zone = ZoneInfo(zone_name)
         except (ZoneInfoNotFoundError, ValueError):
-            raise JobDefinitionError(f"unknown time zone {zone_name!r} in {text!r}") from None
+            raise InvalidCron(f"unknown time zone {zone_name!r} in {text!r}") from None
         fields = fields.strip()
     if len(fields.split()) != 5:
-        raise JobDefinitionError(
+        raise InvalidCron(
             f"cron expression {text!r} must have 5 fields (minute hour day month weekday)"
         )
     try:
         CronSim(fields, datetime.now(UTC).astimezone(zone))
     except CronSimError as exc:
-        raise JobDefinitionError(f"invalid cron expression {text!r}: {exc}") from None
+        raise InvalidCron(f"invalid cron expression {text!r}: {exc}") from None
     return CronExpression(text=text.strip(), fields=fields, zone=zone)

@@ -19,9 +19,9 @@ from flask import current_app, has_app_context
 from marshmallow import ValidationError
 
 from app.errors import ConfigurationError
-from app.jobs import NAME_PATTERN, URL_PREFIX
+from app.names import is_job_name, job_path
+from app.publishing.client import Publisher, current_publisher
 from app.qstash.client.api import encode_json
-from app.qstash.client.for_app import Publisher, current_publisher
 from app.qstash.client.options import Message, publish_options
 
 if TYPE_CHECKING:
@@ -53,9 +53,9 @@ def resolve_callback(target: str, app_url: str) -> str:
     """Return ``target`` as a URL: a job name becomes ``APP_URL`` + that job's path."""
     if "://" in target:
         return target
-    if not NAME_PATTERN.fullmatch(target) or not _known_job(target):
+    if not is_job_name(target) or not _known_job(target):
         raise ValueError(f"callback {target!r} is neither an http(s) URL nor a registered job")
-    return f"{app_url}{URL_PREFIX}/{target}"
+    return app_url + job_path(target)
 
 
 def validate_payload(job: Job, payload: Any) -> bytes:

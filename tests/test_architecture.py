@@ -1,4 +1,6 @@
-"""The import rules between the layers hold (ARCHITECTURE.md), and would catch a breach.
+"""The import rules between the layers hold, and would catch a breach.
+
+The layers are drawn in the README's Architecture section.
 
 The rules are import-linter contracts in pyproject.toml; ``lint-imports`` checks them on
 the whole import graph, indirect imports included.

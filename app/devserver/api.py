@@ -18,13 +18,12 @@ from urllib.parse import unquote
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
-from app.devserver import views
+from app.devserver import filters, views
 from app.devserver.api_resources import (
     QUEUE_NAME,
     ResourceViews,
     json_body,
     json_response,
-    request_ids,
 )
 from app.devserver.publish import (
     APIError,
@@ -262,8 +261,13 @@ class API(ResourceViews):
         return json_response({"cancelled": 1}, 202)
 
     def cancel_messages(self, request: Request) -> Response:
-        """``DELETE /v2/messages``: the ids of a JSON body or the query; all without ids."""
-        ids = request_ids(request, "messageIds")
+        """``DELETE /v2/messages``: the messages named by ids or filters (``filters.py``)."""
+        selection = filters.parse(request, filters.MESSAGES)
+        if selection.ids is not None:
+            ids = list(selection.ids)
+        else:
+            pending = self.server.store.pending()
+            ids, _ = selection.take(m.id for m in pending if selection.matches(m))
         cancelled = self.server.store.cancel(ids)
         self.server.dispatcher.cancel(cancelled)
         return json_response({"cancelled": len(cancelled)})

@@ -75,6 +75,12 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{os.urandom(20).hex()}"
 
 
+def labels(spec: dict[str, Any]) -> list[str]:
+    """Return the labels a message was published with (``Upstash-Label``)."""
+    label = spec.get("label")
+    return [label] if label else []
+
+
 def message_from_row(row: tuple[Any, ...]) -> Message:
     """Return the message of a ``messages`` row (id, spec, body, retried, due)."""
     return Message(

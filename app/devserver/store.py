@@ -166,19 +166,14 @@ class Store:
             )
         return dlq_id
 
-    def cancel(self, message_ids: list[str] | None) -> list[str]:
-        """Delete pending messages (all of them for None); return the ids deleted."""
+    def cancel(self, message_ids: list[str]) -> list[str]:
+        """Delete the pending messages among ``message_ids``; return the ids deleted."""
         with self._tx() as db:
-            if message_ids is None:
-                ids = [row[0] for row in db.execute("SELECT id FROM messages").fetchall()]
-            else:
-                ids = [
-                    i
-                    for i in message_ids
-                    if db.execute("SELECT 1 FROM messages WHERE id = ?", (i,)).fetchone()
-                ]
-            db.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in ids])
-        return ids
+            return [
+                i
+                for i in message_ids
+                if db.execute("DELETE FROM messages WHERE id = ?", (i,)).rowcount > 0
+            ]
 
     def attempts(self, message_id: str) -> list[Attempt]:
         """Return the attempts made for ``message_id``, in order."""

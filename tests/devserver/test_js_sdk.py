@@ -77,3 +77,9 @@ def test_queues(observed: dict[str, Any]) -> None:
 def test_dlq(observed: dict[str, Any]) -> None:
     """A 489 + Upstash-NonRetryable-Error is attempted once, listed in the DLQ and deletable."""
     assert observed["dlq"] == {"sameId": True, "status": 489, "attempts": 1, "afterDelete": 0}
+
+
+def test_bulk_cancel_by_filter_and_count(observed: dict[str, Any]) -> None:
+    """messages.cancel: a flow-control key filter cancels its one message, a typo is refused,
+    count: 1 cancels one, and all: true the rest."""
+    assert observed["bulkCancel"] == {"byKey": 1, "typo": "rejected", "oneOfAll": 1, "rest": 1}

@@ -48,6 +48,15 @@ async function until(check, what, timeoutMs = 5000) {
   throw new Error(`timed out waiting for ${what}`);
 }
 const at = (path) => received.filter((r) => r.path === path);
+// Runs one part of the oracle; a failure is recorded in its result, the others still run.
+async function section(name, run) {
+  try {
+    out[name] = await run();
+  } catch (error) {
+    out[name] = { error: String(error.message || error) };
+  }
+}
+const rejected = (promise) => promise.then(() => "accepted", () => "rejected");
 
 const out = {};
 try {
@@ -106,6 +115,19 @@ try {
     attempts: at("/dead").length,
     afterDelete: (await client.dlq.listMessages()).messages.length,
   };
+
+  // Bulk cancel names messages by filter or count; a misspelt filter is refused.
+  await section("bulkCancel", async () => {
+    const held = (extra) => client.publishJSON({ url: `${base}/held`, body: {}, delay: "1d", ...extra });
+    await held({ flowControl: { key: "keep-me", parallelism: 1 } });
+    await held({ flowControl: { key: "cancel-me", parallelism: 1 } });
+    const byKey = (await client.messages.cancel({ filter: { flowControlKey: "cancel-me" }, count: 100 })).cancelled;
+    await held({});
+    const typo = await rejected(client.messages.cancel({ filter: { labeel: "x" } }));
+    const oneOfAll = (await client.messages.cancel({ all: true, count: 1 })).cancelled;
+    const rest = (await client.messages.cancel({ all: true })).cancelled;
+    return { byKey, typo, oneOfAll, rest };
+  });
 
   const forged = await receiver
     .verify({ signature: delivery.headers["upstash-signature"], body: '{"hello":"forged"}', url: `${base}/publish?x=1` })

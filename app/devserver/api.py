@@ -267,7 +267,7 @@ class API(ResourceViews):
             ids = list(selection.ids)
         else:
             pending = self.server.store.pending()
-            ids, _ = selection.take(m.id for m in pending if selection.matches(m))
+            ids, _ = filters.take((m.id for m in pending if selection.matches(m)), selection.count)
         cancelled = self.server.store.cancel(ids)
         self.server.dispatcher.cancel(cancelled)
         return json_response({"cancelled": len(cancelled)})

@@ -9,22 +9,20 @@ import json
 import re
 import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
 
 from werkzeug.wrappers import Request, Response
 
-from app.devserver import views
+from app.devserver import filters, views
 from app.devserver.json_input import parse_json
 from app.devserver.publish import (
     APIError,
     Clock,
     PublishHeaders,
-    ascii_int,
     bad_request,
     duration_header,
     new_message,
 )
-from app.devserver.records import Message, Schedule, new_id
+from app.devserver.records import DeadLetter, Message, Schedule, new_id
 from app.devserver.scheduler import next_fire
 from app.qstash.errors import InvalidCron
 
@@ -33,6 +31,8 @@ if TYPE_CHECKING:
 
 #: Queue names and schedule ids: URL-safe, 1-128 characters.
 QUEUE_NAME = re.compile(r"[A-Za-z0-9._~-]{1,128}")
+#: Entries one ``GET /v2/dlq`` page lists unless ``count`` says otherwise (QStash's default).
+LIST_COUNT = 100
 #: The dev server's own bound on a queue's parallelism (far above any plan's).
 MAX_PARALLELISM = 10_000
 
@@ -170,23 +170,11 @@ class ResourceViews:
     # -- dead-letter queue --------------------------------------------------------------
 
     def list_dlq(self, request: Request) -> Response:
-        """``GET /v2/dlq`` with ``cursor``, ``count`` and the SDKs' filters."""
-        count = count_param(request.args.get("count"))
-        cursor = request.args.get("cursor") or None
-        wanted = {
-            field: request.args[param]
-            for param, field in DLQ_FILTERS.items()
-            if request.args.get(param)
-        }
-        entries = [
-            entry
-            for entry in self.server.store.dead_letters(after=cursor, limit=1_000_000)
-            if _matches(views.dead_letter(entry), wanted)
-        ][: count + 1]
-        answer: dict[str, Any] = {"messages": [views.dead_letter(e) for e in entries[:count]]}
-        if len(entries) > count:
-            answer["cursor"] = entries[count - 1].dlq_id
-        return json_response(answer)
+        """``GET /v2/dlq``: the entries ids or filters name (``filters.py``), 100 a page."""
+        selection = filters.parse(request, filters.DLQ)
+        entries, cursor = self._dead_letters(selection, default_count=LIST_COUNT)
+        answer: dict[str, Any] = {"messages": [views.dead_letter(e) for e in entries]}
+        return json_response(_with_cursor(answer, cursor))
 
     def get_dlq(self, request: Request, id: str) -> Response:
         """``GET /v2/dlq/{dlqId}``."""
@@ -202,32 +190,49 @@ class ResourceViews:
         return json_response({})
 
     def delete_dlq_many(self, request: Request) -> Response:
-        """``DELETE /v2/dlq`` with ``dlqIds`` in the query or a JSON body."""
-        ids = request_ids(request, "dlqIds")
-        if ids is None:
-            ids = [entry.dlq_id for entry in self.server.store.dead_letters(limit=1_000_000)]
-        return json_response({"deleted": self.server.store.delete_dead_letters(ids)})
+        """``DELETE /v2/dlq``: the entries ids or filters name, ``count`` at a time."""
+        entries, cursor = self._dead_letters(filters.parse(request, filters.DLQ))
+        deleted = self.server.store.delete_dead_letters([entry.dlq_id for entry in entries])
+        return json_response(_with_cursor({"deleted": deleted}, cursor))
 
     def retry_dlq(self, request: Request, id: str) -> Response:
         """``POST /v2/dlq/retry/{dlqId}``: publish the message again, as a new message."""
-        return json_response(self._retry(id), 202)
+        entry = self.server.store.dead_letter_by_id(id)
+        answer = self._retry(entry) if entry is not None else None
+        if answer is None:
+            raise APIError(404, f"dlq message {id} not found")
+        return json_response(answer, 202)
 
     def retry_dlq_many(self, request: Request) -> Response:
-        """``POST /v2/dlq/retry`` with ``dlqIds``."""
-        ids = request_ids(request, "dlqIds") or []
-        return json_response({"responses": [self._retry(i) for i in ids]}, 202)
+        """``POST /v2/dlq/retry``: retry the entries ids or filters name, ``count`` at a time."""
+        entries, cursor = self._dead_letters(filters.parse(request, filters.DLQ))
+        responses = [answer for entry in entries if (answer := self._retry(entry)) is not None]
+        return json_response(_with_cursor({"responses": responses}, cursor), 202)
 
-    def _retry(self, dlq_id: str) -> dict[str, str]:
+    def _dead_letters(
+        self, selection: filters.Selection, default_count: int | None = None
+    ) -> tuple[list[DeadLetter], str | None]:
+        """Return the entries ``selection`` names and the cursor to the next ones, if any."""
         store = self.server.store
-        entry = store.dead_letter_by_id(dlq_id)
-        if entry is None:
-            raise APIError(404, f"dlq message {dlq_id} not found")
-        clock = self.clock()
+        if selection.ids is not None:
+            found = (store.dead_letter_by_id(i) for i in dict.fromkeys(selection.ids))
+            return [entry for entry in found if entry is not None], None
+        matching = (
+            entry
+            for entry in store.dead_letters(after=selection.cursor)
+            if selection.matches(entry.message, entry.response_status)
+        )
+        entries, more = filters.take(matching, selection.count or default_count)
+        return entries, str(entries[-1].seq) if more else None
+
+    def _retry(self, entry: DeadLetter) -> dict[str, str] | None:
+        """Publish ``entry``'s message again as a new one; None if it left the DLQ meanwhile."""
+        store, clock = self.server.store, self.clock()
         spec = {**entry.message.spec, "createdAt": int(clock.now * 1000), "notBefore": 0}
         spec.pop("retried", None)
         message = Message(new_id("msg"), spec, entry.message.body, 0, clock.now)
-        if not store.retry_dead_letter(dlq_id, message, clock.now):
-            raise APIError(404, f"dlq message {dlq_id} not found")
+        if not store.retry_dead_letter(entry.dlq_id, message, clock.now):
+            return None
         self.server.dispatcher.push([message])
         return {"messageId": message.id}
 
@@ -238,47 +243,12 @@ class ResourceViews:
         return json_response({"current": self.server.current_key, "next": self.server.next_key})
 
 
-#: DLQ list filters (query parameter → field of the listed entry).
-DLQ_FILTERS = {
-    "messageId": "messageId",
-    "url": "url",
-    "queueName": "queueName",
-    "scheduleId": "scheduleId",
-    "responseStatus": "responseStatus",
-    "label": "label",
-    "callerIp": "callerIP",
-}
-
-
-def _matches(view: dict[str, Any], wanted: dict[str, str]) -> bool:
-    return all(str(view.get(field, "")) == value for field, value in wanted.items())
+def _with_cursor(answer: dict[str, Any], cursor: str | None) -> dict[str, Any]:
+    """Return ``answer`` with ``cursor`` when there is more to page through (QStash omits it)."""
+    return {**answer, "cursor": cursor} if cursor else answer
 
 
 def json_body(request: Request) -> Any:
     """Return the request's JSON body (None if empty); 400 if it is not strict JSON."""
     raw = request.get_data()
     return parse_json(raw) if raw.strip() else None
-
-
-def request_ids(request: Request, name: str) -> list[str] | None:
-    """Return the ids named ``name`` from the query or a JSON body, or None if absent."""
-    query = parse_qs(request.query_string.decode("latin-1")).get(name)
-    if query:
-        return query
-    data = json_body(request)
-    if isinstance(data, dict) and name in data:
-        ids = data[name]
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-            raise bad_request(f"{name} must be an array of strings")
-        return ids
-    return None
-
-
-def count_param(raw: str | None) -> int:
-    """Return the ``count`` query parameter (default 100); 400 if out of range."""
-    if raw is None:
-        return 100
-    count = ascii_int(raw)
-    if count is None or not 1 <= count <= 1000:
-        raise bad_request(f"count must be an integer 1-1000, not {raw!r}")
-    return count

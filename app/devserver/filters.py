@@ -104,18 +104,6 @@ class Selection:
                 return False
         return True
 
-    def take(self, records: Iterable[T]) -> tuple[list[T], bool]:
-        """Return the first ``count`` of ``records`` and whether more were left."""
-        if self.count is None:
-            return list(records), False
-        taken: list[T] = []
-        iterator: Iterator[T] = iter(records)
-        for record in iterator:
-            if len(taken) == self.count:
-                return taken, True
-            taken.append(record)
-        return taken, False
-
 
 def parse(request: Request, kind: Kind) -> Selection:
     """Return what ``request`` names among ``kind``'s records; 400 on anything unknown."""
@@ -142,6 +130,19 @@ def parse(request: Request, kind: Kind) -> Selection:
             raise bad_request(f"{kind.ids} in both the query and the body: send them once")
         ids = body_ids
     return Selection(tuple(ids) if ids is not None else None, filters, count, cursor)
+
+
+def take(records: Iterable[T], count: int | None) -> tuple[list[T], bool]:
+    """Return the first ``count`` of ``records`` (all for None) and whether more were left."""
+    if count is None:
+        return list(records), False
+    taken: list[T] = []
+    iterator: Iterator[T] = iter(records)
+    for record in iterator:
+        if len(taken) == count:
+            return taken, True
+        taken.append(record)
+    return taken, False
 
 
 def count_param(raw: str | None) -> int | None:

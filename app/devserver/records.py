@@ -44,6 +44,8 @@ class DeadLetter:
     response_headers: dict[str, list[str]]
     response_body: bytes
     created: float
+    #: Its place in the DLQ's order, which a ``cursor`` continues after.
+    seq: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +91,7 @@ def message_from_row(row: tuple[Any, ...]) -> Message:
 
 
 def dead_letter_from_row(row: tuple[Any, ...]) -> DeadLetter:
-    """Return the DLQ entry of a ``dlq`` row."""
+    """Return the DLQ entry of a ``dlq`` row (its columns, then its rowid)."""
     spec = json.loads(row[2])
     message = Message(
         id=row[1], spec=spec, body=bytes(row[3]), retried=spec.get("retried", 0), due=0
@@ -101,6 +103,7 @@ def dead_letter_from_row(row: tuple[Any, ...]) -> DeadLetter:
         response_headers=json.loads(row[5]),
         response_body=bytes(row[6]),
         created=row[7],
+        seq=row[8],
     )
 
 

@@ -190,19 +190,14 @@ class Store:
 
     # -- dead-letter queue ----------------------------------------------------------------
 
-    def dead_letters(self, *, after: str | None = None, limit: int = 100) -> list[DeadLetter]:
-        """Return DLQ entries in creation order, starting after the cursor ``after``."""
-        sql = "SELECT * FROM dlq"
-        params: list[Any] = []
-        if after:
-            sql += " WHERE rowid > (SELECT rowid FROM dlq WHERE dlq_id = ?)"
-            params.append(after)
-        rows = self._query(sql + " ORDER BY rowid LIMIT ?", [*params, limit])
+    def dead_letters(self, *, after: int | None = None) -> list[DeadLetter]:
+        """Return DLQ entries in creation order, those after the ``seq`` ``after`` if given."""
+        rows = self._query("SELECT *, rowid FROM dlq WHERE rowid > ? ORDER BY rowid", (after or 0,))
         return [dead_letter_from_row(row) for row in rows]
 
     def dead_letter_by_id(self, dlq_id: str) -> DeadLetter | None:
         """Return the DLQ entry ``dlq_id``, or None."""
-        rows = self._query("SELECT * FROM dlq WHERE dlq_id = ?", (dlq_id,))
+        rows = self._query("SELECT *, rowid FROM dlq WHERE dlq_id = ?", (dlq_id,))
         return dead_letter_from_row(rows[0]) if rows else None
 
     def delete_dead_letters(self, dlq_ids: list[str]) -> int:

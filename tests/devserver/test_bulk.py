@@ -1,9 +1,14 @@
-"""Bulk calls: ``DELETE /v2/messages`` act only on what their ids or filters name."""
+"""Bulk calls: ``DELETE /v2/messages``, ``GET``/``DELETE /v2/dlq`` and ``POST /v2/dlq/retry``
+act only on what their ids, filters and count name."""
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import httpx
 import pytest
+from werkzeug.wrappers import Response
 
 from tests.devserver.endpoint import Endpoint
 
@@ -132,3 +137,129 @@ def test_caller_ip_filter(api: httpx.Client, endpoint: Endpoint) -> None:
     assert api.delete("/v2/messages", params={"callerIp": "10.9.9.9"}).json() == {"cancelled": 0}
     assert api.delete("/v2/messages", params={"callerIp": "127.0.0.1"}).json() == {"cancelled": 2}
     assert not any(is_pending(api, i) for i in ids)
+
+
+# -- the dead-letter queue ------------------------------------------------------------------
+
+
+def dead(api: httpx.Client, endpoint: Endpoint, path: str, **headers: str) -> str:
+    """Publish a message that ``path`` refuses for good (489); return its message id."""
+    endpoint.replies[path] = lambda request: Response(
+        "gone", 489, headers={"Upstash-NonRetryable-Error": "true"}
+    )
+    response = api.post(f"/v2/publish/{endpoint.url(path)}", headers=headers, content=b"{}")
+    message_id: str = response.json()["messageId"]
+    return message_id
+
+
+def dlq(api: httpx.Client, count: int) -> list[dict[str, Any]]:
+    """Wait until the DLQ holds ``count`` entries; return them."""
+    deadline = time.monotonic() + 5
+    while len(entries := api.get("/v2/dlq").json()["messages"]) < count:
+        assert time.monotonic() < deadline, entries
+        time.sleep(0.02)
+    return entries
+
+
+def dlq_message_ids(api: httpx.Client) -> set[str]:
+    """Return the message ids the DLQ holds now."""
+    return {entry["messageId"] for entry in api.get("/v2/dlq").json()["messages"]}
+
+
+def test_dlq_delete_with_unmatched_filter_deletes_nothing(
+    api: httpx.Client, endpoint: Endpoint
+) -> None:
+    """DELETE /v2/dlq?url=<no match>&count=100 deletes nothing (it used to empty the DLQ)."""
+    ids = {dead(api, endpoint, "/d1"), dead(api, endpoint, "/d2")}
+    dlq(api, 2)
+    answer = api.delete("/v2/dlq", params={"url": "http://nowhere.example/", "count": "100"})
+    assert answer.json() == {"deleted": 0}
+    assert dlq_message_ids(api) == ids
+
+
+def test_dlq_retry_by_label_retries_that_label(api: httpx.Client, endpoint: Endpoint) -> None:
+    """POST /v2/dlq/retry?label=l1 republishes the l1 entry and only it."""
+    l1 = dead(api, endpoint, "/r1", **{"Upstash-Label": "l1"})
+    l2 = dead(api, endpoint, "/r2", **{"Upstash-Label": "l2"})
+    dlq(api, 2)
+    endpoint.replies["/r1"] = lambda request: Response("ok")
+    answer = api.post("/v2/dlq/retry", params={"label": "l1"}).json()
+    assert len(answer["responses"]) == 1 and "cursor" not in answer
+    retried = answer["responses"][0]["messageId"]
+    assert endpoint.wait_for("/r1", 2)[1].headers["Upstash-Message-Id"] == retried
+    assert dlq_message_ids(api) == {l2} and l1 != retried
+
+
+def test_dlq_repeated_parameter_means_either(api: httpx.Client, endpoint: Endpoint) -> None:
+    """label=l1&label=l2 deletes the entries labelled l1 or l2, not the unlabelled one."""
+    dead(api, endpoint, "/e1", **{"Upstash-Label": "l1"})
+    dead(api, endpoint, "/e2", **{"Upstash-Label": "l2"})
+    kept = dead(api, endpoint, "/e3")
+    dlq(api, 3)
+    assert api.delete("/v2/dlq?label=l1&label=l2").json() == {"deleted": 2}
+    assert dlq_message_ids(api) == {kept}
+
+
+def test_dlq_flow_control_key_filter(api: httpx.Client, endpoint: Endpoint) -> None:
+    """flowControlKey selects the entries published under that key."""
+    keyed = dead(api, endpoint, "/f1", **flow("fk"))
+    kept = dead(api, endpoint, "/f2")
+    dlq(api, 2)
+    listed = api.get("/v2/dlq", params={"flowControlKey": "fk"}).json()["messages"]
+    assert [entry["messageId"] for entry in listed] == [keyed]
+    assert api.delete("/v2/dlq", params={"flowControlKey": "fk"}).json() == {"deleted": 1}
+    assert dlq_message_ids(api) == {kept}
+
+
+@pytest.mark.parametrize("query", ["labeel=l1", "host=127.0.0.1", "path=/u1", "label=", "count=0"])
+@pytest.mark.parametrize(("method", "path"), [("DELETE", "/v2/dlq"), ("POST", "/v2/dlq/retry")])
+def test_dlq_unknown_or_empty_filter_is_400_and_touches_nothing(
+    api: httpx.Client, endpoint: Endpoint, method: str, path: str, query: str
+) -> None:
+    """A misspelt field, a message-only field (host, path) or an empty one is a 400."""
+    message_id = dead(api, endpoint, "/u1", **{"Upstash-Label": "l1"})
+    dlq(api, 1)
+    response = api.request(method, f"{path}?{query}")
+    assert response.status_code == 400 and "error" in response.json()
+    assert dlq_message_ids(api) == {message_id}
+    assert api.get(f"/v2/dlq?{query}").status_code == 400
+
+
+def test_dlq_count_and_cursor_page_through_a_bulk_delete(
+    api: httpx.Client, endpoint: Endpoint
+) -> None:
+    """count=1 deletes one per call and answers a cursor while more match, none at the end."""
+    for n in range(3):
+        dead(api, endpoint, f"/p{n}", **{"Upstash-Label": "page"})
+    dlq(api, 3)
+    answers, cursor = [], None
+    for _ in range(3):
+        params = {"label": "page", "count": "1", **({"cursor": cursor} if cursor else {})}
+        answers.append(api.delete("/v2/dlq", params=params).json())
+        cursor = answers[-1].get("cursor")
+    assert [a["deleted"] for a in answers] == [1, 1, 1]
+    assert [("cursor" in a) for a in answers] == [True, True, False]
+    assert dlq_message_ids(api) == set()
+
+
+def test_dlq_retry_all_with_count(api: httpx.Client, endpoint: Endpoint) -> None:
+    """retry with only count=1 (the SDK's all: true) retries one entry, the oldest."""
+    dead(api, endpoint, "/o1")
+    dead(api, endpoint, "/o2")
+    entries = dlq(api, 2)
+    endpoint.replies.clear()  # the retried message is delivered this time
+    answer = api.post("/v2/dlq/retry", params={"count": "1"}).json()
+    assert len(answer["responses"]) == 1 and "cursor" in answer
+    assert [entry["dlqId"] for entry in dlq(api, 1)] == [entries[1]["dlqId"]]
+
+
+def test_dlq_ids_in_query_or_body_name_exactly_those(api: httpx.Client, endpoint: Endpoint) -> None:
+    """dlqIds, repeated in the query or in a JSON body, list and delete exactly those."""
+    for n in range(3):
+        dead(api, endpoint, f"/i{n}")
+    ids = [entry["dlqId"] for entry in dlq(api, 3)]
+    listed = api.get(f"/v2/dlq?dlqIds={ids[0]}&dlqIds={ids[1]}").json()["messages"]
+    assert [entry["dlqId"] for entry in listed] == ids[:2]
+    assert api.delete(f"/v2/dlq?dlqIds={ids[0]}").json() == {"deleted": 1}
+    assert api.request("DELETE", "/v2/dlq", json={"dlqIds": [ids[1]]}).json() == {"deleted": 1}
+    assert [entry["dlqId"] for entry in dlq(api, 1)] == ids[2:]

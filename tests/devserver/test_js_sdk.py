@@ -83,3 +83,17 @@ def test_bulk_cancel_by_filter_and_count(observed: dict[str, Any]) -> None:
     """messages.cancel: a flow-control key filter cancels its one message, a typo is refused,
     count: 1 cancels one, and all: true the rest."""
     assert observed["bulkCancel"] == {"byKey": 1, "typo": "rejected", "oneOfAll": 1, "rest": 1}
+
+
+def test_dlq_bulk_actions_by_filter(observed: dict[str, Any]) -> None:
+    """dlq.delete/retry: an unmatched url deletes none, a typo is refused, labels match
+    either, a flow-control key and count: 1 act on one entry each."""
+    assert observed["dlqFilters"] == {
+        "noMatch": 0,
+        "noCursor": True,
+        "typo": "rejected",
+        "either": 2,
+        "byKey": 1,
+        "retried": 1,
+        "countOne": 1,
+    }

@@ -129,6 +129,23 @@ try {
     return { byKey, typo, oneOfAll, rest };
   });
 
+  // DLQ bulk delete and retry act only on what their filters name.
+  await section("dlqFilters", async () => {
+    const die = (path, extra) => client.publishJSON({ url: `${base}/dead-${path}`, body: {}, ...extra });
+    await die("f1", { label: "l1" });
+    await die("f2", { label: "l2" });
+    await die("f3", { flowControl: { key: "fk", parallelism: 1 } });
+    await until(async () => (await client.dlq.listMessages()).messages.length === 3, "three DLQ entries");
+    const none = await client.dlq.delete({ filter: { url: "http://nowhere.example/" }, count: 100 });
+    const typo = await rejected(client.dlq.delete({ filter: { labeel: "l1" } }));
+    const either = (await client.dlq.listMessages({ filter: { label: ["l1", "l2"] } })).messages.length;
+    const byKey = (await client.dlq.delete({ filter: { flowControlKey: "fk" } })).deleted;
+    const retried = (await client.dlq.retry({ filter: { label: "l1" } })).responses.length;
+    const countOne = (await client.dlq.delete({ all: true, count: 1 })).deleted;
+    await client.dlq.delete({ all: true });
+    return { noMatch: none.deleted, noCursor: none.cursor === undefined, typo, either, byKey, retried, countOne };
+  });
+
   const forged = await receiver
     .verify({ signature: delivery.headers["upstash-signature"], body: '{"hello":"forged"}', url: `${base}/publish?x=1` })
     .then(() => "accepted", (error) => "rejected");

@@ -78,9 +78,8 @@ def new_id(prefix: str) -> str:
 
 
 def labels(spec: dict[str, Any]) -> list[str]:
-    """Return the labels a message was published with (``Upstash-Label``)."""
-    label = spec.get("label")
-    return [label] if label else []
+    """Return the labels a message was published with: ``Upstash-Label: a,b`` is two."""
+    return [part.strip() for part in (spec.get("label") or "").split(",") if part.strip()]
 
 
 def message_from_row(row: tuple[Any, ...]) -> Message:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from app.devserver.records import DeadLetter, Message, Queue, Schedule
+from app.devserver.records import DeadLetter, Message, Queue, Schedule, labels
 
 
 def _body(body: bytes) -> dict[str, str]:
@@ -24,6 +24,12 @@ def _flow(spec: dict[str, Any]) -> dict[str, Any]:
         if flow.get(name):
             view[name] = flow[name]
     return view
+
+
+def _labels(spec: dict[str, Any]) -> dict[str, Any]:
+    """QStash's two label fields: ``label`` the first (kept for old SDKs), ``labels`` all."""
+    found = labels(spec)
+    return {"label": found[0], "labels": found} if found else {}
 
 
 def _optional(**fields: Any) -> dict[str, Any]:
@@ -48,9 +54,9 @@ def message(msg: Message) -> dict[str, Any]:
             failureCallback=spec.get("failureCallback"),
             scheduleId=spec.get("scheduleId"),
             queueName=spec.get("queueName"),
-            label=spec.get("label"),
             retryDelayExpression=spec.get("retryDelay"),
         ),
+        **_labels(spec),
         **_flow(spec),
     }
 
@@ -91,11 +97,11 @@ def schedule(entry: Schedule) -> dict[str, Any]:
             callback=spec.get("callback"),
             failureCallback=spec.get("failureCallback"),
             queueName=spec.get("queueName"),
-            label=spec.get("label"),
             retryDelayExpression=spec.get("retryDelay"),
             lastScheduleTime=int(entry.last_at * 1000) if entry.last_at else None,
             nextScheduleTime=None if entry.paused else int(entry.next_at * 1000),
         ),
+        **_labels(spec),
         **_flow(spec),
     }
     return view

@@ -193,3 +193,17 @@ def test_destination_with_whitespace_or_control_characters_is_refused(destinatio
     with pytest.raises(APIError) as caught:
         check_destination(destination)
     assert caught.value.status == 400
+
+
+def test_several_labels_answer_the_first_as_label_and_all_as_labels(api: httpx.Client) -> None:
+    """Upstash-Label: a,b is two labels: "label": "a", "labels": ["a", "b"], as QStash answers."""
+    headers = {**HOLD, "Upstash-Label": "a, b"}
+    message_id = api.post("/v2/publish/http://example.com/l", headers=headers).json()["messageId"]
+    message = api.get(f"/v2/messages/{message_id}").json()
+    assert (message["label"], message["labels"]) == ("a", ["a", "b"])
+    cron = {"Upstash-Cron": "0 9 * * *", "Upstash-Schedule-Id": "labelled", **headers}
+    api.post("/v2/schedules/http://example.com/l", headers=cron)
+    schedule = api.get("/v2/schedules/labelled").json()
+    assert (schedule["label"], schedule["labels"]) == ("a", ["a", "b"])
+    plain = api.post("/v2/publish/http://example.com/l", headers=HOLD).json()["messageId"]
+    assert {"label", "labels"}.isdisjoint(api.get(f"/v2/messages/{plain}").json())

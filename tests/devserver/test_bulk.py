@@ -139,6 +139,16 @@ def test_caller_ip_filter(api: httpx.Client, endpoint: Endpoint) -> None:
     assert not any(is_pending(api, i) for i in ids)
 
 
+def test_a_label_filter_matches_any_of_a_messages_labels(
+    api: httpx.Client, endpoint: Endpoint
+) -> None:
+    """A message published with Upstash-Label: a,b is matched by label=b."""
+    both = pending(api, endpoint.url("/ab"), **{"Upstash-Label": "a,b"})
+    other = pending(api, endpoint.url("/ab"), **{"Upstash-Label": "c"})
+    assert api.delete("/v2/messages", params={"label": "b"}).json() == {"cancelled": 1}
+    assert not is_pending(api, both) and is_pending(api, other)
+
+
 # -- the dead-letter queue ------------------------------------------------------------------
 
 
@@ -263,3 +273,15 @@ def test_dlq_ids_in_query_or_body_name_exactly_those(api: httpx.Client, endpoint
     assert api.delete(f"/v2/dlq?dlqIds={ids[0]}").json() == {"deleted": 1}
     assert api.request("DELETE", "/v2/dlq", json={"dlqIds": [ids[1]]}).json() == {"deleted": 1}
     assert [entry["dlqId"] for entry in dlq(api, 1)] == ids[2:]
+
+
+def test_dlq_label_filter_matches_any_of_an_entrys_labels(
+    api: httpx.Client, endpoint: Endpoint
+) -> None:
+    """A DLQ entry labelled a,b is listed and deleted by label=b."""
+    both = dead(api, endpoint, "/lab", **{"Upstash-Label": "a,b"})
+    dead(api, endpoint, "/lc", **{"Upstash-Label": "c"})
+    dlq(api, 2)
+    listed = api.get("/v2/dlq", params={"label": "b"}).json()["messages"]
+    assert [(e["messageId"], e["label"], e["labels"]) for e in listed] == [(both, "a", ["a", "b"])]
+    assert api.delete("/v2/dlq", params={"label": "b"}).json() == {"deleted": 1}

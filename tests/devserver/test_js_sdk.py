@@ -97,3 +97,9 @@ def test_dlq_bulk_actions_by_filter(observed: dict[str, Any]) -> None:
         "retried": 1,
         "countOne": 1,
     }
+
+
+def test_several_labels(observed: dict[str, Any]) -> None:
+    """publishJSON with label: ["a", "b"] reads back as label "a" and labels ["a", "b"], and
+    a cancel filtered by either label finds it."""
+    assert observed["labels"] == {"label": "a", "labels": ["a", "b"], "cancelled": 1}

@@ -134,3 +134,18 @@ def test_dlq_list_get_delete(sdk: QStash, endpoint: Endpoint) -> None:
     assert (entry.response_status, entry.response_body) == (489, "gone")
     sdk.dlq.delete(entry.dlq_id)
     assert sdk.dlq.list().messages == []
+
+
+def test_several_labels_read_back_and_filter(sdk: QStash, endpoint: Endpoint) -> None:
+    """label="a,b" reads back as label "a", and the DLQ list filtered by "b" finds it."""
+    held = sdk.message.publish_json(url=endpoint.url("/sdk/held"), body={}, delay=HOLD, label="a,b")
+    assert sdk.message.get(held.message_id).label == "a"  # type: ignore[union-attr]
+    endpoint.replies["/sdk/labelled"] = lambda request: Response(
+        "gone", 489, headers={"Upstash-NonRetryable-Error": "true"}
+    )
+    dead = sdk.message.publish_json(url=endpoint.url("/sdk/labelled"), body={}, label="a,b")
+    deadline = time.monotonic() + 5
+    while not (listed := sdk.dlq.list(filter={"label": "b"}).messages):
+        assert time.monotonic() < deadline, "the labelled message never reached the DLQ"
+        time.sleep(0.02)
+    assert [(m.message_id, m.label) for m in listed] == [(dead.message_id, "a")]  # type: ignore[union-attr]

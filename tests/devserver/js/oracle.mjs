@@ -146,6 +146,14 @@ try {
     return { noMatch: none.deleted, noCursor: none.cursor === undefined, typo, either, byKey, retried, countOne };
   });
 
+  // Several labels: a list goes out as "a,b"; QStash answers label "a" and labels ["a","b"].
+  await section("labels", async () => {
+    const { messageId } = await client.publishJSON({ url: `${base}/held`, body: {}, delay: "1d", label: ["a", "b"] });
+    const message = await client.messages.get(messageId);
+    const cancelled = (await client.messages.cancel({ filter: { label: "b" } })).cancelled;
+    return { label: message.label, labels: message.labels, cancelled };
+  });
+
   const forged = await receiver
     .verify({ signature: delivery.headers["upstash-signature"], body: '{"hello":"forged"}', url: `${base}/publish?x=1` })
     .then(() => "accepted", (error) => "rejected");

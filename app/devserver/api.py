@@ -18,7 +18,7 @@ from urllib.parse import unquote
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
-from app.devserver import filters, views
+from app.devserver import events, filters, views
 from app.devserver.api_resources import (
     QUEUE_NAME,
     ResourceViews,
@@ -101,6 +101,7 @@ class API(ResourceViews):
         self.server = server
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = [
             ("GET", re.compile(r"/v2/keys"), self.keys),
+            ("GET", re.compile(r"/v2/(?:events|logs)"), self.list_events),
             ("POST", re.compile(r"/v2/publish/(?P<rest>.+)"), self.publish),
             ("POST", re.compile(r"/v2/enqueue/(?P<queue>[^/]+)/(?P<rest>.+)"), self.enqueue),
             ("POST", re.compile(r"/v2/batch"), self.batch),
@@ -193,6 +194,7 @@ class API(ResourceViews):
         for msg in fresh:
             if msg.spec["queueName"]:
                 server.ensure_queue(msg.spec["queueName"])
+        server.dispatcher.events.created(fresh)
         server.dispatcher.push(fresh)
         return [
             {"messageId": mid, **({"deduplicated": True} if dup else {})} for mid, dup in answers
@@ -255,9 +257,11 @@ class API(ResourceViews):
 
     def cancel_message(self, request: Request, id: str) -> Response:
         """``DELETE /v2/messages/{id}``."""
+        message = self.server.store.load(id)
         if not self.server.store.cancel([id]):
             raise APIError(404, f"message {id} not found")
         self.server.dispatcher.cancel([id])
+        self.server.dispatcher.events.cancelled([message] if message else [])
         return json_response({"cancelled": 1}, 202)
 
     def cancel_messages(self, request: Request) -> Response:
@@ -268,6 +272,14 @@ class API(ResourceViews):
         else:
             pending = self.server.store.pending()
             ids, _ = filters.take((m.id for m in pending if selection.matches(m)), selection.count)
+        doomed = {m.id: m for m in map(self.server.store.load, ids) if m is not None}
         cancelled = self.server.store.cancel(ids)
         self.server.dispatcher.cancel(cancelled)
+        self.server.dispatcher.events.cancelled([doomed[i] for i in cancelled if i in doomed])
         return json_response({"cancelled": len(cancelled)})
+
+    # -- events (logs) ------------------------------------------------------------------
+
+    def list_events(self, request: Request) -> Response:
+        """``GET /v2/events`` (or ``/v2/logs``): ``events.py``."""
+        return events.list_view(self.server, request)

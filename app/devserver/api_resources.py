@@ -233,6 +233,7 @@ class ResourceViews:
         message = Message(new_id("msg"), spec, entry.message.body, 0, clock.now)
         if not store.retry_dead_letter(entry.dlq_id, message, clock.now):
             return None
+        self.server.dispatcher.events.created([message])
         self.server.dispatcher.push([message])
         return {"messageId": message.id}
 

@@ -34,6 +34,7 @@ from urllib3.exceptions import TimeoutError as TransportTimeout
 from app.devserver import callbacks
 from app.devserver.callbacks import Response
 from app.devserver.delivered_log import DeliveredLog
+from app.devserver.events import EventLog
 from app.devserver.gates import Gate, Gates, Ticket
 from app.devserver.publish import Clock
 from app.devserver.records import Attempt, Message
@@ -121,6 +122,7 @@ class Dispatcher:
         )
         self._cancelled: set[str] = set()
         self.delivered_log = DeliveredLog(store)
+        self.events = EventLog(store)
         self._thread = threading.Thread(target=self._loop, name="qstash-dispatcher", daemon=True)
 
     def clock(self) -> Clock:
@@ -133,6 +135,7 @@ class Dispatcher:
             self.gates.set_queue_limit(queue.name, 0 if queue.paused else queue.parallelism)
         self.push(self.store.pending())
         self.delivered_log.start()
+        self.events.start()
         self._thread.start()
 
     def stop(self) -> None:
@@ -144,6 +147,7 @@ class Dispatcher:
             self._thread.join(timeout=5)
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.delivered_log.stop()
+        self.events.stop()
         self._http.clear()
 
     def push(self, messages: list[Message]) -> None:
@@ -210,6 +214,7 @@ class Dispatcher:
                 cancelled = ticket.id in self._cancelled
                 self._cancelled.discard(ticket.id)
             if not cancelled:
+                self.events.record(ticket.message, "ACTIVE")
                 self._settle(ticket.message, *self._call(ticket.message))
         except Exception:  # a bug here must not kill the pool thread silently
             log.exception("delivery of %s failed inside the dev server", ticket.id)
@@ -264,6 +269,7 @@ class Dispatcher:
         attempt = Attempt(message.retried, response.status, response.error, latency_ms, now)
         if response.status is not None and 200 <= response.status < 300:
             self.delivered_log.add(message.id, attempt)
+            self.events.record(message, "DELIVERED", response=response)
             event = AttemptEvent(message, response, latency_ms, "delivered")
         elif _non_retryable(response) or message.retried >= spec["retries"]:
             event = self._dead_letter(message, response, attempt)
@@ -272,6 +278,8 @@ class Dispatcher:
             due = now + wait * self.time_scale
             self.store.reschedule(message.id, attempt, retried=message.retried + 1, due=due)
             self.push([Message(message.id, spec, message.body, message.retried + 1, due)])
+            self.events.record(message, "ERROR", response=response)
+            self.events.record(message, "RETRY", next_delivery=due)
             event = AttemptEvent(message, response, latency_ms, "retry", retry_in=wait)
         if spec.get("callback"):
             self._post_callback(message, spec["callback"], response, failure=False)
@@ -281,6 +289,8 @@ class Dispatcher:
         dlq_id = self.store.dead_letter(
             message, attempt, headers=response.headers, body=response.body
         )
+        self.events.record(message, "ERROR", response=response)
+        self.events.record(message, "FAILED", response=response)
         if message.spec.get("failureCallback"):
             self._post_callback(
                 message, message.spec["failureCallback"], response, failure=True, dlq_id=dlq_id
@@ -309,6 +319,7 @@ class Dispatcher:
             message, url, body, failure=failure, clock=self.clock()
         )
         self.store.publish([(callback, None)], now=time.time(), window=0)
+        self.events.created([callback])
         self.push([callback])
 
     def _emit(self, event: AttemptEvent) -> None:

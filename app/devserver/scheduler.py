@@ -87,6 +87,7 @@ class Scheduler:
                 message = firing(schedule, now, self.time_scale)
                 following = next_fire(schedule.spec["cron"], now, self.time_scale)
                 self.store.fire_schedule(schedule.id, message, now=now, next_at=following)
+                self.dispatcher.events.created([message])
                 self.dispatcher.push([message])
                 waits.append(following - now)
             else:

@@ -13,7 +13,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,15 @@ class Store:
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         with self._lock:
             return self._db.execute(sql, tuple(params)).fetchall()
+
+    # Tables other modules own (events, URL groups) go through these two, on this connection.
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        """Return a locked ``BEGIN IMMEDIATE`` transaction on the store's connection."""
+        return self._tx()
+
+    def query(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        """Run one statement under the store's lock and return its rows."""
+        return self._query(sql, params)
 
     # -- messages ---------------------------------------------------------------------
 

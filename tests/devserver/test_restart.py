@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 
 from app.devserver import DevServer
+from app.devserver.events import EventLog
 from app.devserver.records import Schedule
 from app.devserver.scheduler import Scheduler
 from app.devserver.store import Store
@@ -38,6 +39,7 @@ def test_missed_firings_happen_once(tmp_path: Path) -> None:
     class Recorder:
         def __init__(self) -> None:
             self.pushed: list[object] = []
+            self.events = EventLog(store)
 
         def push(self, messages: list[object]) -> None:
             self.pushed.extend(messages)

@@ -12,6 +12,7 @@ qstash.publish_json("https://jobs.example.com/api/jobs/send-email", {"to": "a@b.
 |-----------------|---------------------------------------------------------------|
 | ``api``         | ``QStash``: publishing, batches and messages                  |
 | ``management``  | schedules, queues, DLQ and signing keys (``QStash``'s base)   |
+| ``events``      | logs: each message's state changes (``QStash.logs``)          |
 | ``base``        | the shared transport, JSON calls and ids in paths             |
 | ``options``     | ``PublishOptions``, ``FlowControl``, ``Message``: validated   |
 | ``expressions`` | durations (``"1d10h30m"``) and retry-delay expressions        |
@@ -32,6 +33,7 @@ from app.qstash.client.errors import (
     QStashError,
     RateLimitError,
 )
+from app.qstash.client.events import LogEvent, LogPage
 from app.qstash.client.models import (
     DlqMessage,
     DlqPage,
@@ -47,6 +49,8 @@ __all__ = [
     "DlqMessage",
     "DlqPage",
     "FlowControl",
+    "LogEvent",
+    "LogPage",
     "Message",
     "PublishOptions",
     "PublishResult",

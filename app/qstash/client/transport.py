@@ -18,7 +18,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -122,7 +122,7 @@ class Transport:
         *,
         headers: Mapping[str, str] | None = None,
         content: bytes | None = None,
-        params: Mapping[str, str] | None = None,
+        params: Mapping[str, str | Sequence[str]] | None = None,
     ) -> httpx.Response:
         """Send one call, retrying failures that are safe to retry; return a 2xx response."""
         try:

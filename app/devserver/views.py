@@ -9,6 +9,9 @@ from app.devserver.records import DeadLetter, Message, Queue, Schedule, labels
 
 
 def _body(body: bytes) -> dict[str, str]:
+    """QStash's body fields: ``body`` for UTF-8, ``bodyBase64`` otherwise, none when empty."""
+    if not body:
+        return {}
     try:
         return {"body": body.decode("utf-8")}
     except UnicodeDecodeError:

@@ -207,3 +207,18 @@ def test_several_labels_answer_the_first_as_label_and_all_as_labels(api: httpx.C
     assert (schedule["label"], schedule["labels"]) == ("a", ["a", "b"])
     plain = api.post("/v2/publish/http://example.com/l", headers=HOLD).json()["messageId"]
     assert {"label", "labels"}.isdisjoint(api.get(f"/v2/messages/{plain}").json())
+
+
+def test_an_empty_body_is_left_out_of_every_view(api: httpx.Client) -> None:
+    """A schedule or message published without a body lists no body field (QStash omits it)."""
+    cron = {"Upstash-Cron": "0 9 * * *", "Upstash-Schedule-Id": "bodiless"}
+    api.post("/v2/schedules/http://example.com/none", headers=cron)
+    message_id = api.post("/v2/publish/http://example.com/none", headers=HOLD).json()["messageId"]
+    views = [
+        api.get("/v2/schedules/bodiless").json(),
+        api.get("/v2/schedules").json()[0],
+        api.get(f"/v2/messages/{message_id}").json(),
+    ]
+    assert [{"body", "bodyBase64"} & set(view) for view in views] == [set(), set(), set()]
+    api.post("/v2/schedules/http://example.com/x", headers=cron, content=b"x")
+    assert api.get("/v2/schedules/bodiless").json()["body"] == "x"

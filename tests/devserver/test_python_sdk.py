@@ -149,3 +149,10 @@ def test_several_labels_read_back_and_filter(sdk: QStash, endpoint: Endpoint) ->
         assert time.monotonic() < deadline, "the labelled message never reached the DLQ"
         time.sleep(0.02)
     assert [(m.message_id, m.label) for m in listed] == [(dead.message_id, "a")]  # type: ignore[union-attr]
+
+
+def test_schedule_without_a_body_reads_back_without_one(sdk: QStash) -> None:
+    """A schedule created with no body has body None through the SDK, not an empty text."""
+    schedule_id = sdk.schedule.create(destination="http://example.com/none", cron="0 9 * * *")
+    schedule = sdk.schedule.get(schedule_id)
+    assert (schedule.body, schedule.body_base64) == (None, None)

@@ -1,12 +1,19 @@
 """Throughput of a guarded no-op job vs the same no-op unguarded, side by side.
 
-(a) in-process: the WSGI app called directly, alternating guarded and unguarded rounds;
+(a) in-process: the WSGI app called directly, guarded and unguarded in turn each round;
 (b) under gunicorn on 127.0.0.1 with wrk as the load generator (skipped if wrk is absent),
-    once bare (no access log) and once with the project's gunicorn.conf.py, as deployed.
+    both sides served by the same server, in turn each round, in two configurations:
+    * bare: ``--config bench/_gunicorn_bare.py`` (gunicorn's defaults spelled out: sync
+      workers, no access log, no preload) with ``--workers N --log-level warning``;
+    * deployed: ``--config gunicorn.conf.py`` (access log to stdout, here a file; preload)
+      with the same ``--workers N --log-level warning``.
 
-    .venv/bin/python bench/receiver.py [--seconds 5] [--workers 2] [--rounds 3]
+    .venv/bin/python bench/receiver.py [--seconds 12] [--workers 2] [--rounds 3] [--smoke]
 
-Prints requests/s of each and the ratio guarded/unguarded (target under gunicorn: >= 0.90).
+Prints each side's median requests/s and the median of the per-round ratios
+guarded/unguarded with their min–max (target under gunicorn: >= 0.90). ``--smoke``: one
+round, one worker, no warm-up: wrk's shortest run (1 s) per side (CI: the same code path
+in seconds).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import argparse
 import io
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -29,8 +37,12 @@ from receiver_app import APP_URL, CURRENT_KEY, build  # noqa: E402
 
 from app.qstash.signature import sign  # noqa: E402
 from bench._load import wrk  # noqa: E402
+from bench._stats import side_by_side, spread  # noqa: E402
 
 BODY = b'{"webhookId":"wh_123","eventType":"order.created","payload":{"id":42}}'
+BARE_CONFIG = HERE / "_gunicorn_bare.py"
+DEPLOYED_CONFIG = ROOT / "gunicorn.conf.py"
+Rounds = list[tuple[float, float]]  # (guarded, unguarded) requests/s of each round
 
 
 def environ(path: str, token: str | None) -> dict[str, Any]:
@@ -54,8 +66,8 @@ def environ(path: str, token: str | None) -> dict[str, Any]:
     return env
 
 
-def in_process(seconds: float, rounds: int) -> tuple[float, float]:
-    """Return requests/s (guarded, unguarded) calling the WSGI app directly."""
+def in_process(seconds: float, rounds: int) -> Rounds:
+    """Return requests/s (guarded, unguarded) of each round, calling the WSGI app directly."""
     app = build()
     token = sign(BODY, url=APP_URL + "/api/jobs/noop", key=CURRENT_KEY)
     statuses: list[str] = []
@@ -63,22 +75,21 @@ def in_process(seconds: float, rounds: int) -> tuple[float, float]:
     def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
         statuses.append(status)
 
-    def run(path: str, signed: bool) -> float:
+    def run(path: str) -> float:
+        statuses.clear()
         count, deadline = 0, time.perf_counter() + seconds / (2 * rounds)
         started = time.perf_counter()
         while time.perf_counter() < deadline:
             for _ in range(50):
-                body = app(environ(path, token if signed else None), start_response)
+                body = app(environ(path, token), start_response)
                 b"".join(body)
             count += 50
-        assert statuses[-1].startswith("200"), statuses[-1]
+        failed = {status for status in statuses if not status.startswith("200")}
+        if failed:
+            raise SystemExit(f"{path} answered {failed}")
         return count / (time.perf_counter() - started)
 
-    guarded, plain = [], []
-    for _ in range(rounds):
-        guarded.append(run("/api/jobs/noop", True))
-        plain.append(run("/plain/noop", True))
-    return sorted(guarded)[rounds // 2], sorted(plain)[rounds // 2]
+    return side_by_side(rounds, lambda: run("/api/jobs/noop"), lambda: run("/plain/noop"))
 
 
 WRK_SCRIPT = """
@@ -87,45 +98,49 @@ wrk.body = [[{body}]]
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Upstash-Message-Id"] = "msg_bench"
 wrk.headers["Upstash-Retried"] = "0"
-{signature}
+wrk.headers["Upstash-Signature"] = "{token}"
 """
 
 
 def under_gunicorn(
-    seconds: float, workers: int, rounds: int, production: bool
-) -> tuple[float, float]:
-    """Return requests/s (guarded, unguarded) under gunicorn, alternating rounds.
-
-    ``production`` runs gunicorn with the project's gunicorn.conf.py (access log on, as
-    deployed; the log goes to a file here); otherwise bare gunicorn without access log.
-    """
+    seconds: float, workers: int, rounds: int, config: Path, *, warm_up: bool = True
+) -> Rounds:
+    """Return requests/s (guarded, unguarded) of each round under gunicorn ``--config``."""
     from tests.servers import gunicorn  # noqa: PLC0415
 
     token = sign(BODY, url=APP_URL + "/api/jobs/noop", key=CURRENT_KEY)
+    each = seconds / (2 * rounds)
     with tempfile.TemporaryDirectory() as tmp:
-        signed, plain = Path(tmp) / "signed.lua", Path(tmp) / "plain.lua"
-        body = BODY.decode()
-        signed.write_text(
-            WRK_SCRIPT.format(body=body, signature=f'wrk.headers["Upstash-Signature"] = "{token}"')
-        )
-        # The unguarded twin gets the identical request, signature header included, so
-        # the only difference measured is the guard.
-        plain.write_text(signed.read_text())
-        env = {"PYTHONPATH": f"{ROOT}:{HERE}"}
-        options = {"app": "receiver_app:app", "workers": workers, "config": production}
-        with gunicorn(Path(tmp), env, args=("--log-level", "warning"), **options) as server:
-            wrk(server.url + "/api/jobs/noop", signed, 1)  # warm-up
-            guarded, unguarded = [], []
-            for _ in range(rounds):
-                guarded.append(wrk(server.url + "/api/jobs/noop", signed, seconds / (2 * rounds)))
-                unguarded.append(wrk(server.url + "/plain/noop", plain, seconds / (2 * rounds)))
-    return sorted(guarded)[rounds // 2], sorted(unguarded)[rounds // 2]
+        # Both sides get the identical request, signature header included, so the only
+        # difference measured is the guard.
+        script = Path(tmp) / "request.lua"
+        script.write_text(WRK_SCRIPT.format(body=BODY.decode(), token=token))
+        env = {"PYTHONPATH": f"{ROOT}:{HERE}", "GUNICORN_CMD_ARGS": ""}
+        args = ("--config", str(config), "--log-level", "warning")
+        with gunicorn(
+            Path(tmp), env, app="receiver_app:app", workers=workers, args=args, config=False
+        ) as server:
+            guarded, plain = server.url + "/api/jobs/noop", server.url + "/plain/noop"
+            if warm_up:
+                wrk(guarded, script, 1)
+            measured = side_by_side(
+                rounds, lambda: wrk(guarded, script, each), lambda: wrk(plain, script, each)
+            )
+            # The settings in force, checked: only the deployed configuration logs access.
+            if ('"POST /plain/noop' in server.output()) != (config == DEPLOYED_CONFIG):
+                raise SystemExit(
+                    f"gunicorn did not run with {config.name}:\n{server.output()[-2000:]}"
+                )
+            return measured
 
 
-def report(label: str, guarded: float, plain: float) -> None:
+def report(label: str, rounds: Rounds) -> None:
+    """Print each side's median rate and the median of the per-round ratios."""
+    guarded = statistics.median(g for g, _ in rounds)
+    plain = statistics.median(p for _, p in rounds)
     print(
-        f"{label:<28} guarded {guarded:10.0f} req/s   unguarded {plain:10.0f} req/s"
-        f"   ratio {guarded / plain:.3f}"
+        f"{label:<34} guarded {guarded:8.0f} req/s   unguarded {plain:8.0f} req/s"
+        f"   guarded/unguarded {spread([g / p for g, p in rounds])}"
     )
 
 
@@ -134,18 +149,20 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=12.0, help="total per mode")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="one short round (CI)")
     args = parser.parse_args()
-    report("(a) in-process WSGI", *in_process(args.seconds, args.rounds))
+    if args.smoke:
+        args.seconds, args.workers, args.rounds = 1.0, 1, 1
+    report("(a) in-process WSGI", in_process(args.seconds, args.rounds))
     if shutil.which("wrk") is None:
         print("(b) gunicorn: skipped, wrk not installed (apt-get install wrk)")
         return
     os.environ.setdefault("PYTHONPATH", str(ROOT))
-    for production in (False, True):
-        label = "gunicorn.conf.py" if production else "bare gunicorn"
-        report(
-            f"(b) {label} -w {args.workers} + wrk",
-            *under_gunicorn(args.seconds, args.workers, args.rounds, production),
+    for label, config in (("bare", BARE_CONFIG), ("deployed", DEPLOYED_CONFIG)):
+        rounds = under_gunicorn(
+            args.seconds, args.workers, args.rounds, config, warm_up=not args.smoke
         )
+        report(f"(b) gunicorn {label} -w {args.workers} + wrk", rounds)
 
 
 if __name__ == "__main__":

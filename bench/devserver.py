@@ -1,19 +1,26 @@
 """Benchmark: end-to-end deliveries/s through the dev server, and delayed-message lateness.
 
-    .venv/bin/python bench/devserver.py [--seconds 30] [--rate 600] [--workers 3]
+    .venv/bin/python bench/devserver.py [--rounds 3] [--seconds 10] [--rate 600] [--smoke]
 
-Runs, side by side in one go on this machine:
-1. direct: signed POSTs straight to the no-op job of the app under gunicorn (the ceiling);
-2. e2e: publish (``/v2/batch``) → dev server (``flask qstash dev``, its own process) →
-   signed delivery → the same app, at a fixed offered rate for ``--seconds``; counts
-   what was delivered from the dev server's SQLite file and checks nothing is lost;
-3. lateness: delayed messages (``Upstash-Not-Before``) against their due time, p50/p99.
-Prints the ratios e2e/direct and delivered/offered.
+The app runs under gunicorn with ``--config bench/_gunicorn_bare.py`` (gunicorn's defaults
+spelled out: sync workers, no access log, no preload) and ``--workers N --log-level
+warning``; the dev server is ``flask qstash dev`` in its own process. Each round runs,
+back to back on this machine:
+1. direct: signed POSTs straight to the no-op job of the app (the ceiling);
+2. e2e: publish (``/v2/batch``) → dev server → signed delivery → the same app, at a fixed
+   offered rate for ``--seconds``; counts what was delivered from the dev server's SQLite
+   file and checks nothing is lost.
+Then lateness: delayed messages (``Upstash-Not-Before``) against their due time, p50/p99.
+Prints the median of the per-round ratios e2e/direct and delivered/offered with their
+min–max; exits 1 if a message was lost or a delayed one never arrived. ``--smoke``: one
+round of a second at 100/s and one run of 10 delayed messages (CI: the same code path in
+seconds).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sqlite3
 import statistics
 import sys
@@ -29,11 +36,13 @@ sys.path.insert(0, str(ROOT))
 
 from app.config import DEV_IDENTITY  # noqa: E402
 from app.qstash.signature import sign  # noqa: E402
-from tests.devserver.processes import start_dev_server, stop  # noqa: E402
-from tests.servers import free_port, gunicorn  # noqa: E402
+from bench._stats import spread  # noqa: E402
+from tests.devserver.processes import start_dev_server  # noqa: E402
+from tests.servers import free_port, gunicorn, stop  # noqa: E402
 
 TOKEN = {"Authorization": f"Bearer {DEV_IDENTITY['QSTASH_TOKEN']}"}
 BATCH = 50
+BARE_CONFIG = Path(__file__).resolve().parent / "_gunicorn_bare.py"
 
 
 def direct(app_url: str, seconds: float, threads: int = 16) -> float:
@@ -113,11 +122,13 @@ def _last_delivery(db: Path) -> float:
         return float(conn.execute("SELECT max(at) FROM attempts").fetchone()[0])
 
 
-def lateness(api: httpx.Client, db: Path, app_url: str, count: int, per_second: int) -> list[float]:
-    """Publish ``count`` messages, ``per_second`` of them due at each coming second;
-    return each first attempt's start minus its due time, in ms."""
+def lateness(
+    api: httpx.Client, db: Path, app_url: str, count: int, per_second: int, lead: float
+) -> list[float]:
+    """Publish ``count`` messages, ``per_second`` of them due at each second from ``lead``
+    seconds on; return each first attempt's start minus its due time, in ms."""
     url = f"{app_url}/api/jobs/noop"
-    base = int(time.time()) + 3
+    base = math.ceil(time.time() + lead)
     due: dict[str, float] = {}
     for first in range(0, count, BATCH):
         batch = [
@@ -151,15 +162,43 @@ def percentiles(values: list[float]) -> str:
     return f"p50 {statistics.median(ordered):.1f} ms, p99 {p99:.1f} ms, max {ordered[-1]:.1f} ms"
 
 
-def main() -> None:
-    """Run the three measurements and print them side by side."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=30)
-    parser.add_argument("--rate", type=float, default=600)
+def rounds(
+    api: httpx.Client, db: Path, app_url: str, args: argparse.Namespace
+) -> tuple[list[float], list[float], int]:
+    """Run direct then e2e in each round; return the per-round ratios and messages lost."""
+    per_direct, per_offered, lost = [], [], 0
+    for number in range(1, args.rounds + 1):
+        ceiling = direct(app_url, args.direct_seconds)
+        result = e2e(api, db, app_url, args.rate, args.seconds)
+        lost += int(result["lost"])
+        per_direct.append(result["overall_per_s"] / ceiling)
+        per_offered.append(result["during_load_per_s"] / args.rate)
+        print(
+            f"round {number}: direct {ceiling:.0f}/s; e2e offered {args.rate:.0f}/s for"
+            f" {args.seconds:g} s: {result['during_load_per_s']:.0f}/s during load,"
+            f" {result['overall_per_s']:.0f}/s overall, drain {result['drain_s']:.1f} s,"
+            f" {result['published']:.0f} published, {result['delivered']:.0f} delivered,"
+            f" lost {result['lost']:.0f}"
+        )
+    return per_direct, per_offered, lost
+
+
+def main() -> int:
+    """Run the rounds and the lateness runs; print them; 1 if anything was lost."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=10, help="e2e load per round")
+    parser.add_argument("--direct-seconds", type=float, default=3, help="direct per round")
+    parser.add_argument("--rate", type=float, default=600, help="offered messages/s")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--delayed", type=int, default=400)
+    parser.add_argument("--smoke", action="store_true", help="one short round (CI)")
     args = parser.parse_args()
+    lead, due_per_second = 3.0, (20, 200)
+    if args.smoke:
+        args.rounds, args.seconds, args.direct_seconds, args.rate = 1, 1, 1, 100
+        args.workers, args.delayed, lead, due_per_second = 1, 10, 0.5, (20,)
+    failed = False
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         port, app_port = free_port(), free_port()
@@ -167,7 +206,6 @@ def main() -> None:
         env = {
             "QSTASH_DEV": "1",
             "APP_URL": app_url,
-            "LOG_LEVEL": "warning",
             "JOBS_PACKAGES": "tests.devserver.jobs_fixture",
             "FIXTURE_STATE_DIR": tmp_name,
             "QSTASH_URL": f"http://127.0.0.1:{port}",
@@ -176,6 +214,7 @@ def main() -> None:
             "DELIVERY_LOG": "0",
             "DUPLICATE_GUARD": "0",
             "METRICS": "0",
+            "GUNICORN_CMD_ARGS": "",
         }
         db = tmp / "qstash.db"
         server = start_dev_server(port, db, tmp / "dev.log")
@@ -186,37 +225,28 @@ def main() -> None:
                     env,
                     port=app_port,
                     workers=args.workers,
-                    args=("--access-logfile", "/dev/null"),
+                    args=("--config", str(BARE_CONFIG), "--log-level", "warning"),
+                    config=False,
                 ),
                 httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=TOKEN, timeout=30) as api,
             ):
-                ceiling = direct(app_url, 5)
-                print(
-                    f"direct signed POSTs to the app ({args.workers} gthread workers"
-                    f" × {args.threads} threads): {ceiling:.0f}/s"
-                )
-                result = e2e(api, db, app_url, args.rate, args.seconds)
-                print(
-                    f"e2e publish → dev server → app, offered {args.rate:.0f}/s"
-                    f" for {args.seconds:g} s:"
-                    f" {result['during_load_per_s']:.0f}/s during load,"
-                    f" {result['overall_per_s']:.0f}/s overall, drain {result['drain_s']:.1f} s,"
-                    f" {result['published']:.0f} published, {result['delivered']:.0f} delivered,"
-                    f" lost {result['lost']:.0f}"
-                )
-                print(
-                    f"ratio e2e/direct: {result['overall_per_s'] / ceiling:.2f};"
-                    f" delivered/offered: {result['during_load_per_s'] / args.rate:.2f}"
-                )
-                for per_second in (20, 200):
-                    late = lateness(api, db, app_url, args.delayed, per_second)
+                print(f"app: gunicorn {BARE_CONFIG.name} -w {args.workers} (sync workers)")
+                per_direct, per_offered, lost = rounds(api, db, app_url, args)
+                print(f"ratio e2e/direct: {spread(per_direct)}")
+                print(f"delivered/offered during load: {spread(per_offered)}")
+                failed = lost > 0
+                for per_second in due_per_second:
+                    late = lateness(api, db, app_url, args.delayed, per_second, lead)
                     print(
-                        f"lateness of {len(late)} delayed messages ({per_second} due at each"
-                        f" second) against their due time: {percentiles(late)}"
+                        f"lateness of {len(late)}/{args.delayed} delayed messages"
+                        f" ({per_second} due at each second) against their due time:"
+                        f" {percentiles(late) if late else 'none arrived'}"
                     )
+                    failed = failed or len(late) < args.delayed
         finally:
             stop(server)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -6,9 +6,10 @@ with the clients) listens on 127.0.0.1 and answers ``/v2/publish`` with a messag
 same options; each batch is built from its 100 payloads inside the timing, with each
 client's natural API. The machine is shared, so the two run in alternating short chunks
 and the reported ratio is the median of the per-pair ratios (ours / SDK; >= 1.0 means we
-are at least as fast); the rates shown are each client's median chunk rate.
+are at least as fast) with their min–max; the rates shown are each client's median chunk
+rate. ``--smoke``: two chunks of two publishes and one batch (CI: the same code path).
 
-    .venv/bin/python bench/publish.py [--chunks 40] [--chunk-size 25] [--batches 4]
+    .venv/bin/python bench/publish.py [--chunks 40] [--chunk-size 25] [--batches 4] [--smoke]
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from qstash import QStash as OfficialQStash  # noqa: E402
 
 from app.qstash.client import QStash, json_message  # noqa: E402
+from bench._stats import spread  # noqa: E402
 
 TOKEN = "bench-token"
 DEST = "https://jobs.example.com/api/jobs/send-email"
@@ -93,12 +95,12 @@ def compare(name: str, ours: Callable[[], object], sdk: Callable[[], object], me
         first, second = (ours, sdk) if n % 2 == 0 else (sdk, ours)  # no order advantage
         a, b = _seconds(first), _seconds(second)
         pairs.append((a, b) if n % 2 == 0 else (b, a))
-    ratio = statistics.median(theirs / mine for mine, theirs in pairs)
+    ratios = [theirs / mine for mine, theirs in pairs]
     mine_rate = messages / statistics.median(mine for mine, _ in pairs)
     sdk_rate = messages / statistics.median(theirs for _, theirs in pairs)
     print(f"{name:<16} ours {mine_rate:>8.0f} msg/s   official SDK {sdk_rate:>8.0f} msg/s"
-          f"   ratio {ratio:.2f}x")  # fmt: skip
-    return ratio
+          f"   ours/SDK {spread(ratios)}")  # fmt: skip
+    return statistics.median(ratios)
 
 
 def main() -> int:
@@ -107,7 +109,10 @@ def main() -> int:
     parser.add_argument("--chunks", type=int, default=40, help="alternating runs per client")
     parser.add_argument("--chunk-size", type=int, default=25, help="single publishes per run")
     parser.add_argument("--batches", type=int, default=4, help="batches of 100 per run")
+    parser.add_argument("--smoke", action="store_true", help="two tiny chunks (CI)")
     args = parser.parse_args()
+    if args.smoke:
+        args.chunks, args.chunk_size, args.batches = 2, 2, 1
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

@@ -1,147 +1,214 @@
-"""deliver-webhook throughput against a bare pooled httpx loop, same local receiver.
+"""deliver-webhook against a bare Flask route making the same signed POST, side by side.
 
-* ``httpx``: a plain ``httpx.Client`` POSTing a body of the same size in a loop.
-* ``handler``: the deliver-webhook handler called directly (Standard Webhooks signing,
-  SSRF-checked pooled client, capped read): what the job module itself adds.
-* ``endpoint``: signed deliveries to ``/api/jobs/deliver-webhook`` through the WSGI app
-  in-process (routing, signature verification, schema, handler, response), each request's
-  environ built before the clock starts, as gunicorn would hand it over. QStash's
-  signatures are made before the clock starts too: signing is QStash's work, not ours.
+Both sides receive the same QStash delivery (same body and headers, QStash's signature
+included) as a WSGI environ built before the clock starts, as gunicorn would hand it over,
+and make one HTTP hop: a POST of the same Standard Webhooks event (same body, signed by
+the same ``jobs.webhook.sign``) through the same pooled client (``webhook_client(app)``:
+httpx with the SSRF-checked transport) to the same local receiver, which runs in its own
+process and answers at once, or after ``--receiver-ms`` (a receiver that does some work).
 
-The receiver runs in its own process and answers at once, or after ``--receiver-ms``
-(a receiver that does some work, as real ones do).
+* ``ours``: ``/api/jobs/deliver-webhook`` of ``create_app()`` with every job of ``jobs/``:
+  QStash signature verification, the schema, the handler (total deadline, capped read,
+  redaction), the outcome; in the ``on`` configuration also the delivery log and duplicate
+  guard (SQLite in a temporary folder) and metrics (prometheus-client's multiprocess mode,
+  as ``gunicorn.conf.py`` sets it up).
+* ``bare``: a Flask app with that one route, what a user would write without the
+  framework: ``request.get_json()``, the event built and signed, ``client.post``, a JSON
+  answer. No verification, no validation, no deadline or read cap.
 
-Run: ``.venv/bin/python bench/webhook.py [--requests N]``
+A round gives each side ``--requests`` deliveries, switching sides every ``--chunk`` of
+them (who goes first alternates too: the shared machine's load drifts), and yields the
+ratio ours/bare of deliveries per second; the median of those ratios is reported with its
+min–max. Target >= 0.85 in both configurations. ``--smoke``: one round of six deliveries
+per side and configuration (CI: the same code path in seconds).
+
+Run: ``.venv/bin/python bench/webhook.py [--rounds 9] [--requests 300] [--chunk 50]
+[--operations off|on|both] [--receiver-ms 0] [--smoke]``
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import json
+import os
+import statistics
 import sys
+import tempfile
 import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-import httpx
-from werkzeug.test import EnvironBuilder
+# As deployed (gunicorn.conf.py): metrics in prometheus-client's multiprocess mode, which
+# prometheus-client decides when first imported.
+_METRICS_DIR = tempfile.TemporaryDirectory(prefix="bench-webhook-metrics-")
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = _METRICS_DIR.name
+
+import httpx  # noqa: E402
+from flask import Flask, request  # noqa: E402
+from werkzeug.test import EnvironBuilder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app import create_app  # noqa: E402
 from app.jobs import URL_PREFIX  # noqa: E402
-from app.qstash.receiver import Delivery  # noqa: E402
+from app.store import get_store  # noqa: E402
 from app.testing import delivery_headers, encode_payload  # noqa: E402
 from bench._receiver import receiver  # noqa: E402
-from jobs.webhook import DeliverWebhookSchema, deliver_webhook  # noqa: E402
+from bench._stats import spread  # noqa: E402
+from jobs.webhook import USER_AGENT, sign, signing_key, webhook_client  # noqa: E402
 
+PATH = f"{URL_PREFIX}/deliver-webhook"
+SECRET = "whsec_" + base64.b64encode(b"bench-secret-0123456789abcdef012").decode()
 CONFIG = {
-    "TESTING": True,
     "QSTASH_CURRENT_SIGNING_KEY": "sig_bench_current_0123456789abcdef",
     "QSTASH_NEXT_SIGNING_KEY": "sig_bench_next_0123456789abcdefghi",
     "APP_URL": "https://bench.example.com",
     "WEBHOOK_ALLOWED_NETWORKS": ["127.0.0.1/32"],
 }
-SECRET = "whsec_" + base64.b64encode(b"bench-secret-0123456789abcdef012").decode()
+WSGIApp = Callable[..., Any]
 
 
-def _payload(url: str, i: int) -> dict[str, object]:
-    return {
-        "webhookId": f"wh_{i}",
-        "eventType": "invoice.paid",
-        "payload": {"invoiceId": f"in_{i}", "amount": 4200},
-        "targetUrl": url + "/hook",
-        "secret": SECRET,
-    }
+def bare_app(client: httpx.Client) -> Flask:
+    """Return a Flask app whose one route signs and POSTs the event, nothing more."""
+    bare = Flask("bare")
+
+    @bare.post(PATH)
+    def deliver() -> tuple[dict[str, Any], int]:
+        payload = request.get_json()
+        webhook_id = request.headers["Upstash-Message-Id"]
+        now = int(time.time())
+        event = {
+            "type": payload["eventType"],
+            "timestamp": datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z"),
+            "data": payload["payload"],
+        }
+        body = json.dumps(event, separators=(",", ":")).encode()
+        headers = {
+            "content-type": "application/json",
+            "user-agent": USER_AGENT,
+            "webhook-id": webhook_id,
+            "webhook-timestamp": str(now),
+            "webhook-signature": sign(signing_key(payload["secret"]), webhook_id, now, body),
+            "accept-encoding": "identity",
+        }
+        response = client.post(payload["targetUrl"], content=body, headers=headers)
+        answer = {"webhookId": payload["webhookId"], "targetStatus": response.status_code}
+        return answer, 200 if response.is_success else 503
+
+    return bare
 
 
-def endpoint_rate(url: str, requests: int) -> float:
-    """Return deliveries per second through the deliver-webhook endpoint (WSGI, in-process)."""
-    app = create_app(CONFIG)
-    path = f"{URL_PREFIX}/deliver-webhook"
-    environs = []
-    for i in range(requests + 1):
-        body = encode_payload(_payload(url, i))
-        headers = delivery_headers(app, path, body, message_id=f"msg_{i}")
-        builder = EnvironBuilder(path=path, method="POST", data=body, headers=headers)
-        environs.append(builder.get_environ())  # what gunicorn hands the app
+def environs(ours: Flask, target: str, count: int) -> list[dict[str, Any]]:
+    """Return ``count`` signed deliveries (random message ids, as QStash's are) as environs."""
+    built = []
+    for i in range(count):
+        payload = {
+            "webhookId": f"wh_{i}",
+            "eventType": "invoice.paid",
+            "payload": {"invoiceId": f"in_{i}", "amount": 4200},
+            "targetUrl": target + "/hook",
+            "secret": SECRET,
+        }
+        body = encode_payload(payload)
+        headers = delivery_headers(ours, PATH, body, message_id=f"msg_{uuid.uuid4().hex}")
+        built.append(EnvironBuilder(path=PATH, method="POST", data=body, headers=headers))
+    return [builder.get_environ() for builder in built]
+
+
+def seconds(app: WSGIApp, batch: list[dict[str, Any]], then: Callable[[], object]) -> float:
+    """Return how long ``app`` takes to answer ``batch``, ``then()`` included; fail on any
+    answer but 200."""
     statuses: list[str] = []
 
     def start_response(status: str, headers: object, exc_info: object = None) -> None:
         statuses.append(status)
 
-    b"".join(app(environs.pop(), start_response))  # warm the pool
     started = time.perf_counter()
-    for environ in environs:
+    for environ in batch:
         b"".join(app(environ, start_response))
+    then()
     elapsed = time.perf_counter() - started
-    assert all(status.startswith("200") for status in statuses), set(statuses)
-    return requests / elapsed
+    failed = {status for status in statuses if not status.startswith("200")}
+    if failed:
+        raise SystemExit(f"deliveries answered {failed}")
+    return elapsed
 
 
-def handler_rate(url: str, requests: int) -> float:
-    """Return deliveries per second of the handler called directly."""
-    app = create_app(CONFIG)
-    schema = DeliverWebhookSchema()
-    payloads = [schema.load(_payload(url, i)) for i in range(requests)]
-    deliveries = [
-        Delivery(
-            message_id=f"msg_{i}",
-            retried=0,
-            schedule_id=None,
-            caller_ip=None,
-            topic_name=None,
-            region=None,
-            body=b"",
-            url=url,
-            job="deliver-webhook",
+def compare(
+    operations: bool, target: str, rounds: int, requests: int, chunk: int
+) -> list[tuple[float, float]]:
+    """Return (ours, bare) deliveries/s of each round, log+guard+metrics ``operations``.
+
+    A round alternates the sides every ``chunk`` deliveries (who goes first alternates
+    too), so both see the same moments of the shared machine's load.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        ours = create_app(
+            {
+                **CONFIG,
+                "DATABASE_URL": f"sqlite:///{folder}/store.sqlite3",
+                "DELIVERY_LOG": operations,
+                "DUPLICATE_GUARD": operations,
+                "METRICS": operations,
+            }
         )
-        for i in range(requests)
-    ]
-    with app.app_context():
-        deliver_webhook(payloads[0], deliveries[0])  # warm the pool
-        started = time.perf_counter()
-        for payload, delivery in zip(payloads, deliveries, strict=True):
-            deliver_webhook(payload, delivery)
-        return requests / (time.perf_counter() - started)
-
-
-def httpx_rate(url: str, requests: int) -> float:
-    """Return POSTs per second of a bare pooled httpx client."""
-    body = (
-        b'{"type":"invoice.paid","timestamp":"2026-11-29T08:00:00Z",'
-        b'"data":{"invoiceId":"in_1","amount":4200}}'
-    )
-    with httpx.Client() as client:
-        client.post(url + "/hook", content=body)
-        started = time.perf_counter()
-        for _ in range(requests):
-            response = client.post(
-                url + "/hook", content=body, headers={"content-type": "application/json"}
-            )
-            assert response.status_code == 200
-        return requests / (time.perf_counter() - started)
+        store = get_store(ours)
+        # The log's rows and the guard's completions are written in the background, later:
+        # each chunk of ours ends once they are written, so ours pays for them.
+        sides: dict[str, tuple[WSGIApp, Callable[[], object]]] = {
+            "ours": (ours, store.flush if store else lambda: None),
+            "bare": (bare_app(webhook_client(ours)), lambda: None),
+        }
+        try:
+            for app, then in sides.values():  # warm up: imports, the pool, the store
+                seconds(app, environs(ours, target, 3), then)
+            results = []
+            for _ in range(rounds):
+                batches = {name: environs(ours, target, requests) for name in sides}
+                elapsed = dict.fromkeys(sides, 0.0)
+                for first in range(0, requests, chunk):
+                    order = ["ours", "bare"] if first // chunk % 2 == 0 else ["bare", "ours"]
+                    for name in order:
+                        app, then = sides[name]
+                        elapsed[name] += seconds(app, batches[name][first : first + chunk], then)
+                results.append((requests / elapsed["ours"], requests / elapsed["bare"]))
+            return results
+        finally:
+            if store:
+                store.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=1000)
-    parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--requests", type=int, default=300, help="per side and round")
+    parser.add_argument("--chunk", type=int, default=50, help="deliveries between switches")
+    parser.add_argument("--operations", choices=("off", "on", "both"), default="both")
     parser.add_argument("--receiver-ms", type=float, default=0.0)
+    parser.add_argument("--smoke", action="store_true", help="one tiny round (CI)")
     args = parser.parse_args()
-    sides = {"httpx": httpx_rate, "handler": handler_rate, "endpoint": endpoint_rate}
-    rates: dict[str, list[float]] = {name: [] for name in sides}
-    with receiver(delay=args.receiver_ms / 1000) as url:
-        for _ in range(args.passes):  # alternate: the machine's load drifts
-            for name, side in sides.items():
-                rates[name].append(side(url, args.requests))
-    best = {name: max(values) for name, values in rates.items()}
+    if args.smoke:
+        args.rounds, args.requests, args.chunk = 1, 6, 3
+    configurations = {"off": [False], "on": [True], "both": [False, True]}[args.operations]
     print(
-        f"{args.passes} passes x {args.requests} requests, receiver answers after"
-        f" {args.receiver_ms:g} ms; best pass of each side"
+        f"deliver-webhook vs a bare Flask route, in-process WSGI, {args.rounds} rounds x"
+        f" {args.requests} deliveries per side; receiver answers after {args.receiver_ms:g} ms"
     )
-    for name, rate in best.items():
-        print(f"{name:<10}{rate:8.0f} /s{rate / best['httpx']:8.2f}x of bare httpx")
+    with receiver(delay=args.receiver_ms / 1000) as target:
+        for operations in configurations:
+            rounds = compare(operations, target, args.rounds, args.requests, args.chunk)
+            ours = statistics.median(o for o, _ in rounds)
+            bare = statistics.median(b for _, b in rounds)
+            print(
+                f"log, guard, metrics {'on ' if operations else 'off'}:"
+                f" ours {ours:6.0f}/s  bare {bare:6.0f}/s"
+                f"  ours/bare {spread([o / b for o, b in rounds])}"
+            )
 
 
 if __name__ == "__main__":

@@ -26,9 +26,11 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import urllib3
 from urllib3.exceptions import HTTPError as TransportError
+from urllib3.exceptions import NewConnectionError
 from urllib3.exceptions import TimeoutError as TransportTimeout
 
 from app.devserver import callbacks
@@ -241,6 +243,8 @@ class Dispatcher:
                 response = Response(answer.status, _multi(answer.headers), body)
             finally:
                 answer.release_conn()
+        except NewConnectionError as exc:  # before the timeouts: urllib3 files it under them
+            response = Response(None, {}, b"", _connection_failure(spec["url"], exc))
         except TransportTimeout:
             response = Response(None, {}, b"", f"timeout after {timeout:g}s")
         except TransportError as exc:
@@ -286,9 +290,9 @@ class Dispatcher:
         self._emit(event)
 
     def _dead_letter(self, message: Message, response: Response, attempt: Attempt) -> AttemptEvent:
-        dlq_id = self.store.dead_letter(
-            message, attempt, headers=response.headers, body=response.body
-        )
+        # With no HTTP answer, the entry's responseBody says why: refused, unresolvable, timeout.
+        body = response.body if response.status is not None else (response.error or "").encode()
+        dlq_id = self.store.dead_letter(message, attempt, headers=response.headers, body=body)
         self.events.record(message, "ERROR", response=response)
         self.events.record(message, "FAILED", response=response)
         if message.spec.get("failureCallback"):
@@ -328,6 +332,15 @@ class Dispatcher:
                 listener(event)
             except Exception:
                 log.exception("attempt listener failed")
+
+
+def _connection_failure(url: str, exc: NewConnectionError) -> str:
+    """Return why no connection to ``url`` could be made: refused, or its name unresolvable."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    cause = exc.__cause__
+    reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(exc)
+    return f"cannot connect to {parts.hostname}:{port}: {reason}"[:300]
 
 
 def _non_retryable(response: Response) -> bool:

@@ -15,6 +15,7 @@ from app.devserver import DevServer
 from app.qstash.signature import verify
 from tests.devserver.conftest import TIME_SCALE
 from tests.devserver.endpoint import Endpoint
+from tests.servers import free_port
 
 
 def publish(api: httpx.Client, url: str, body: bytes = b"{}", **headers: str) -> str:
@@ -207,6 +208,24 @@ def test_timeout_aborts_the_attempt(api: httpx.Client, endpoint: Endpoint) -> No
     release.set()
     assert dlq and dlq[0]["responseStatus"] == 0
     assert time.monotonic() - started < 2
+
+
+def test_a_refused_connection_is_reported_as_refused(
+    api: httpx.Client, dev_server: DevServer
+) -> None:
+    """Nothing listening: the DLQ entry and the attempt line say the connection was refused,
+    not "timeout after 7200s" (urllib3 files a refused connection under its timeouts)."""
+    lines: list[str] = []
+    dev_server.on_attempt(lambda event: lines.append(event.line()))
+    url = f"http://127.0.0.1:{free_port()}/nobody"
+    publish(api, url, **{"Upstash-Retries": "0"})
+    deadline = time.monotonic() + 5
+    while not (dlq := api.get("/v2/dlq").json()["messages"]) or not lines:
+        assert time.monotonic() < deadline, "the attempt never finished"
+        time.sleep(0.02)
+    reported = [dlq[0]["responseBody"], lines[0]]
+    assert dlq[0]["responseStatus"] == 0
+    assert all("refused" in text.lower() and "timeout" not in text for text in reported), reported
 
 
 def test_delay_and_not_before(api: httpx.Client, endpoint: Endpoint) -> None:

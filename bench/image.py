@@ -16,11 +16,12 @@ outputs to storage.
 Both encode WebP at quality 80, method (libvips: effort) 4, everything else at libwebp's
 defaults. A round runs each side in a fresh process (so peak RSS, /proc VmHWM, is its
 own), in alternating order: one warm-up delivery, then ``--repeats`` timed ones whose
-median is the round's time. Reported per side: median time; peak RSS, and its rise over
-the RSS before the first image (imports and app); the bytes of each output and its PSNR
-(dB, RGB, computed with Pillow) against a reference made from the full-size decode with
-Pillow's Lanczos (no reducing gap) at the same size and crop. Ratios are ours / pyvips per
-round: median (min–max) over the rounds.
+median is the round's figure. Reported per side, medians over the rounds: wall time and
+CPU time (all threads) per delivery; peak RSS, and its rise over the RSS before the first
+image (imports and app); the bytes of each output and its PSNR (dB, RGB, computed with
+Pillow) against a reference made from the full-size decode with Pillow's Lanczos (no
+reducing gap) at the same size and crop. Ratios are ours / pyvips per round: median
+(min–max) over the rounds. CPU time moves less than wall time on a busy machine.
 
 Run: ``.venv/bin/python bench/image.py [--rounds 9] [--repeats 5]``; ``--smoke`` (a
 400x300 image, one round, one repeat) checks the code path in seconds and exits non-zero
@@ -167,15 +168,16 @@ def child(side: str, source: Path, out: Path, repeats: int) -> None:
 
     base = peak_rss_kib("VmRSS")
     deliver()
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         deliver()
         times.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - cpu_started)
     files = {name: str(out / key) for name, key in KEYS[side].items()}
-    print(
-        json.dumps({"times": times, "base_kib": base, "peak_kib": peak_rss_kib(), "files": files})
-    )
+    peak = peak_rss_kib()
+    result = {"time": times, "cpu": cpu, "peak": peak, "rise": peak - base, "files": files}
+    print(json.dumps(result))
 
 
 def measure(side: str, source: Path, out: Path, repeats: int) -> dict[str, Any]:
@@ -249,39 +251,40 @@ def spread(values: list[float]) -> str:
     return f"{statistics.median(values):.2f}x ({min(values):.2f}–{max(values):.2f})"
 
 
+def metric(run: dict[str, Any], name: str) -> float:
+    """Return one side's figure for one round: median ms, or MiB of RSS."""
+    if name in ("time", "cpu"):
+        return float(statistics.median(run[name])) * 1000
+    return float(run[name]) / 1024
+
+
+METRICS = {"time": "wall ms", "cpu": "CPU ms", "peak": "peak RSS MiB", "rise": "RSS rise MiB"}
+
+
 def report(rounds: list[dict[str, dict[str, Any]]], refs: dict[str, Image]) -> None:
-    """Print the per-side table and the per-round ratios."""
+    """Print each side's medians over the rounds, outputs and scores, then the ratios."""
     sides = tuple(rounds[0])
-    header = ("side", "median ms", "peak RSS MiB", "rise MiB", "main B", "thumb B")
-    print(f"{header[0]:<10}" + "".join(f"{h:>13}" for h in header[1:]) + "   PSNR main/thumb dB")
+    header = [*METRICS.values(), "main bytes", "thumb bytes"]
+    print(f"{'side':<10}" + "".join(f"{h:>14}" for h in header) + "   PSNR main / thumb")
     for side in sides:
-        runs = [r[side] for r in rounds]
-        last = runs[-1]
+        last = rounds[-1][side]
         scores = quality(last, refs)
         if min(scores.values()) < MIN_PSNR:
             raise SystemExit(f"{side}: PSNR {scores} below {MIN_PSNR} dB: a broken output")
-        cells = (
-            statistics.median(statistics.median(r["times"]) for r in runs) * 1000,
-            statistics.median(r["peak_kib"] for r in runs) / 1024,
-            statistics.median(r["peak_kib"] - r["base_kib"] for r in runs) / 1024,
-        )
+        cells = [statistics.median(metric(r[side], name) for r in rounds) for name in METRICS]
         sizes = [len(last["outputs"][name]) for name in OUTPUTS]
         print(
             f"{side:<10}"
-            + "".join(f"{c:>13.1f}" for c in cells)
-            + "".join(f"{s:>13}" for s in sizes)
-            + f"   {scores['main']:.2f} / {scores['thumb']:.2f}"
+            + "".join(f"{c:>14.1f}" for c in cells)
+            + "".join(f"{s:>14}" for s in sizes)
+            + f"   {scores['main']:.2f} / {scores['thumb']:.2f} dB"
         )
     if len(sides) == 2:
         ours, theirs = sides
-        time_ratios = [
-            statistics.median(r[ours]["times"]) / statistics.median(r[theirs]["times"])
-            for r in rounds
-        ]
-        rss_ratios = [r[ours]["peak_kib"] / r[theirs]["peak_kib"] for r in rounds]
-        print(f"{ours} / {theirs} per round ({len(rounds)} rounds):")
-        print(f"  time     {spread(time_ratios)}")
-        print(f"  peak RSS {spread(rss_ratios)}")
+        print(f"{ours} / {theirs}, median (min–max) of {len(rounds)} per-round ratios:")
+        for name, label in METRICS.items():
+            ratios = [metric(r[ours], name) / metric(r[theirs], name) for r in rounds]
+            print(f"  {label:<14}{spread(ratios)}")
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import io
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -285,22 +286,32 @@ def encode(image: Image.Image, image_format: str, icc: bytes | None) -> bytes:
     return buffer.getvalue()
 
 
+#: (operation, key suffix, a function returning the output's image, format) of an output.
+Rendered = tuple[str, str, Callable[[], Image.Image], str]
+
+
 def render(
     image: Image.Image, operations: list[str], width: int | None, source_format: str
-) -> list[tuple[str, str, Image.Image, str]]:
-    """Return (operation, key suffix, image, format) for each output the operations ask for."""
+) -> list[Rendered]:
+    """Return each output the operations ask for; the thumbnail is made when called for.
+
+    The main output is made now; the thumbnail only keeps its source, so that it is made
+    beside the main output's encoding, and nothing keeps ``image`` once a resized main
+    output can serve as that source.
+    """
     target = "WEBP" if "webp" in operations else source_format
-    outputs = []
+    outputs: list[Rendered] = []
     main = image
     if "resize" in operations and width is not None:
         main = resize(image, width)
-        outputs.append(("resize", f"w{width}", main, target))
+        outputs.append(("resize", f"w{width}", lambda: main, target))
     elif "webp" in operations:
-        outputs.append(("webp", "full", main, target))
+        outputs.append(("webp", "full", lambda: main, target))
     if "thumbnail" in operations:
         # The smaller main output is a cheaper, still large enough source.
         source = main if min(main.size) >= min(THUMBNAIL_SIZE, *image.size) else image
-        outputs.append(("thumbnail", f"thumb{THUMBNAIL_SIZE}", thumbnail(source), target))
+        suffix = f"thumb{THUMBNAIL_SIZE}"
+        outputs.append(("thumbnail", suffix, functools.partial(thumbnail, source), target))
     return outputs
 
 
@@ -317,10 +328,9 @@ def _load_input(file_key: str) -> bytes:
         raise NonRetryableError(str(exc), errors={"fileKey": [str(exc)]}) from None
 
 
-def _store(
-    storage: Storage, file_key: str, icc: bytes | None, rendered: tuple[str, str, Image.Image, str]
-) -> Output:
-    operation, suffix, image, image_format = rendered
+def _store(storage: Storage, file_key: str, icc: bytes | None, rendered: Rendered) -> Output:
+    operation, suffix, make, image_format = rendered
+    image = make()
     encoded = encode(image, image_format, icc)
     key = output_key(file_key, suffix, image_format)
     try:
@@ -338,11 +348,11 @@ def process(payload: dict[str, Any]) -> list[Output]:
     max_pixels = current_app.config["IMAGE_MAX_PIXELS"]
     image, icc, source_format = decode(data, operations, width, max_pixels=max_pixels)
     del data
-    rendered = render(image, operations, width, source_format)
     store = functools.partial(_store, storage_for(current_app), file_key, icc)
-    if len(rendered) == 1:
-        return [store(rendered[0])]
-    # Encoders and storage writes release the GIL: the outputs are written side by side.
+    rendered = render(image, operations, width, source_format)
+    del image  # the decoded pixels go as soon as no output needs them
+    # Resizing, encoders and storage writes release the GIL: each output is made, encoded
+    # and written beside the other.
     with ThreadPoolExecutor(max_workers=len(rendered)) as pool:
         return list(pool.map(store, rendered))
 

@@ -48,6 +48,23 @@ from app.qstash.timing import retry_after_seconds, retry_delay_seconds
 log = logging.getLogger(__name__)
 
 NON_RETRYABLE_STATUS = 489
+#: Never sent from ``Upstash-Forward-*`` (or a callback's ``-Forward-``): the framing and
+#: routing of the dev server's own request, which it computes for the body and URL it sends
+#: (a forwarded ``Content-Length: 7`` cut an 8-byte body, and its signature then failed), and
+#: the hop-by-hop fields of RFC 9110 §7.6.1, which describe the publisher's connection.
+NOT_FORWARDED = frozenset(
+    {
+        "content-length",
+        "transfer-encoding",
+        "host",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+    }
+)
 #: Longest a delivery may take without ``Upstash-Timeout`` (QStash's paid-plan maximum).
 DEFAULT_TIMEOUT = 2 * 3600
 MAX_RESPONSE_BODY = 1024 * 1024
@@ -253,7 +270,7 @@ class Dispatcher:
 
     def _headers(self, message: Message) -> dict[str, str]:
         spec = message.spec
-        headers = dict(spec["headers"])
+        headers = {k: v for k, v in spec["headers"].items() if k.lower() not in NOT_FORWARDED}
         headers.update(
             {
                 "Upstash-Signature": sign(message.body, url=spec["url"], key=self.signing_key),

@@ -9,9 +9,11 @@ import time
 from collections.abc import Callable
 
 import httpx
+import pytest
 from werkzeug.wrappers import Request, Response
 
 from app.devserver import DevServer
+from app.qstash.errors import SignatureError
 from app.qstash.signature import verify
 from tests.devserver.conftest import TIME_SCALE
 from tests.devserver.endpoint import Endpoint
@@ -75,6 +77,51 @@ def test_forwarded_headers_and_method(api: httpx.Client, endpoint: Endpoint) -> 
     got = endpoint.wait_for("/f", 1)[0]
     assert got.headers["X-Tenant"] == "t9"
     assert not any(name.lower().startswith("upstash-forward") for name in got.headers)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("Content-Length", "7"),
+        ("Transfer-Encoding", "chunked"),
+        ("Host", "elsewhere.example"),
+        ("Connection", "close"),
+        ("Keep-Alive", "timeout=1"),
+        ("Proxy-Connection", "keep-alive"),
+        ("TE", "trailers"),
+        ("Trailer", "X-Sum"),
+        ("Upgrade", "websocket"),
+    ],
+)
+def test_framing_and_hop_by_hop_headers_are_never_forwarded(
+    api: httpx.Client, endpoint: Endpoint, dev_server: DevServer, name: str, value: str
+) -> None:
+    """Upstash-Forward-Content-Length: 7 (a publisher forwarding its own request's headers,
+    as the Workflow SDK does) must not frame an 8-byte body: the endpoint verifies the
+    signature over what it read, at the URL it was called on, and the header is not sent."""
+    verdicts: list[str] = []
+
+    def verifying(request: Request) -> Response:
+        try:
+            verify(
+                request.headers["Upstash-Signature"],
+                request.get_data(),
+                url=request.url,
+                keys=[dev_server.current_key],
+            )
+        except SignatureError as exc:
+            verdicts.append(f"refused: {exc}")
+            return Response("bad signature", 401)
+        verdicts.append("verified")
+        return Response("ok")
+
+    endpoint.replies["/framed"] = verifying
+    body = b'{"n": 1}'
+    headers = {f"Upstash-Forward-{name}": value, "Upstash-Retries": "0"}
+    publish(api, endpoint.url("/framed"), body, **headers)
+    got = endpoint.wait_for("/framed", 1, timeout=5)[0]
+    assert (verdicts, got.body) == (["verified"], body)
+    assert value not in [v for k, v in got.headers.items() if k.lower() == name.lower()]
 
 
 def test_retries_count_up_until_success(api: httpx.Client, endpoint: Endpoint) -> None:

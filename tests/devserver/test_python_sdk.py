@@ -156,3 +156,19 @@ def test_schedule_without_a_body_reads_back_without_one(sdk: QStash) -> None:
     schedule_id = sdk.schedule.create(destination="http://example.com/none", cron="0 9 * * *")
     schedule = sdk.schedule.get(schedule_id)
     assert (schedule.body, schedule.body_base64) == (None, None)
+
+
+def test_forwarded_framing_headers_leave_a_delivery_the_receiver_accepts(
+    sdk: QStash, endpoint: Endpoint, dev_server: DevServer
+) -> None:
+    """A publisher forwarding its own request's Content-Length, Host and Connection still
+    gets the whole body, which qstash.Receiver verifies."""
+    url = endpoint.url("/sdk/framed")
+    framing = {"Content-Length": "7", "Host": "elsewhere.example", "Connection": "close"}
+    sdk.message.publish_json(url=url, body={"hello": "world"}, headers=framing)
+    got = endpoint.wait_for("/sdk/framed", 1, timeout=5)[0]
+    assert got.body == b'{"hello": "world"}'
+    receiver = Receiver(
+        current_signing_key=dev_server.current_key, next_signing_key=dev_server.next_key
+    )
+    receiver.verify(signature=got.headers["Upstash-Signature"], body=got.body.decode(), url=url)

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import click
 from flask import Flask
@@ -43,6 +44,8 @@ APP_PORT = 5000
 REASON_CHARS = 300
 #: Bytes of an answer parsed as JSON to find its reason (answers are kept up to 1 MiB).
 REASON_BYTES = 64 * 1024
+#: --host values that serve 127.0.0.1, where the JS SDK's dev mode looks.
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "0.0.0.0"}
 
 
 def _server_options(command: Any) -> Any:
@@ -127,6 +130,32 @@ def reason(event: AttemptEvent) -> str:
     return one_line(found, REASON_CHARS)
 
 
+def sdk_environment(server: DevServer) -> dict[str, str]:
+    """Return the variables this app and each official SDK read to find ``server``."""
+    port = urlsplit(server.url).port
+    return {**server.env(), "QSTASH_DEV": "1", "QSTASH_DEV_PORT": str(port)}
+
+
+def who_reads_what(host: str) -> list[str]:
+    """Return which of ``sdk_environment``'s variables each reader takes, one line each.
+
+    ``@upstash/qstash`` with ``QSTASH_DEV=1`` ignores ``QSTASH_URL``: it calls
+    ``http://127.0.0.1:$QSTASH_DEV_PORT`` (8080 unset) with Upstash's dev identity, and
+    downloads Upstash's binary when nothing answers there.
+    """
+    lines = [
+        "this app           QSTASH_DEV=1 and QSTASH_URL (the dev token and keys are implied)",
+        "qstash (PyPI)      QSTASH_URL; pass QSTASH_TOKEN to QStash() and the keys to Receiver()",
+        "@upstash/qstash    QSTASH_DEV=1 and QSTASH_DEV_PORT (dev mode ignores QSTASH_URL);",
+        "                   (without dev mode: QSTASH_URL, QSTASH_TOKEN and the keys)",
+    ]
+    if host not in LOCAL_HOSTS:
+        lines.append(
+            f"                   (dev mode calls 127.0.0.1, which --host {host} does not serve)"
+        )
+    return lines
+
+
 def _print_attempt(event: AttemptEvent) -> None:
     why = reason(event)
     line = f"{time.strftime('%H:%M:%S')} {event.line()}" + (f" ← {why}" if why else "")
@@ -158,8 +187,11 @@ def dev_server(
     _start(server, host, port)
     click.echo(f"QStash dev server on {server.url} (state in {db}, time scale {time_scale:g})")
     click.echo("Use it from your app or the official SDKs with:\n")
-    for name, value in {**server.env(), "QSTASH_DEV": "1"}.items():
+    for name, value in sdk_environment(server).items():
         click.echo(f"{name}={value}")
+    click.echo("")
+    for line in who_reads_what(host):
+        click.echo(f"  {line}")
     click.echo("\nOne line per delivery attempt follows. Ctrl-C stops.")
     server.on_attempt(_print_attempt)
     try:
@@ -284,6 +316,11 @@ def _print_howto(server: DevServer, app: Flask, app_url: str, dashboard_token: s
         click.echo("  email goes through Resend (RESEND_API_KEY is set)")
     else:
         click.echo(f"  emails are written to {outbox_folder(app).resolve()}")
+    env = sdk_environment(server)
+    click.echo(
+        f"  official SDKs: QSTASH_URL={env['QSTASH_URL']} QSTASH_TOKEN=<the dev token>, or for"
+        f" @upstash/qstash in dev mode QSTASH_DEV=1 QSTASH_DEV_PORT={env['QSTASH_DEV_PORT']}"
+    )
     found = example(app, app_url)
     click.echo("Enqueue a job from a second terminal in this folder:")
     click.echo(f"  {second_terminal(app.config)}   # or put these in .env")

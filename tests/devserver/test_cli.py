@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from qstash import QStash
 
 from app.config import DEV_IDENTITY
 from tests.devserver.endpoint import Endpoint
@@ -49,6 +55,38 @@ def test_qstash_dev_prints_env_block_and_one_line_per_attempt(
         stop(process)
 
 
+def test_the_printed_environment_finds_the_server_with_each_official_sdk(
+    tmp_path: Path, endpoint: Endpoint
+) -> None:
+    """On a port other than 8080, the banner's variables alone let qstash (PyPI) and
+    @upstash/qstash in dev mode publish to the server: with QSTASH_DEV=1 the JS SDK ignores
+    QSTASH_URL and looks on 127.0.0.1:QSTASH_DEV_PORT (8080 without it, where it finds
+    nothing and tries to download Upstash's binary; the script refuses that)."""
+    js = Path(__file__).parent / "js"
+    node = shutil.which("node")
+    if node is None or not (js / "node_modules" / "@upstash" / "qstash").is_dir():
+        pytest.skip("the JS SDK needs Node.js and `npm ci --prefix tests/devserver/js`")
+    port, log = free_port(), tmp_path / "dev.log"
+    process = start_dev_server(port, tmp_path / "q.db", log)
+    try:
+        output = wait_for_text(log, "One line per delivery attempt")
+        printed = dict(re.findall(r"^(QSTASH_[A-Z_]+)=(\S+)$", output, re.MULTILINE))
+        with pytest.MonkeyPatch.context() as patch:  # QStash(token) reads QSTASH_URL itself
+            patch.setenv("QSTASH_URL", printed["QSTASH_URL"])
+            sdk = QStash(printed["QSTASH_TOKEN"], retry=False)
+            sdk.message.publish_json(url=endpoint.url("/python"), body={})
+        endpoint.wait_for("/python", 1)
+        unset = ("QSTASH_", "NODE_ENV")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(unset)} | printed
+        done = subprocess.run(
+            [node, "devmode.mjs"], cwd=js, env=env, capture_output=True, text=True, timeout=60
+        )
+    finally:
+        stop(process)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"delivered": True, "verified": True, "refused": []}, done.stdout
+
+
 def test_flask_dev_demo_runs_every_job_kind(tmp_path: Path) -> None:
     """flask dev --demo runs the real send-email, process-image and deliver-webhook jobs."""
     log = tmp_path / "demo.log"
@@ -81,6 +119,7 @@ def test_flask_dev_shows_how_to_enqueue_without_enqueuing(tmp_path: Path) -> Non
     finally:
         stop(process)
     assert "Authorization: Bearer" in output and "/api/jobs/" in output
+    assert re.search(r"QSTASH_DEV=1 QSTASH_DEV_PORT=\d+", output), output
     assert "demo:" not in log.read_text() and "attempt 1/" not in log.read_text()
 
 

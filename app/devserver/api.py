@@ -12,13 +12,14 @@ import hmac
 import re
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
-from app.devserver import events, filters, views
+from app.devserver import events, filters, groups, views
 from app.devserver.api_resources import (
     QUEUE_NAME,
     ResourceViews,
@@ -99,9 +100,16 @@ class API(ResourceViews):
 
     def __init__(self, server: DevServer) -> None:
         self.server = server
+        groups.install(server.store)
+        topic = r"/v2/topics/(?P<name>[^/]+)"
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = [
             ("GET", re.compile(r"/v2/keys"), self.keys),
             ("GET", re.compile(r"/v2/(?:events|logs)"), self.list_events),
+            ("POST", re.compile(topic + "/endpoints"), partial(groups.add_endpoints, server)),
+            ("DELETE", re.compile(topic + "/endpoints"), partial(groups.remove_endpoints, server)),
+            ("GET", re.compile(r"/v2/topics/?"), partial(groups.list_groups, server)),
+            ("GET", re.compile(topic), partial(groups.get_group, server)),
+            ("DELETE", re.compile(topic), partial(groups.delete_group, server)),
             ("POST", re.compile(r"/v2/publish/(?P<rest>.+)"), self.publish),
             ("POST", re.compile(r"/v2/enqueue/(?P<queue>[^/]+)/(?P<rest>.+)"), self.enqueue),
             ("POST", re.compile(r"/v2/batch"), self.batch),
@@ -115,6 +123,7 @@ class API(ResourceViews):
                 self.pause_schedule,
             ),
             ("POST", re.compile(r"/v2/schedules/(?P<rest>.+://.*)"), self.create_schedule),
+            ("POST", re.compile(r"/v2/schedules/(?P<name>[^/]+)"), groups.schedule_to_group),
             ("GET", re.compile(r"/v2/schedules/(?P<id>[^/]+)"), self.get_schedule),
             ("DELETE", re.compile(r"/v2/schedules/(?P<id>[^/]+)"), self.delete_schedule),
             ("POST", re.compile(r"/v2/queues/?"), self.upsert_queue),
@@ -203,16 +212,22 @@ class API(ResourceViews):
     def _one(self, request: Request, destination: str, queue: str | None) -> Response:
         if queue is not None and not QUEUE_NAME.fullmatch(queue):
             raise bad_request(f"invalid queue name {queue!r}")
-        item = new_message(
+        headers = PublishHeaders(request.headers.items())
+        fanout = groups.expand(
+            self.server.store,
             destination,
-            PublishHeaders(request.headers.items()),
-            request.get_data(),
-            clock=self.clock(),
-            caller_ip=request.remote_addr or "",
-            queue=queue,
+            lambda url: new_message(
+                url,
+                headers,
+                request.get_data(),
+                clock=self.clock(),
+                caller_ip=request.remote_addr or "",
+                queue=queue,
+            ),
         )
-        answer = self._accept([item])[0]
-        return json_response(answer, 202 if answer.get("deduplicated") else 201)
+        answer = fanout.answer(self._accept(fanout.items))
+        duplicate = isinstance(answer, dict) and answer.get("deduplicated")
+        return json_response(answer, 202 if duplicate else 201)
 
     def publish(self, request: Request, destination: str) -> Response:
         """``POST /v2/publish/{destination}``."""
@@ -229,19 +244,29 @@ class API(ResourceViews):
             raise bad_request("the batch body must be a non-empty JSON array")
         if len(entries) > MAX_BATCH:
             raise bad_request(f"a batch holds at most {MAX_BATCH} messages, not {len(entries)}")
-        items = [self._batch_item(request, index, entry) for index, entry in enumerate(entries)]
-        return json_response(self._accept(items), 201)
+        fanouts = [self._batch_item(request, index, entry) for index, entry in enumerate(entries)]
+        items = [item for fanout in fanouts for item in fanout.items]
+        if len(items) > MAX_BATCH:
+            raise bad_request(
+                f"a batch holds at most {MAX_BATCH} messages, not {len(items)} (URL groups"
+                " fan out to one message per endpoint)"
+            )
+        return json_response(groups.answers(fanouts, self._accept(items)), 201)
 
-    def _batch_item(self, request: Request, index: int, entry: Any) -> tuple[Message, str | None]:
+    def _batch_item(self, request: Request, index: int, entry: Any) -> groups.Fanout:
         try:
             destination, headers, body, queue = batch_fields(entry)
-            return new_message(
+            return groups.expand(
+                self.server.store,
                 destination,
-                PublishHeaders(header_pairs(headers)),
-                body.encode("utf-8"),
-                clock=self.clock(),
-                caller_ip=request.remote_addr or "",
-                queue=queue,
+                lambda url: new_message(
+                    url,
+                    PublishHeaders(header_pairs(headers)),
+                    body.encode("utf-8"),
+                    clock=self.clock(),
+                    caller_ip=request.remote_addr or "",
+                    queue=queue,
+                ),
             )
         except APIError as exc:
             raise APIError(exc.status, f"batch item {index}: {exc.message}") from None

@@ -177,7 +177,8 @@ def _values(field: str, message: Message, response_status: int | None) -> set[st
         "scheduleId": spec.get("scheduleId"),
         "flowControlKey": flow.get("key"),
         "callerIp": spec.get("callerIP"),
-    }.get(field)  # topicName: the dev server has no URL groups, so nothing matches
+        "topicName": spec.get("topicName"),
+    }.get(field)
     return {value} if value else set()
 
 

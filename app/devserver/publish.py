@@ -105,8 +105,11 @@ def _url_problem(url: str) -> str | None:
 def check_destination(destination: str) -> str:
     """Return ``destination`` if it is an absolute http(s) URL; raise ``APIError`` if not."""
     if "://" not in destination and not _url_problem("http://" + destination):
-        # A bare name is a URL group in QStash; this server has none.
-        raise APIError(404, f"topic {destination!r} not found (URL groups are not supported)")
+        # A bare name is a URL group: publish, enqueue and batch expand it (groups.py) before
+        # this; what else reaches here (a schedule) the dev server does not do.
+        raise APIError(
+            501, f"{destination!r} is a URL group: the dev server has no schedules to URL groups"
+        )
     problem = _url_problem(destination)
     if problem is not None:
         raise bad_request(f"invalid destination url {destination!r}: {problem}")

@@ -58,6 +58,8 @@ def message(msg: Message) -> dict[str, Any]:
             scheduleId=spec.get("scheduleId"),
             queueName=spec.get("queueName"),
             retryDelayExpression=spec.get("retryDelay"),
+            topicName=spec.get("topicName"),
+            endpointName=spec.get("endpointName"),
         ),
         **_labels(spec),
         **_flow(spec),

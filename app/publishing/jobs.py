@@ -82,12 +82,16 @@ def job_options(job: Job, app_url: str, overrides: Mapping[str, Any]) -> dict[st
 
 
 def job_message(job: Job, payload: Any, *, app_url: str | None = None, **overrides: Any) -> Message:
-    """Return the validated ``Message`` that delivers ``payload`` to ``job``."""
+    """Return the validated ``Message`` that delivers ``payload`` to ``job``.
+
+    ``url_group="name"`` publishes to that URL group instead (one message per endpoint).
+    """
+    url_group = overrides.pop("url_group", None)
     base = _app_url(app_url)
     body = validate_payload(job, payload)
     options = job_options(job, base, overrides)
     queue = options.pop("queue")
-    return Message(job.url(base), body, publish_options(**options), queue)
+    return Message(url_group or job.url(base), body, publish_options(**options), queue)
 
 
 def _publisher(client: Publisher | None) -> Publisher:

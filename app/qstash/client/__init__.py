@@ -13,6 +13,7 @@ qstash.publish_json("https://jobs.example.com/api/jobs/send-email", {"to": "a@b.
 | ``api``         | ``QStash``: publishing, batches and messages                  |
 | ``management``  | schedules, queues, DLQ and signing keys (``QStash``'s base)   |
 | ``events``      | logs: each message's state changes (``QStash.logs``)          |
+| ``groups``      | URL groups: endpoints a publish fans out to                   |
 | ``base``        | the shared transport, JSON calls and ids in paths             |
 | ``options``     | ``PublishOptions``, ``FlowControl``, ``Message``: validated   |
 | ``expressions`` | durations (``"1d10h30m"``) and retry-delay expressions        |
@@ -34,6 +35,7 @@ from app.qstash.client.errors import (
     RateLimitError,
 )
 from app.qstash.client.events import LogEvent, LogPage
+from app.qstash.client.groups import Endpoint, UrlGroup
 from app.qstash.client.models import (
     DlqMessage,
     DlqPage,
@@ -48,6 +50,7 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "DlqMessage",
     "DlqPage",
+    "Endpoint",
     "FlowControl",
     "LogEvent",
     "LogPage",
@@ -62,6 +65,7 @@ __all__ = [
     "RateLimitError",
     "Schedule",
     "SigningKeys",
+    "UrlGroup",
     "encode_json",
     "json_message",
 ]

@@ -10,6 +10,9 @@ queues, flow control and cron schedules, with its state in SQLite.
 | ``filters``     | what a bulk call names: ids, filters, ``count``, ``cursor``    |
 | ``delivery``    | the dispatcher: due messages → signed HTTP calls → outcomes    |
 | ``gates``       | global, per-destination, queue and flow-control limits         |
+| ``flow``        | the flow-control API: inspect, pause, pin, reset a key's gates |
+| ``events``      | the events (logs) API: each message's state changes, bounded  |
+| ``groups``      | URL groups and the fan-out of publishes and batches to them   |
 | ``callbacks``   | callback and failure-callback bodies and messages              |
 | ``scheduler``   | cron schedules firing messages                                 |
 | ``store``       | SQLite (WAL) state                                             |

@@ -19,7 +19,7 @@ from urllib.parse import unquote
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
-from app.devserver import events, filters, groups, views
+from app.devserver import events, filters, flow, groups, views
 from app.devserver.api_resources import (
     QUEUE_NAME,
     ResourceViews,
@@ -105,6 +105,16 @@ class API(ResourceViews):
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = [
             ("GET", re.compile(r"/v2/keys"), self.keys),
             ("GET", re.compile(r"/v2/(?:events|logs)"), self.list_events),
+            ("GET", re.compile(r"/v2/flowControl/?"), partial(flow.list_view, server)),
+            ("GET", re.compile(r"/v2/flowControl/(?P<key>[^/]+)"), partial(flow.get_view, server)),
+            (
+                "POST",
+                re.compile(
+                    r"/v2/flowControl/(?P<key>[^/]+)/(?P<act>pause|resume|pin|unpin|resetRate)"
+                ),
+                partial(flow.act, server),
+            ),
+            ("GET", re.compile(r"/v2/globalParallelism"), partial(flow.global_view, server)),
             ("POST", re.compile(topic + "/endpoints"), partial(groups.add_endpoints, server)),
             ("DELETE", re.compile(topic + "/endpoints"), partial(groups.remove_endpoints, server)),
             ("GET", re.compile(r"/v2/topics/?"), partial(groups.list_groups, server)),

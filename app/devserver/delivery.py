@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import urllib3
@@ -46,6 +47,7 @@ from app.qstash.signature import sign
 from app.qstash.timing import retry_after_seconds, retry_delay_seconds
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 NON_RETRYABLE_STATUS = 489
 #: Never sent from ``Upstash-Forward-*`` (or a callback's ``-Forward-``): the framing and
@@ -188,6 +190,18 @@ class Dispatcher:
             gate = self.gates.set_queue_limit(name, 0 if paused else parallelism)
             self._release(gate)
 
+    def change_gates(self, change: Callable[[Gates], list[Ticket]]) -> None:
+        """Run ``change`` on the gates under the lock; start the tickets it hands back."""
+        with self._cond:
+            for ticket in change(self.gates):
+                self._try_start(ticket, time.time())
+            self._cond.notify()
+
+    def read_gates(self, read: Callable[[Gates, list[Ticket]], T]) -> T:
+        """Return ``read(gates, tickets in the heap)`` under the lock."""
+        with self._cond:
+            return read(self.gates, [entry[2] for entry in self._heap])
+
     # -- the loop (all under self._cond) ------------------------------------------------
 
     def _loop(self) -> None:
@@ -200,6 +214,8 @@ class Dispatcher:
                 self._cond.wait(min(max(wait, 0.0), 1.0))
 
     def _try_start(self, ticket: Ticket, now: float) -> None:
+        if self.gates.hold(ticket):  # its flow-control key is paused
+            return
         gates = self.gates.for_ticket(ticket)
         for gate in gates:
             if gate.full:

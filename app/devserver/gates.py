@@ -83,6 +83,23 @@ class Gates:
         self.flows: dict[str, Gate] = {}
         self.rates: dict[str, RateWindow] = {}
         self.queue_limits: dict[str, int] = {}
+        #: Flow-control keys paused through the API, each holding its due tickets in order.
+        self.paused: dict[str, deque[Ticket]] = {}
+        #: Limits pinned through the API: they win over what incoming messages carry.
+        self.pins: dict[str, dict[str, int]] = {}
+
+    def pinned(self, flow: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Return a message's flow control with the key's pinned limits laid over it."""
+        pin = self.pins.get(flow["key"]) if flow is not None else None
+        return {**flow, **pin} if flow is not None and pin else flow
+
+    def hold(self, ticket: Ticket) -> bool:
+        """Hold ``ticket`` if its flow-control key is paused; say whether it was held."""
+        flow = ticket.flow
+        if flow is None or flow["key"] not in self.paused:
+            return False
+        self.paused[flow["key"]].append(ticket)
+        return True
 
     def for_ticket(self, ticket: Ticket) -> list[Gate]:
         """Return the gates ``ticket`` must pass, outermost (queue order) first."""
@@ -90,7 +107,7 @@ class Gates:
         if ticket.queue is not None:
             limit = self.queue_limits.get(ticket.queue, 1)
             gates.append(self.queues.setdefault(ticket.queue, Gate(limit)))
-        flow = ticket.flow
+        flow = self.pinned(ticket.flow)
         if flow is not None and flow.get("parallelism"):
             gate = self.flows.setdefault(flow["key"], Gate(flow["parallelism"]))
             gate.limit = flow["parallelism"]  # the latest message's value wins, as in QStash
@@ -102,7 +119,7 @@ class Gates:
 
     def rate_wait(self, ticket: Ticket, now: float) -> float | None:
         """Return when a rate-limited ``ticket`` may start, or None (and count the start)."""
-        flow = ticket.flow
+        flow = self.pinned(ticket.flow)
         if flow is None or not flow.get("rate"):
             return None
         period = float(flow.get("period") or 1) * self.time_scale

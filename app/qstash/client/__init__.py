@@ -14,6 +14,7 @@ qstash.publish_json("https://jobs.example.com/api/jobs/send-email", {"to": "a@b.
 | ``management``  | schedules, queues, DLQ and signing keys (``QStash``'s base)   |
 | ``events``      | logs: each message's state changes (``QStash.logs``)          |
 | ``groups``      | URL groups: endpoints a publish fans out to                   |
+| ``flow``        | flow-control keys: inspect, pause, pin, reset the rate        |
 | ``base``        | the shared transport, JSON calls and ids in paths             |
 | ``options``     | ``PublishOptions``, ``FlowControl``, ``Message``: validated   |
 | ``expressions`` | durations (``"1d10h30m"``) and retry-delay expressions        |
@@ -35,6 +36,7 @@ from app.qstash.client.errors import (
     RateLimitError,
 )
 from app.qstash.client.events import LogEvent, LogPage
+from app.qstash.client.flow import FlowControlInfo, GlobalParallelism
 from app.qstash.client.groups import Endpoint, UrlGroup
 from app.qstash.client.models import (
     DlqMessage,
@@ -52,6 +54,8 @@ __all__ = [
     "DlqPage",
     "Endpoint",
     "FlowControl",
+    "FlowControlInfo",
+    "GlobalParallelism",
     "LogEvent",
     "LogPage",
     "Message",

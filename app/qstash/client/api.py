@@ -16,6 +16,7 @@ from typing import Any
 from app.qstash.client.base import DEFAULT_BASE_URL, JSON, as_bytes, path_segment, random_id
 from app.qstash.client.errors import QStashAPIError
 from app.qstash.client.events import EventsAPI
+from app.qstash.client.flow import FlowControlAPI
 from app.qstash.client.groups import GroupsAPI
 from app.qstash.client.management import ManagementAPI
 from app.qstash.client.models import PublishResult
@@ -55,7 +56,7 @@ def json_message(
     return Message(destination, encode_json(payload), options, queue)
 
 
-class QStash(EventsAPI, GroupsAPI, ManagementAPI):
+class QStash(EventsAPI, GroupsAPI, FlowControlAPI, ManagementAPI):
     """A client for QStash's REST API v2 over one pooled ``httpx.Client``.
 
     ``QStash(token, base_url=..., transport=..., timeout=..., retries=3, backoff=0.25,

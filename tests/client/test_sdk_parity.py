@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from qstash import QStash as OfficialQStash
 
-from app.qstash.client import FlowControl, QStash, json_message
+from app.qstash.client import FlowControl, QStash, Redact, json_message
 from tests.client.fake_qstash import TOKEN, FakeQStash, Recorded
 
 DEST = "https://jobs.example.com/api/jobs/send-email"
@@ -42,6 +42,19 @@ SAME: dict[str, tuple[Ours, Sdk]] = {
         lambda q: q.publish(DEST, b"\x00\x01raw", content_type="application/octet-stream"),
         lambda s: s.message.publish(url=DEST, body=b"\x00\x01raw",
                                     content_type="application/octet-stream"),
+    ),
+    "publish with redact": (
+        lambda q: q.publish_json(DEST, {"n": 1}, headers={"Authorization": "Bearer t"},
+                                 redact=Redact(body=True, headers=["Authorization"])),
+        lambda s: s.message.publish_json(url=DEST, body={"n": 1},
+                                         headers={"Authorization": "Bearer t"},
+                                         redact={"body": True, "header": ["Authorization"]}),
+    ),
+    "create schedule redacting every header": (
+        lambda q: q.create_schedule(DEST, "0 9 * * *", schedule_id="s-r", body="{}",
+                                    redact=Redact(headers=True)),
+        lambda s: s.schedule.create(destination=DEST, cron="0 9 * * *", schedule_id="s-r",
+                                    body="{}", redact={"header": True}),
     ),
     "publish with integer delay": (
         lambda q: q.publish_json(DEST, [1], delay=90),

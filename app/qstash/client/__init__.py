@@ -16,7 +16,7 @@ qstash.publish_json("https://jobs.example.com/api/jobs/send-email", {"to": "a@b.
 | ``groups``      | URL groups: endpoints a publish fans out to                   |
 | ``flow``        | flow-control keys: inspect, pause, pin, reset the rate        |
 | ``base``        | the shared transport, JSON calls and ids in paths             |
-| ``options``     | ``PublishOptions``, ``FlowControl``, ``Message``: validated   |
+| ``options``     | ``PublishOptions``, ``FlowControl``, ``Redact``, ``Message``  |
 | ``expressions`` | durations (``"1d10h30m"``) and retry-delay expressions        |
 | ``transport``   | pooled httpx client, retries with backoff, error mapping      |
 | ``models``      | typed answers (``PublishResult``, ``Schedule``, ``Queue``…)   |
@@ -46,7 +46,7 @@ from app.qstash.client.models import (
     Schedule,
     SigningKeys,
 )
-from app.qstash.client.options import FlowControl, Message, PublishOptions
+from app.qstash.client.options import FlowControl, Message, PublishOptions, Redact
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -67,6 +67,7 @@ __all__ = [
     "QStashError",
     "Queue",
     "RateLimitError",
+    "Redact",
     "Schedule",
     "SigningKeys",
     "UrlGroup",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -116,6 +116,43 @@ class FlowControl:
 
 
 @dataclass(frozen=True, slots=True)
+class Redact:
+    """Fields QStash shows as ``REDACTED:<sha256>`` in its API, logs and console.
+
+    ``body=True`` hides the body; ``headers=True`` every forwarded header, or a list of
+    names (``headers=["Authorization"]``) just those. Deliveries still carry the originals.
+    """
+
+    body: bool = False
+    #: ``True``, ``False`` or header names (kept as a tuple, so options stay hashable).
+    headers: bool | Sequence[str] = False
+
+    def __post_init__(self) -> None:
+        if type(self.body) is not bool:
+            raise ValueError(f"Redact body must be True or False, not {self.body!r}")
+        headers = self.headers
+        if isinstance(headers, list | tuple):
+            for name in headers:
+                _header_name(name)
+            object.__setattr__(self, "headers", tuple(dict.fromkeys(headers)))
+        elif type(headers) is not bool:
+            raise ValueError(
+                f"Redact headers must be True, False or a list of header names, not {headers!r}"
+            )
+        if not self.body and not self.headers:
+            raise ValueError("Redact() redacts nothing: pass body=True and/or headers=...")
+
+    def header_value(self) -> str:
+        """Return the ``Upstash-Redact-Fields`` text, e.g. ``body,header[Authorization]``."""
+        parts = ["body"] if self.body else []
+        if self.headers is True:
+            parts.append("header")
+        elif self.headers:
+            parts.extend(f"header[{name}]" for name in self.headers)
+        return ",".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
 class PublishOptions:
     """Every option of one publish; ``None`` leaves QStash's default."""
 
@@ -133,6 +170,7 @@ class PublishOptions:
     timeout: Duration | None = None
     label: str | None = None
     flow_control: FlowControl | None = None
+    redact: Redact | None = None
     _headers: dict[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -150,6 +188,8 @@ class PublishOptions:
                 _text(getattr(self, name), name)
         if not isinstance(self.flow_control, FlowControl | None):
             raise ValueError("flow_control must be a FlowControl(key, parallelism, rate, period)")
+        if not isinstance(self.redact, Redact | None):
+            raise ValueError(f"redact must be a Redact(body=..., headers=...), not {self.redact!r}")
         # Building the headers validates the rest; they are kept for every send.
         object.__setattr__(self, "_headers", self._build_headers())
 
@@ -191,6 +231,8 @@ class PublishOptions:
         if self.flow_control is not None:
             h["Upstash-Flow-Control-Key"] = self.flow_control.key
             h["Upstash-Flow-Control-Value"] = self.flow_control.header_value()
+        if self.redact is not None:
+            h["Upstash-Redact-Fields"] = self.redact.header_value()
         return h
 
 

@@ -7,6 +7,7 @@ queues, flow control and cron schedules, with its state in SQLite.
 | ``api``         | the v2 REST API (WSGI): routing, auth, publishing, messages    |
 | ``api_resources``| the API's schedules, queues, DLQ and keys views               |
 | ``publish``     | publish headers → validated message spec                       |
+| ``redaction``   | ``Upstash-Redact-Fields``: ``REDACTED:<sha256>`` in views      |
 | ``filters``     | what a bulk call names: ids, filters, ``count``, ``cursor``    |
 | ``delivery``    | the dispatcher: due messages → signed HTTP calls → outcomes    |
 | ``gates``       | global, per-destination, queue and flow-control limits         |

@@ -5,6 +5,10 @@ that URL describing the attempt; once its retries are exhausted (or on a 489) on
 ``Upstash-Failure-Callback`` gets the same description plus ``dlqId``. Both are ordinary
 messages of the dev server (retried, signed, dead-lettered), tuned by the publisher's
 ``Upstash-Callback-*`` / ``Upstash-Failure-Callback-*`` headers.
+
+A callback's body quotes its source's body and headers (``sourceBody``, ``sourceHeader``),
+so the callback message of a source published with ``Upstash-Redact-Fields`` shows its
+whole body redacted in the API; the callback URL still receives it in full.
 """
 
 from __future__ import annotations
@@ -111,6 +115,8 @@ def callback_message(
         "createdAt": int(clock.now * 1000),
         "isCallback": True,
     }
+    if message.spec.get("redact"):
+        spec["redact"] = {**message.spec["redact"], "body": True}
     due = clock.after(_seconds(_option(options, prefix, "Delay")) or 0)
     spec["notBefore"] = int(due * 1000)
     return Message(new_id("msg"), spec, body, 0, due)

@@ -18,7 +18,9 @@ the docs' ``CANCELLED`` too). Filters are QStash's (``filters.EVENTS``: repeated
 ``IN_PROGRESS`` = ACTIVE, RETRY or ERROR); ``cursor`` continues after the last event of a
 page. Retention: the newest ``MAX_EVENTS`` events are kept, as QStash keeps the last
 10,000 logs; the message body is kept with its ``CREATED`` event up to ``BODY_MAX`` bytes
-(larger bodies are left out of the logs), response bodies up to ``BODY_MAX`` bytes.
+(larger bodies are left out of the logs), response bodies up to ``BODY_MAX`` bytes. A
+message published with ``Upstash-Redact-Fields`` shows (and its events keep) only the
+``REDACTED:<sha256>`` form of what it redacts (``redaction.py``).
 
 Recording must not slow deliveries down: ``record`` only appends to a list, and one
 thread writes the list every ``FLUSH_EVERY`` seconds in one transaction (a list call
@@ -38,7 +40,7 @@ from urllib.parse import urlsplit
 
 from werkzeug.wrappers import Request, Response
 
-from app.devserver import filters, views
+from app.devserver import filters, redaction, views
 from app.devserver.callbacks import Response as EndpointResponse
 from app.devserver.publish import bad_request
 from app.devserver.records import Message, labels
@@ -261,7 +263,10 @@ def _row(
     hostname = (parts.hostname or "").lower()
     host = f"{hostname}:{parts.port}" if parts.port else hostname
     flow = spec.get("flowControl") or {}
-    body = message.body if state == "CREATED" and len(message.body) <= BODY_MAX else None
+    body = None
+    if state == "CREATED":  # only the redacted form of a redacted body is ever written here
+        body = redaction.body(message.body, spec.get("redact"))
+        body = body if len(body) <= BODY_MAX else None
     return (
         at,
         message.id,

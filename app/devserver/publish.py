@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from app.devserver import redaction
 from app.devserver.records import Message, new_id
 from app.qstash import retry_delay
 from app.qstash.timing import MAX_DURATION, DurationError, parse_duration
@@ -237,7 +238,7 @@ def build_spec(
         except retry_delay.RetryDelayError as exc:
             raise bad_request(f"invalid Upstash-Retry-Delay: {exc}") from None
     retries = _int_header(headers, "Upstash-Retries", 0, MAX_RETRIES)
-    return {
+    spec: dict[str, Any] = {
         "url": destination,
         "method": method,
         "headers": forwarded_headers(headers),
@@ -258,6 +259,13 @@ def build_spec(
         "createdAt": int(now * 1000),
         "notBefore": 0,
     }
+    try:
+        redact = redaction.parse(headers.get(redaction.HEADER))
+    except ValueError as exc:
+        raise bad_request(str(exc)) from None
+    if redact is not None:
+        spec["redact"] = redact
+    return spec
 
 
 def due_time(headers: PublishHeaders, clock: Clock) -> float:

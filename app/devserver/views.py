@@ -1,10 +1,15 @@
-"""JSON views of stored objects, in the field names QStash's REST API answers with."""
+"""JSON views of stored objects, in the field names QStash's REST API answers with.
+
+A message or schedule published with ``Upstash-Redact-Fields`` shows its redacted body
+and headers as ``REDACTED:<sha256>`` (``redaction.py``) in every view here.
+"""
 
 from __future__ import annotations
 
 import base64
 from typing import Any
 
+from app.devserver import redaction
 from app.devserver.records import DeadLetter, Message, Queue, Schedule, labels
 
 
@@ -35,6 +40,16 @@ def _labels(spec: dict[str, Any]) -> dict[str, Any]:
     return {"label": found[0], "labels": found} if found else {}
 
 
+def _shown(spec: dict[str, Any], body: bytes) -> dict[str, Any]:
+    """The ``header`` and body fields of a message or schedule, redacted as it asked."""
+    redact = spec.get("redact")
+    shown = redaction.headers(spec["headers"], redact)
+    return {
+        "header": {name: [value] for name, value in shown.items()},
+        **_body(redaction.body(body, redact)),
+    }
+
+
 def _optional(**fields: Any) -> dict[str, Any]:
     return {name: value for name, value in fields.items() if value is not None}
 
@@ -46,8 +61,7 @@ def message(msg: Message) -> dict[str, Any]:
         "messageId": msg.id,
         "url": spec["url"],
         "method": spec["method"],
-        "header": {name: [value] for name, value in spec["headers"].items()},
-        **_body(msg.body),
+        **_shown(spec, msg.body),
         "maxRetries": spec["retries"],
         "notBefore": spec["notBefore"],
         "createdAt": spec["createdAt"],
@@ -91,8 +105,7 @@ def schedule(entry: Schedule) -> dict[str, Any]:
         "createdAt": int(entry.created * 1000),
         "destination": spec["url"],
         "method": spec["method"],
-        "header": {name: [value] for name, value in spec["headers"].items()},
-        **_body(entry.body),
+        **_shown(spec, entry.body),
         "retries": spec["retries"],
         "callerIP": spec.get("callerIP") or "",
         "isPaused": entry.paused,

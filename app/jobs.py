@@ -95,6 +95,14 @@ class Job:
         """Validate every payload, then publish them in one batch call; return the ids."""
         return publishing.enqueue_many(self, payloads, **options)
 
+    def enqueue_to_group(self, group: str, payload: Any = None, /, **options: Any) -> list[str]:
+        """Validate ``payload`` with this job's schema and publish it to the URL group
+        ``group`` (one message per endpoint); return every message id, in endpoint order.
+
+        The same options as ``enqueue``; ``enqueue`` itself refuses ``url_group=``.
+        """
+        return publishing.enqueue_to_group(self, group, payload, **options)
+
     def schedule_at(
         self, when: datetime | int | float, payload: Any = None, /, **options: Any
     ) -> str:

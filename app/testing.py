@@ -176,7 +176,17 @@ class StubQueue:
         return stub
 
     def send(self, message: Message) -> PublishResult:
-        """Record one message, as QStash would accept it (deduplication included)."""
+        """Record one message, as QStash would accept it (deduplication included).
+
+        A URL-group name is refused (``ValueError``): the stub keeps no groups, so it could
+        neither fan out nor answer one id per endpoint.
+        """
+        if "://" not in message.destination:
+            raise ValueError(
+                f"the stub queue has no URL groups, so it cannot fan out to"
+                f" {message.destination!r}: test group publishing against the dev server"
+                " (app.devserver.DevServer), or publish to a job's URL here"
+            )
         key = self._dedup_key(message)
         if key is not None and key in self._dedup:
             return PublishResult(self._dedup[key], deduplicated=True)

@@ -1,12 +1,16 @@
 """From a ``Job`` to a ``Message``: validate the payload, find the URL, apply the defaults.
 
-``Job.enqueue`` / ``enqueue_many`` / ``schedule_at`` (in ``app.jobs``) call into here. A
-payload is loaded with the job's own schema *before* anything is published, so a bad
-payload raises marshmallow's ``ValidationError`` at the call site and never enters the
-queue. The destination is ``APP_URL`` + the job's path; the job's declared retries,
-retry delay, queue, callbacks and timeout apply unless the call overrides them (pass
-``queue=None`` to publish around the job's queue). A callback may name a job
+``Job.enqueue`` / ``enqueue_many`` / ``schedule_at`` / ``enqueue_to_group`` (in
+``app.jobs``) call into here. A payload is loaded with the job's own schema *before*
+anything is published, so a bad payload raises marshmallow's ``ValidationError`` at the
+call site and never enters the queue. The destination is ``APP_URL`` + the job's path
+(or, for ``enqueue_to_group``, every endpoint of a URL group); the job's declared
+retries, retry delay, queue, callbacks and timeout apply unless the call overrides them
+(pass ``queue=None`` to publish around the job's queue). A callback may name a job
 (``"webhook-failed"``) instead of a URL.
+
+A URL group fans out to one message per endpoint, so it has its own call returning every
+id: ``enqueue`` and ``enqueue_many`` answer one id per payload and refuse ``url_group=``.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from app.errors import ConfigurationError
 from app.names import is_job_name, job_path
 from app.publishing.client import Publisher, current_publisher
 from app.qstash.client.api import encode_json
-from app.qstash.client.options import Message, publish_options
+from app.qstash.client.options import Message, check_name, publish_options
 
 if TYPE_CHECKING:
     from app.jobs import Job
@@ -81,17 +85,32 @@ def job_options(job: Job, app_url: str, overrides: Mapping[str, Any]) -> dict[st
     return options
 
 
-def job_message(job: Job, payload: Any, *, app_url: str | None = None, **overrides: Any) -> Message:
+def job_message(
+    job: Job,
+    payload: Any,
+    *,
+    app_url: str | None = None,
+    url_group: str | None = None,
+    **overrides: Any,
+) -> Message:
     """Return the validated ``Message`` that delivers ``payload`` to ``job``.
 
-    ``url_group="name"`` publishes to that URL group instead (one message per endpoint).
+    With ``url_group="name"`` it is published to that URL group instead.
     """
-    url_group = overrides.pop("url_group", None)
     base = _app_url(app_url)
     body = validate_payload(job, payload)
     options = job_options(job, base, overrides)
     queue = options.pop("queue")
     return Message(url_group or job.url(base), body, publish_options(**options), queue)
+
+
+def _refuse_url_group(options: Mapping[str, Any], call: str) -> None:
+    if "url_group" in options:
+        raise ValueError(
+            f"Job.{call} publishes to the job's own URL and answers one id per payload;"
+            " a URL group fans out to one message per endpoint:"
+            " use job.enqueue_to_group(group, payload, ...), which returns every id"
+        )
 
 
 def _publisher(client: Publisher | None) -> Publisher:
@@ -107,8 +126,20 @@ def _publisher(client: Publisher | None) -> Publisher:
 
 def enqueue(job: Job, payload: Any, *, client: Publisher | None = None, **options: Any) -> str:
     """Validate and publish ``payload`` to ``job``; return the message id."""
+    _refuse_url_group(options, "enqueue")
     message = job_message(job, payload, **options)
     return _publisher(client).send(message).message_id
+
+
+def enqueue_to_group(
+    job: Job, group: str, payload: Any, *, client: Publisher | None = None, **options: Any
+) -> list[str]:
+    """Validate ``payload`` with ``job``'s schema and publish it to the URL group ``group``;
+    return the id of each endpoint's message, in the group's endpoint order."""
+    _refuse_url_group(options, "enqueue_to_group")
+    message = job_message(job, payload, url_group=check_name(group, "URL group"), **options)
+    result = _publisher(client).send(message)
+    return [endpoint.message_id for endpoint in result.endpoints] or [result.message_id]
 
 
 def enqueue_many(
@@ -124,6 +155,7 @@ def enqueue_many(
     ``deduplication_ids`` gives each message its own id, one per payload in order (a
     ``deduplication_id`` option would be shared by every message of the batch).
     """
+    _refuse_url_group(options, "enqueue_many")
     payloads = list(payloads)
     if deduplication_ids is None:
         messages = [job_message(job, payload, **options) for payload in payloads]
@@ -149,4 +181,5 @@ def schedule_at(
     **options: Any,
 ) -> str:
     """Publish ``payload`` to ``job`` for delivery not before ``when``; return the id."""
+    _refuse_url_group(options, "schedule_at")
     return enqueue(job, payload, client=client, not_before=when, **options)

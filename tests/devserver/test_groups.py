@@ -153,7 +153,7 @@ def test_bounds_and_what_is_not_supported(
 
 
 def test_client_and_job_enqueue(dev_server: DevServer, endpoint: Endpoint) -> None:
-    """QStash manages groups and publishes to them; Job.enqueue(url_group=...) fans out."""
+    """QStash manages groups and publishes to them; Job.enqueue_to_group fans out."""
     qstash = QStash(dev_server.token, base_url=dev_server.url)
     try:
         qstash.upsert_endpoints("cg", [endpoint.url("/c/1"), (endpoint.url("/c/2"), "two")])
@@ -166,9 +166,9 @@ def test_client_and_job_enqueue(dev_server: DevServer, endpoint: Endpoint) -> No
         result = qstash.publish_json("cg", {"n": 1})
         assert [r.url for r in result.endpoints] == [endpoint.url("/c/1"), endpoint.url("/c/2")]
         job = Job(name="fan-job", handler=lambda payload, delivery: None)
-        first_id = job.enqueue({"n": 2}, client=qstash, app_url="http://unused", url_group="cg")
+        ids = job.enqueue_to_group("cg", {"n": 2}, client=qstash, app_url="http://unused")
         got = endpoint.wait_for("/c/1", 2) + endpoint.wait_for("/c/2", 2)
-        assert first_id in {r.headers["Upstash-Message-Id"] for r in got}
+        assert set(ids) == {r.headers["Upstash-Message-Id"] for r in got if r.body == b'{"n":2}'}
         assert sorted(r.body for r in got) == [b'{"n":1}'] * 2 + [b'{"n":2}'] * 2
         qstash.remove_endpoints("cg", ["two"])
         assert len(qstash.get_url_group("cg").endpoints) == 1

@@ -94,14 +94,20 @@ def gunicorn(
     """Run ``gunicorn app`` from the project root with ``env`` on 127.0.0.1; stop it after.
 
     ``config`` reads the project's gunicorn.conf.py (as deployed); without it gunicorn
-    runs on its own defaults (no access log).
+    runs on its own defaults (no access log): an empty config file is passed explicitly,
+    since gunicorn started in the project root would otherwise read ./gunicorn.conf.py.
     """
     port = port or free_port()
     log = tmp_path / f"gunicorn-{port}.log"
+    config_file = ROOT / "gunicorn.conf.py"
+    if not config:
+        config_file = tmp_path / "gunicorn-defaults.conf.py"
+        config_file.write_text("# gunicorn's own defaults\n")
     command = [
         GUNICORN,
         app,
-        *(["--config", str(ROOT / "gunicorn.conf.py")] if config else []),
+        "--config",
+        str(config_file),
         "--bind",
         f"127.0.0.1:{port}",
         "--workers",

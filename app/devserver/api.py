@@ -19,7 +19,7 @@ from urllib.parse import unquote
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
-from app.devserver import events, filters, flow, groups, views
+from app.devserver import events, filters, flow, groups, views, workflows
 from app.devserver.api_resources import (
     QUEUE_NAME,
     ResourceViews,
@@ -101,6 +101,8 @@ class API(ResourceViews):
     def __init__(self, server: DevServer) -> None:
         self.server = server
         groups.install(server.store)
+        self.workflows = workflows.Runs()
+        self.workflows.restore(server.store.pending())
         topic = r"/v2/topics/(?P<name>[^/]+)"
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = [
             ("GET", re.compile(r"/v2/keys"), self.keys),
@@ -120,6 +122,15 @@ class API(ResourceViews):
             ("GET", re.compile(r"/v2/topics/?"), partial(groups.list_groups, server)),
             ("GET", re.compile(topic), partial(groups.get_group, server)),
             ("DELETE", re.compile(topic), partial(groups.delete_group, server)),
+            (
+                "DELETE",
+                re.compile(r"/v2/workflows/runs/(?P<run_id>[^/]+)"),
+                partial(workflows.delete_run, server, self.workflows),
+            ),
+            *(
+                ("GET|POST|PUT|PATCH|DELETE", re.compile(path), workflows.not_implemented)
+                for path in workflows.NOT_IMPLEMENTED
+            ),
             ("POST", re.compile(r"/v2/publish/(?P<rest>.+)"), self.publish),
             ("POST", re.compile(r"/v2/enqueue/(?P<queue>[^/]+)/(?P<rest>.+)"), self.enqueue),
             ("POST", re.compile(r"/v2/batch"), self.batch),
@@ -208,6 +219,7 @@ class API(ResourceViews):
 
     def _accept(self, items: list[tuple[Message, str | None]]) -> list[dict[str, Any]]:
         server = self.server
+        items = [(self.workflows.prepare(msg), key) for msg, key in items]
         answers = server.store.publish(items, now=time.time(), window=server.dedup_window)
         fresh = [msg for (msg, _), (_, dup) in zip(items, answers, strict=True) if not dup]
         for msg in fresh:

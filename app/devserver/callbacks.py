@@ -117,9 +117,30 @@ def callback_message(
     }
     if message.spec.get("redact"):
         spec["redact"] = {**message.spec["redact"], "body": True}
+    spec["workflow"] = _workflow(options, prefix, url, failure=failure)
+    if spec["workflow"] is not None:
+        headers["Upstash-Workflow-RunId"] = spec["workflow"]["runId"]
+        headers["Upstash-Workflow-Url"] = spec["workflow"]["url"]
     due = clock.after(_seconds(_option(options, prefix, "Delay")) or 0)
     spec["notBefore"] = int(due * 1000)
     return Message(new_id("msg"), spec, body, 0, due)
+
+
+def _workflow(options: Headers, prefix: str, url: str, *, failure: bool) -> dict[str, Any] | None:
+    """Return the run a callback belongs to (``Upstash-Callback-Workflow-RunId``), if any.
+
+    The workflow SDKs' ``context.call`` and failure callbacks name it so: the callback is
+    delivered with ``Upstash-Workflow-RunId`` and ``-Url`` like the run's own steps.
+    """
+    run_id = _option(options, prefix, "Workflow-RunId")
+    if not run_id:
+        return None
+    return {
+        "runId": run_id,
+        "url": _option(options, prefix, "Workflow-Url") or url,
+        "init": False,
+        "callType": "failureCall" if failure else "fromCallback",
+    }
 
 
 def _seconds(raw: str | None) -> int | None:

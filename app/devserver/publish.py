@@ -222,6 +222,19 @@ def forwarded_headers(headers: PublishHeaders) -> dict[str, str]:
     return result
 
 
+def workflow_fields(headers: PublishHeaders, destination: str) -> dict[str, Any] | None:
+    """Return an Upstash Workflow message's run fields (``workflows.py``), None if plain."""
+    run_id = (headers.get("Upstash-Workflow-RunId") or "").strip()
+    if not run_id:
+        return None
+    return {
+        "runId": run_id,
+        "url": (headers.get("Upstash-Workflow-Url") or destination).strip(),
+        "init": (headers.get("Upstash-Workflow-Init") or "").strip().lower() == "true",
+        "callType": (headers.get("Upstash-Workflow-CallType") or "step").strip(),
+    }
+
+
 def build_spec(
     destination: str, headers: PublishHeaders, *, caller_ip: str, now: float
 ) -> dict[str, Any]:
@@ -259,6 +272,9 @@ def build_spec(
         "createdAt": int(now * 1000),
         "notBefore": 0,
     }
+    workflow = workflow_fields(headers, destination)
+    if workflow is not None:
+        spec["workflow"] = workflow
     try:
         redact = redaction.parse(headers.get(redaction.HEADER))
     except ValueError as exc:

@@ -1,0 +1,155 @@
+"""Upstash Workflow runs: what QStash does for the ``upstash-workflow`` SDKs.
+
+A workflow SDK publishes (``/v2/batch``, ``/v2/publish``) with ``Upstash-Workflow-RunId``,
+``-Url`` and ``-Init``; those messages belong to a run. QStash, not the SDK, builds the body
+each step delivery carries: a JSON array whose first entry is the run's initial payload and
+whose next entries are the run's messages so far, each ``{"messageId", "body": base64,
+"callType"}`` (``"step"`` for a step result, ``"toCallback"`` for a ``context.call``). The
+SDK posts one step per call and reads the run's history back from that array.
+
+* ``Upstash-Workflow-Init: true`` starts a run with the message's body as initial payload;
+  later messages of the run are appended in publish order (a step's Upstash-Delay or
+  Not-Before is an ordinary delayed delivery: ``context.sleep``).
+* ``context.call``: the message to the third party (``Upstash-Workflow-CallType:
+  toCallback``) is delivered as published; its ``Upstash-Callback`` message carries the
+  run's headers from ``Upstash-Callback-Workflow-*`` (``callbacks.py``), and the SDK then
+  publishes the call's result as a step.
+* ``DELETE /v2/workflows/runs/{id}?cancel=false`` ends a run (the SDK's clean-up after
+  its last step); ``cancel=true`` also cancels the run's pending messages.
+
+Runs live in memory; after a restart they are rebuilt from the pending messages, whose
+bodies hold each run's history. The other workflow endpoints answer 501.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from werkzeug.wrappers import Request, Response
+
+from app.devserver.api_resources import json_response
+from app.devserver.publish import APIError
+from app.devserver.records import Message
+
+if TYPE_CHECKING:
+    from app.devserver.server import DevServer
+
+RUN_ID = "Upstash-Workflow-RunId"
+URL = "Upstash-Workflow-Url"
+#: Routes of the workflow API the dev server does not implement.
+NOT_IMPLEMENTED = (
+    r"/v2/workflows/logs/?",
+    r"/v2/workflows/runs/?",
+    r"/v2/workflows/.+",
+    r"/v2/wait/.+",
+    r"/v2/notify/.+",
+    r"/v2/waiters/.+",
+)
+
+
+def delivery_headers(workflow: dict[str, Any]) -> dict[str, str]:
+    """Return the headers QStash adds to a delivery of a run's message."""
+    return {RUN_ID: workflow["runId"], URL: workflow["url"]}
+
+
+def _entry(message_id: str, body: bytes, call_type: str) -> dict[str, str]:
+    encoded = base64.b64encode(body).decode("ascii")
+    return {"messageId": message_id, "body": encoded, "callType": call_type}
+
+
+@dataclass
+class Run:
+    """One workflow run: the entries every step delivery carries, oldest first."""
+
+    id: str
+    url: str
+    entries: list[dict[str, str]] = field(default_factory=list)
+
+
+class Runs:
+    """The runs in progress, keyed by run id."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, Run] = {}
+        self._lock = threading.Lock()
+
+    def get(self, run_id: str) -> Run | None:
+        """Return the run ``run_id`` if it is in progress."""
+        with self._lock:
+            return self._runs.get(run_id)
+
+    def restore(self, pending: list[Message]) -> None:
+        """Rebuild the runs from pending messages: the longest history of each run wins."""
+        with self._lock:
+            for message in pending:
+                workflow = message.spec.get("workflow")
+                if not workflow or workflow["callType"] != "step":
+                    continue
+                try:
+                    entries = json.loads(message.body)
+                except ValueError:
+                    continue
+                run = self._runs.get(workflow["runId"])
+                if run is None or len(run.entries) < len(entries):
+                    self._runs[workflow["runId"]] = Run(workflow["runId"], workflow["url"], entries)
+
+    def prepare(self, message: Message) -> Message:
+        """Return ``message`` as delivered: a step gets the run's history as its body.
+
+        A message that is no workflow message is returned unchanged; a step of a run that
+        is not in progress (never started, ended or cancelled) is refused with 400.
+        """
+        workflow = message.spec.get("workflow")
+        if not workflow:
+            return message
+        run_id, call_type = workflow["runId"], workflow["callType"]
+        with self._lock:
+            run = self._runs.get(run_id)
+            if workflow["init"]:
+                if run is not None:
+                    raise APIError(409, f"workflow run {run_id} already exists")
+                run = self._runs[run_id] = Run(run_id, workflow["url"])
+            elif run is None:
+                raise APIError(400, f"workflow run {run_id} is not in progress")
+            if call_type in ("step", "toCallback"):
+                run.entries.append(_entry(message.id, message.body, call_type))
+            if call_type != "step":
+                return message  # a context.call to a third party: its own body, no run headers
+            body = json.dumps(run.entries, separators=(",", ":")).encode()
+        spec = {
+            **message.spec,
+            "headers": {**message.spec["headers"], **delivery_headers(workflow)},
+        }
+        return replace(message, spec=spec, body=body)
+
+    def end(self, run_id: str) -> bool:
+        """Forget run ``run_id``; return whether it was in progress."""
+        with self._lock:
+            return self._runs.pop(run_id, None) is not None
+
+
+def delete_run(server: DevServer, runs: Runs, request: Request, run_id: str) -> Response:
+    """``DELETE /v2/workflows/runs/{id}[?cancel=true]``: end a run, or cancel it."""
+    cancel = request.args.get("cancel", "false").strip().lower() == "true"
+    if not runs.end(run_id):
+        raise APIError(404, f"workflow run {run_id} not found")
+    if cancel:
+        pending = server.store.pending()
+        doomed = [m for m in pending if (m.spec.get("workflow") or {}).get("runId") == run_id]
+        cancelled = server.store.cancel([m.id for m in doomed])
+        server.dispatcher.cancel(cancelled)
+        server.dispatcher.events.cancelled([m for m in doomed if m.id in cancelled])
+    return json_response({})
+
+
+def not_implemented(request: Request, **_: str) -> Response:
+    """Answer 501 for the workflow endpoints the dev server lacks."""
+    raise APIError(
+        501,
+        f"{request.method} {request.path}: the dev server does not implement this workflow"
+        " endpoint (workflow logs, bulk cancel, waitForEvent/notify)",
+    )

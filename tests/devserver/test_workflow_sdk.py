@@ -1,0 +1,222 @@
+"""The official ``upstash-workflow`` SDK (Flask ``Serve``) running workflows on the dev server.
+
+The SDK posts one message per step; the dev server, as QStash, builds each step delivery's
+body from the run's history, delays a ``context.sleep`` step, delivers a ``context.call`` to
+the third party and calls the workflow back with its answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from flask import Flask
+from qstash import QStash, Receiver
+from upstash_workflow.flask import Serve
+from werkzeug.serving import WSGIRequestHandler, make_server
+from werkzeug.wrappers import Request, Response
+
+from app.devserver import DevServer
+from tests.devserver.conftest import TIME_SCALE
+from tests.devserver.endpoint import Endpoint
+from tests.servers import serving
+
+#: QStash seconds of the workflow's sleep: 100 s is 1 s of real time at TIME_SCALE.
+SLEEP = 100
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
+
+
+@dataclass
+class Trace:
+    """What the workflow's step functions did, by step name, and the run's result."""
+
+    runs: Counter[str] = field(default_factory=Counter)
+    at: dict[str, float] = field(default_factory=dict)
+    run_ids: list[str] = field(default_factory=list)
+    result: dict[str, Any] | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def ran(self, name: str) -> None:
+        self.runs[name] += 1
+        self.at.setdefault(name, time.monotonic())
+
+
+def workflow_app(dev_server: DevServer, third_party: str, trace: Trace) -> Flask:
+    """Return a Flask app serving ``/workflow``: run → sleep → call → run."""
+    app = Flask(__name__)
+    serve = Serve(app)
+
+    @serve.route(
+        "/workflow",
+        qstash_client=QStash(dev_server.token, base_url=dev_server.url, retry=False),
+        receiver=Receiver(
+            current_signing_key=dev_server.current_key, next_signing_key=dev_server.next_key
+        ),
+    )
+    def workflow(context: Any) -> None:
+        def first() -> int:
+            trace.ran("first")
+            trace.run_ids.append(context.workflow_run_id)
+            return int(context.request_payload["n"]) + 1
+
+        number = context.run("first", first)
+        context.sleep("pause", SLEEP)
+        answer = context.call("third", url=third_party, method="POST", body={"number": number})
+
+        def last() -> dict[str, Any]:
+            trace.ran("last")
+            return {"number": number, "status": answer.status, "doubled": answer.body["doubled"]}
+
+        result = context.run("last", last)
+        trace.result = result
+        trace.done.set()
+
+    return app
+
+
+@contextmanager
+def running(app: Any) -> Iterator[str]:
+    """Serve a WSGI ``app`` on a free loopback port; yield its base URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=_Quiet)
+    with serving(server):
+        yield f"http://127.0.0.1:{server.port}"
+
+
+def third_party_reply(request: Request) -> Response:
+    """The third party ``context.call`` reaches: doubles the number it gets."""
+    number = json.loads(request.get_data())["number"]
+    return Response(json.dumps({"doubled": number * 2}), content_type="application/json")
+
+
+def wait_for_end(dev_server: DevServer, trace: Trace, timeout: float = 20) -> None:
+    """Wait until the workflow finished and the SDK ended its run on the dev server."""
+    assert trace.done.wait(timeout), f"the workflow did not finish: {trace.runs}"
+    deadline = time.monotonic() + timeout
+    while dev_server.api.workflows.get(trace.run_ids[0]) is not None:
+        assert time.monotonic() < deadline, "the SDK never ended the run"
+        time.sleep(0.02)
+
+
+def wait_for_sleeping_run(dev_server: DevServer, trace: Trace, timeout: float = 10) -> str:
+    """Wait until the run holds init, "first" and the sleeping "pause"; return its id."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = dev_server.api.workflows.get(trace.run_ids[0]) if trace.run_ids else None
+        if run is not None and len(run.entries) == 3:
+            return run.id
+        assert time.monotonic() < deadline, "the workflow never reached its sleep"
+        time.sleep(0.01)
+
+
+def test_official_sdk_runs_a_multi_step_workflow_end_to_end(
+    dev_server: DevServer, endpoint: Endpoint
+) -> None:
+    """run → sleep → call → run: each step once, the sleep honoured, the call's answer used."""
+    endpoint.replies["/third"] = third_party_reply
+    trace = Trace()
+    app = workflow_app(dev_server, endpoint.url("/third"), trace)
+    with running(app) as base:
+        publisher = QStash(dev_server.token, base_url=dev_server.url, retry=False)
+        publisher.message.publish_json(url=base + "/workflow", body={"n": 20})
+        wait_for_end(dev_server, trace)
+
+    assert trace.runs == Counter({"first": 1, "last": 1})
+    assert trace.result == {"number": 21, "status": 200, "doubled": 42}
+    calls = endpoint.at("/third")
+    assert len(calls) == 1
+    assert json.loads(calls[0].body) == {"number": 21}
+    slept = calls[0].at - trace.at["first"]
+    assert slept >= SLEEP * TIME_SCALE * 0.9, f"the sleep step lasted {slept:.3f}s"
+
+
+def test_a_step_delivery_carries_the_runs_history_as_qstash_builds_it(
+    dev_server: DevServer, endpoint: Endpoint, api: httpx.Client
+) -> None:
+    """The SDK posts one step; the delivery's body is [initial payload, steps so far]."""
+    run = {
+        "Upstash-Workflow-RunId": "wfr_history",
+        "Upstash-Workflow-Url": endpoint.url("/wf"),
+        "Upstash-Forward-Upstash-Workflow-Sdk-Version": "1",
+        "Content-Type": "application/json",
+    }
+    init = {**run, "Upstash-Workflow-Init": "true"}
+    step = {"stepId": 1, "stepName": "a", "stepType": "Run", "out": '"x"', "concurrent": 1}
+    batch = [{"destination": endpoint.url("/wf"), "headers": init, "body": '{"n":1}'}]
+    assert api.post("/v2/batch", json=batch).status_code == 201
+    published = api.post(
+        "/v2/publish/" + endpoint.url("/wf"),
+        headers={**run, "Upstash-Workflow-Init": "false"},
+        content=json.dumps(step),
+    )
+    assert published.status_code == 201
+    first, second = endpoint.wait_for("/wf", 2)
+    assert first.headers["Upstash-Workflow-Runid"] == "wfr_history"
+    assert first.headers["Upstash-Workflow-Sdk-Version"] == "1"
+    entries = json.loads(second.body)
+    assert [e["callType"] for e in entries] == ["step", "step"]
+    assert entries[1]["messageId"] == published.json()["messageId"]
+    assert json.loads(_b64(entries[0]["body"])) == {"n": 1}
+    assert json.loads(_b64(entries[1]["body"])) == step
+
+
+def _b64(text: str) -> str:
+    return base64.b64decode(text).decode()
+
+
+def test_a_step_of_a_run_not_in_progress_is_refused(
+    dev_server: DevServer, endpoint: Endpoint, api: httpx.Client
+) -> None:
+    """A step for a run never started (or ended) is refused, never delivered without history."""
+    headers = {"Upstash-Workflow-RunId": "wfr_unknown", "Upstash-Workflow-Init": "false"}
+    answer = api.post("/v2/publish/" + endpoint.url("/wf"), headers=headers, content=b"{}")
+    assert answer.status_code == 400
+    assert "wfr_unknown" in answer.json()["error"]
+
+
+def test_cancelling_a_run_cancels_its_pending_steps(
+    dev_server: DevServer, endpoint: Endpoint, api: httpx.Client
+) -> None:
+    """``DELETE /v2/workflows/runs/{id}?cancel=true``: the sleeping step is never delivered."""
+    trace = Trace()
+    app = workflow_app(dev_server, endpoint.url("/third"), trace)
+    with running(app) as base:
+        api.post("/v2/publish/" + base + "/workflow", json={"n": 1}).raise_for_status()
+        run_id = wait_for_sleeping_run(dev_server, trace)
+        answer = api.delete(f"/v2/workflows/runs/{run_id}", params={"cancel": "true"})
+        assert answer.status_code == 200
+        time.sleep(SLEEP * TIME_SCALE * 2)
+        assert endpoint.at("/third") == []
+        assert api.delete(f"/v2/workflows/runs/{run_id}").status_code == 404
+    assert trace.runs == Counter({"first": 1})
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v2/workflows/logs"),
+        ("DELETE", "/v2/workflows/runs"),
+        ("POST", "/v2/notify/event-1"),
+        ("POST", "/v2/wait/event-1"),
+        ("GET", "/v2/waiters/event-1"),
+    ],
+)
+def test_workflow_endpoints_the_dev_server_lacks_answer_501(
+    api: httpx.Client, method: str, path: str
+) -> None:
+    """Never a silent success: the missing workflow endpoints say so."""
+    answer = api.request(method, path)
+    assert answer.status_code == 501
+    assert "does not implement" in answer.json()["error"]

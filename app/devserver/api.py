@@ -127,6 +127,11 @@ class API(ResourceViews):
                 re.compile(r"/v2/workflows/runs/(?P<run_id>[^/]+)"),
                 partial(workflows.delete_run, server, self.workflows),
             ),
+            (
+                "GET",
+                re.compile(r"/v2/workflows/logs"),
+                partial(workflows.list_logs, self.workflows),
+            ),
             *(
                 ("GET|POST|PUT|PATCH|DELETE", re.compile(path), workflows.not_implemented)
                 for path in workflows.NOT_IMPLEMENTED

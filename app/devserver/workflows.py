@@ -26,6 +26,8 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
+from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -40,9 +42,13 @@ if TYPE_CHECKING:
 
 RUN_ID = "Upstash-Workflow-RunId"
 URL = "Upstash-Workflow-Url"
+#: Ended runs the logs keep (the oldest are forgotten first).
+KEEP_ENDED = 1000
+DEFAULT_COUNT = 100
+#: The query parameters ``GET /v2/workflows/logs`` honours; any other answers 501.
+LOG_FILTERS = frozenset({"workflowRunId", "workflowUrl", "state", "count", "cursor"})
 #: Routes of the workflow API the dev server does not implement.
 NOT_IMPLEMENTED = (
-    r"/v2/workflows/logs/?",
     r"/v2/workflows/runs/?",
     r"/v2/workflows/.+",
     r"/v2/wait/.+",
@@ -68,13 +74,54 @@ class Run:
     id: str
     url: str
     entries: list[dict[str, str]] = field(default_factory=list)
+    #: When each entry was published (ms), for the logs.
+    times: list[int] = field(default_factory=list)
+    created: int = field(default_factory=lambda: _ms(time.time()))
+    completed: int | None = None
+    state: str = "RUN_STARTED"
+
+    def log(self) -> dict[str, Any]:
+        """Return the run as ``GET /v2/workflows/logs`` lists it."""
+        steps = []
+        for index, (entry, at) in enumerate(zip(self.entries, self.times, strict=False)):
+            if entry["callType"] != "step":
+                continue  # a context.call's request: its result is the "Call" step after it
+            body = base64.b64decode(entry["body"]).decode("utf-8", "replace")
+            if index == 0:
+                step: dict[str, Any] = {"stepName": "init", "stepType": "Initial", "out": body}
+            else:
+                try:
+                    step = json.loads(body)
+                except ValueError:
+                    step = {"out": body}
+                step = {k: v for k, v in step.items() if v is not None and k != "method"}
+            step.update(
+                callType="step", messageId=entry["messageId"], state="STEP_SUCCESS", createdAt=at
+            )
+            step.setdefault("concurrent", 1)
+            steps.append({"steps": [step], "type": "sequential"})
+        run: dict[str, Any] = {
+            "workflowRunId": self.id,
+            "workflowUrl": self.url,
+            "workflowState": self.state,
+            "workflowRunCreatedAt": self.created,
+            "steps": steps,
+        }
+        if self.completed is not None:
+            run["workflowRunCompletedAt"] = self.completed
+        return run
+
+
+def _ms(seconds: float) -> int:
+    return int(seconds * 1000)
 
 
 class Runs:
     """The runs in progress, keyed by run id."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: int = KEEP_ENDED) -> None:
         self._runs: dict[str, Run] = {}
+        self._ended: deque[Run] = deque(maxlen=keep)
         self._lock = threading.Lock()
 
     def get(self, run_id: str) -> Run | None:
@@ -95,7 +142,9 @@ class Runs:
                     continue
                 run = self._runs.get(workflow["runId"])
                 if run is None or len(run.entries) < len(entries):
-                    self._runs[workflow["runId"]] = Run(workflow["runId"], workflow["url"], entries)
+                    times = [message.spec["createdAt"]] * len(entries)
+                    run = Run(workflow["runId"], workflow["url"], entries, times)
+                    self._runs[run.id] = run
 
     def prepare(self, message: Message) -> Message:
         """Return ``message`` as delivered: a step gets the run's history as its body.
@@ -117,6 +166,7 @@ class Runs:
                 raise APIError(400, f"workflow run {run_id} is not in progress")
             if call_type in ("step", "toCallback"):
                 run.entries.append(_entry(message.id, message.body, call_type))
+                run.times.append(message.spec["createdAt"])
             if call_type != "step":
                 return message  # a context.call to a third party: its own body, no run headers
             body = json.dumps(run.entries, separators=(",", ":")).encode()
@@ -126,16 +176,28 @@ class Runs:
         }
         return replace(message, spec=spec, body=body)
 
-    def end(self, run_id: str) -> bool:
-        """Forget run ``run_id``; return whether it was in progress."""
+    def end(self, run_id: str, state: str) -> bool:
+        """End run ``run_id`` in ``state``; return whether it was in progress."""
         with self._lock:
-            return self._runs.pop(run_id, None) is not None
+            run = self._runs.pop(run_id, None)
+            if run is None:
+                return False
+            run.state, run.completed = state, _ms(time.time())
+            self._ended.append(run)
+            return True
+
+    def logs(self) -> list[dict[str, Any]]:
+        """Return every run known, newest first, as the logs list them."""
+        with self._lock:
+            runs = [*self._ended, *self._runs.values()]
+            runs.sort(key=lambda run: run.created, reverse=True)
+            return [run.log() for run in runs]
 
 
 def delete_run(server: DevServer, runs: Runs, request: Request, run_id: str) -> Response:
     """``DELETE /v2/workflows/runs/{id}[?cancel=true]``: end a run, or cancel it."""
     cancel = request.args.get("cancel", "false").strip().lower() == "true"
-    if not runs.end(run_id):
+    if not runs.end(run_id, "RUN_CANCELED" if cancel else "RUN_SUCCESS"):
         raise APIError(404, f"workflow run {run_id} not found")
     if cancel:
         pending = server.store.pending()
@@ -146,10 +208,44 @@ def delete_run(server: DevServer, runs: Runs, request: Request, run_id: str) -> 
     return json_response({})
 
 
+def list_logs(runs: Runs, request: Request) -> Response:
+    """``GET /v2/workflows/logs``: the runs, newest first, filtered and paged."""
+    unknown = sorted(set(request.args) - LOG_FILTERS)
+    if unknown:
+        raise APIError(
+            501, f"GET /v2/workflows/logs: the dev server does not filter by {', '.join(unknown)}"
+        )
+    wanted = {
+        name: request.args[name]
+        for name in ("workflowRunId", "workflowUrl")
+        if name in request.args
+    }
+    state = request.args.get("state")
+    listed = [
+        run
+        for run in runs.logs()
+        if all(run[name] == value for name, value in wanted.items())
+        and (state is None or run["workflowState"] == state)
+    ]
+    start = _natural(request.args.get("cursor", "0"), "cursor")
+    count = _natural(request.args.get("count", str(DEFAULT_COUNT)), "count")
+    page = listed[start : start + count]
+    answer: dict[str, Any] = {"runs": page}
+    if start + count < len(listed):
+        answer["cursor"] = str(start + count)
+    return json_response(answer)
+
+
+def _natural(raw: str, name: str) -> int:
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 9:
+        raise APIError(400, f"invalid {name} {raw!r}: expected a non-negative integer")
+    return int(raw)
+
+
 def not_implemented(request: Request, **_: str) -> Response:
     """Answer 501 for the workflow endpoints the dev server lacks."""
     raise APIError(
         501,
         f"{request.method} {request.path}: the dev server does not implement this workflow"
-        " endpoint (workflow logs, bulk cancel, waitForEvent/notify)",
+        " endpoint (bulk cancel, waitForEvent/notify, the workflow DLQ)",
     )

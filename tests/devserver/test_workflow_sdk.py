@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -122,7 +123,7 @@ def wait_for_sleeping_run(dev_server: DevServer, trace: Trace, timeout: float = 
 
 
 def test_official_sdk_runs_a_multi_step_workflow_end_to_end(
-    dev_server: DevServer, endpoint: Endpoint
+    dev_server: DevServer, endpoint: Endpoint, api: httpx.Client
 ) -> None:
     """run → sleep → call → run: each step once, the sleep honoured, the call's answer used."""
     endpoint.replies["/third"] = third_party_reply
@@ -140,6 +141,22 @@ def test_official_sdk_runs_a_multi_step_workflow_end_to_end(
     assert json.loads(calls[0].body) == {"number": 21}
     slept = calls[0].at - trace.at["first"]
     assert slept >= SLEEP * TIME_SCALE * 0.9, f"the sleep step lasted {slept:.3f}s"
+
+    logs = api.get("/v2/workflows/logs", params={"workflowRunId": trace.run_ids[0]}).json()
+    (run,) = logs["runs"]
+    assert run["workflowState"] == "RUN_SUCCESS"
+    assert run["workflowRunCompletedAt"] >= run["workflowRunCreatedAt"]
+    steps = [group["steps"][0] for group in run["steps"]]
+    assert [(s["stepName"], s["stepType"]) for s in steps] == [
+        ("init", "Initial"),
+        ("first", "Run"),
+        ("pause", "SleepFor"),
+        ("third", "Call"),
+        ("last", "Run"),
+    ]
+    assert json.loads(steps[0]["out"]) == {"n": 20}
+    assert json.loads(steps[1]["out"]) == 21
+    assert json.loads(json.loads(steps[3]["out"])["body"]) == {"doubled": 42}
 
 
 def test_a_step_delivery_carries_the_runs_history_as_qstash_builds_it(
@@ -200,13 +217,35 @@ def test_cancelling_a_run_cancels_its_pending_steps(
         time.sleep(SLEEP * TIME_SCALE * 2)
         assert endpoint.at("/third") == []
         assert api.delete(f"/v2/workflows/runs/{run_id}").status_code == 404
+        (run,) = api.get("/v2/workflows/logs", params={"state": "RUN_CANCELED"}).json()["runs"]
+        assert run["workflowRunId"] == run_id
     assert trace.runs == Counter({"first": 1})
+
+
+def test_workflow_logs_list_runs_newest_first_in_pages(
+    dev_server: DevServer, endpoint: Endpoint, api: httpx.Client
+) -> None:
+    """Three runs started by hand: newest first, ``count`` and ``cursor`` page them."""
+    for number in range(3):
+        headers = {
+            "Upstash-Workflow-RunId": f"wfr_{number}",
+            "Upstash-Workflow-Init": "true",
+            "Upstash-Workflow-Url": endpoint.url("/wf"),
+        }
+        api.post("/v2/publish/" + endpoint.url("/wf"), headers=headers, content=b"{}")
+        time.sleep(0.002)
+    first = api.get("/v2/workflows/logs", params={"count": 2}).json()
+    assert [run["workflowRunId"] for run in first["runs"]] == ["wfr_2", "wfr_1"]
+    assert all(run["workflowState"] == "RUN_STARTED" for run in first["runs"])
+    rest = api.get("/v2/workflows/logs", params={"count": 2, "cursor": first["cursor"]}).json()
+    assert [run["workflowRunId"] for run in rest["runs"]] == ["wfr_0"]
+    assert "cursor" not in rest
 
 
 @pytest.mark.parametrize(
     ("method", "path"),
     [
-        ("GET", "/v2/workflows/logs"),
+        ("GET", "/v2/workflows/logs?label=a"),
         ("DELETE", "/v2/workflows/runs"),
         ("POST", "/v2/notify/event-1"),
         ("POST", "/v2/wait/event-1"),
@@ -219,4 +258,31 @@ def test_workflow_endpoints_the_dev_server_lacks_answer_501(
     """Never a silent success: the missing workflow endpoints say so."""
     answer = api.request(method, path)
     assert answer.status_code == 501
-    assert "does not implement" in answer.json()["error"]
+    assert "the dev server does not" in answer.json()["error"]
+
+
+def test_a_run_in_progress_survives_a_restart(tmp_path: Path, endpoint: Endpoint) -> None:
+    """After a restart the run is rebuilt from its pending step: its next step is accepted."""
+    run = {"Upstash-Workflow-RunId": "wfr_durable", "Upstash-Workflow-Url": endpoint.url("/wf")}
+    step = {"stepId": 1, "stepName": "a", "stepType": "SleepFor", "out": "null", "concurrent": 1}
+    db = tmp_path / "qstash.db"
+    with DevServer(db=db, time_scale=TIME_SCALE).running(port=0) as server:
+        with _client(server) as api:
+            init = {**run, "Upstash-Workflow-Init": "true"}
+            api.post("/v2/publish/" + endpoint.url("/wf"), headers=init, content=b"{}")
+            sleeping = {**run, "Upstash-Delay": "1d"}
+            answer = api.post(
+                "/v2/publish/" + endpoint.url("/wf"), headers=sleeping, content=json.dumps(step)
+            )
+            assert answer.status_code == 201
+    with DevServer(db=db, time_scale=TIME_SCALE).running(port=0) as server:
+        restored = server.api.workflows.get("wfr_durable")
+        assert restored is not None and len(restored.entries) == 2
+        with _client(server) as api:
+            answer = api.post("/v2/publish/" + endpoint.url("/wf"), headers=run, content=b"{}")
+            assert answer.status_code == 201
+
+
+def _client(server: DevServer) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {server.token}"}
+    return httpx.Client(base_url=server.url, headers=headers, timeout=10)

@@ -4,6 +4,8 @@ Every value can be overridden on the command line or with ``GUNICORN_CMD_ARGS``;
 environment variables below exist because platforms set them.
 """
 
+import ctypes
+import gc
 import multiprocessing
 import os
 
@@ -37,6 +39,23 @@ loglevel = os.environ.get("LOG_LEVEL", "info")
 # Import the app before forking: configuration errors stop the master at once with one
 # line, and workers share the imported code.
 preload_app = True
+
+
+def pre_fork(server, worker):
+    # Python's cyclic GC writes into every object it examines, so a worker's first full
+    # collection would copy all the pages it shares with the master: frozen objects are
+    # never examined. -20 MiB private per worker after 500 deliveries (bench/worker_memory.py).
+    gc.freeze()
+
+
+# glibc's malloc raises its mmap threshold up to 32 MiB after freeing one large block,
+# and keeps later large blocks (decoded images) in the heap once freed: +60 MiB per worker
+# after 20 image jobs, never returned. A fixed threshold hands them back when freed.
+_M_MMAP_THRESHOLD = -3
+try:
+    ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, 1024 * 1024)
+except (AttributeError, OSError):  # not glibc: its allocator has its own rules
+    pass
 
 # /metrics adds up every worker's samples (prometheus-client's multiprocess mode): the
 # directory must be known before the app, and prometheus_client, are imported.

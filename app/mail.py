@@ -6,7 +6,10 @@
 Resend: the QStash message id is the ``Idempotency-Key``, so a redelivered message cannot
 send twice. The SDK's default HTTP client (requests, no session) opens a connection and a
 TLS handshake per email; ``PooledHTTPClient`` keeps one pooled httpx client per process
-and is installed through the SDK's documented ``resend.default_http_client`` hook.
+and is installed through the SDK's documented ``resend.default_http_client`` hook. The
+SDK (about 7 MiB and 220 modules a process) is imported only when Resend is used: by
+``mail_backend`` when ``RESEND_API_KEY`` is set (send-email asks at start-up, so that a
+preloading server's workers share it).
 Outcomes: 429 and 5xx → retry (``RetryLater`` when Resend says ``Retry-After``, else a
 502 so QStash backs off); validation errors and other 4xx → ``NonRetryableError``; a
 missing or invalid API key → retry (it is our configuration, not the message).
@@ -14,6 +17,7 @@ missing or invalid API key → retry (it is our configuration, not the message).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -25,21 +29,19 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import httpx
-import resend
-from resend.exceptions import ResendError
 
 from app.errors import NonRetryableError, RetryLater
 from app.outbound import UpstreamError
 from app.qstash.timing import parse_retry_after
 
 if TYPE_CHECKING:
+    import resend
     from flask import Flask
+    from resend.exceptions import ResendError
 
-#: The SDK's API URL as it read it at import (RESEND_API_URL or Resend's own).
-SDK_API_URL: str = resend.api_url
 _SAFE_ID = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 _CONFIG_ERRORS = {"missing_api_key", "invalid_api_key", "restricted_api_key"}
 
@@ -115,8 +117,12 @@ class OutboxBackend:
         return Sent("outbox", path.name)
 
 
-class PooledHTTPClient(resend.HTTPClient):
-    """The Resend SDK's HTTP client interface over one pooled httpx client."""
+class PooledHTTPClient:
+    """The Resend SDK's HTTP client interface over one pooled httpx client.
+
+    Registered as a ``resend.HTTPClient`` by ``load_sdk()``, not a subclass: defining it
+    does not import the SDK.
+    """
 
     def __init__(self, client: httpx.Client | None = None) -> None:
         self.client = client or httpx.Client(timeout=httpx.Timeout(15.0, connect=5.0))
@@ -151,26 +157,47 @@ class PooledHTTPClient(resend.HTTPClient):
         self.client.close()
 
 
+@functools.cache
+def load_sdk() -> str:
+    """Import the SDK, once, and register ``PooledHTTPClient`` as its ``HTTPClient``.
+
+    Return the API URL the SDK read at import: RESEND_API_URL's or Resend's own.
+    """
+    import resend
+
+    resend.HTTPClient.register(PooledHTTPClient)
+    return resend.api_url
+
+
 def install_pooled_client() -> None:
     """Make the SDK use a pooled client of this process, unless the app installed its own."""
+    load_sdk()
+    import resend
+
     current = resend.default_http_client
     if isinstance(current, PooledHTTPClient) and current.pid == os.getpid():
         return
     # Replace the SDK's own default, and a pooled client inherited through fork() (it would
     # share sockets with the parent); a client the app installed itself is left alone.
     if type(current) is resend.RequestsClient or isinstance(current, PooledHTTPClient):
-        resend.default_http_client = PooledHTTPClient()
+        resend.default_http_client = cast("resend.HTTPClient", PooledHTTPClient())
 
 
 class ResendBackend:
     """Send through the official ``resend`` SDK, the message id as idempotency key."""
 
     def __init__(self, api_key: str, api_url: str | None = None) -> None:
+        # The first backend, made at start-up (jobs.email.init_app), imports the SDK
+        # before gunicorn's preloading master forks: every worker shares it.
+        sdk_url = load_sdk()
         self.api_key = api_key
-        self.api_url = api_url or SDK_API_URL
+        self.api_url = api_url or sdk_url
 
     def send(self, message: Message) -> Sent:
         """Send one email; map Resend's errors to QStash outcomes."""
+        import resend
+        from resend.exceptions import ResendError
+
         resend.api_key = self.api_key
         resend.api_url = self.api_url
         install_pooled_client()
@@ -217,7 +244,7 @@ def outbox_folder(app: Flask) -> Path:
 
 
 def mail_backend(app: Flask) -> MailBackend:
-    """Return Resend when RESEND_API_KEY is set, else the outbox folder."""
+    """Return Resend when RESEND_API_KEY is set (the SDK is imported then), else the outbox."""
     config = app.config
     if config.get("RESEND_API_KEY"):
         return ResendBackend(config["RESEND_API_KEY"], config.get("RESEND_API_URL"))

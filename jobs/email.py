@@ -148,6 +148,11 @@ def preview_template(template: str) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    """Mount the template preview, in debug mode only."""
+    """Choose the mail backend now; mount the template preview, in debug mode only.
+
+    Choosing imports Resend's SDK when it is configured: at start-up, before gunicorn's
+    preloading master forks, so that every worker shares it instead of importing its own.
+    """
+    mail_backend(app)
     if app.debug:
         app.register_blueprint(preview)

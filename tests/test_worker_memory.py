@@ -1,5 +1,7 @@
 """What keeps a gunicorn worker small (bench/worker_memory.py measures it).
 
+* Resend's SDK is imported only when ``RESEND_API_KEY`` is set, and then by
+  ``create_app``: in gunicorn's preloading master, shared by every worker.
 * gunicorn.conf.py freezes the garbage collector's objects before each fork, so a
   worker's collections do not copy the pages it shares with the master.
 * gunicorn.conf.py fixes glibc's mmap threshold, so a large freed block (a decoded image)
@@ -10,6 +12,7 @@ Each runs in a fresh interpreter: this process has imported everything already.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -19,6 +22,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+CREATE_APP = """
+import json, sys
+from app import create_app
+config = {"TESTING": True, "DATABASE_URL": sys.argv[1], "RESEND_API_KEY": sys.argv[2] or None}
+create_app(config, serving=False)
+print(json.dumps(sorted(name for name in ("resend", "requests") if name in sys.modules)))
+"""
 
 LOAD_CONFIG = """
 import runpy, sys
@@ -65,6 +76,14 @@ def run(script: str, *args: str, env: dict[str, str] | None = None) -> str:
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(("api_key", "imported"), [("", []), ("re_test", ["requests", "resend"])])
+def test_resend_sdk_is_imported_by_create_app_only_when_configured(
+    tmp_path: Path, api_key: str, imported: list[str]
+) -> None:
+    database = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    assert json.loads(run(CREATE_APP, database, api_key)) == imported
 
 
 def config_env(tmp_path: Path) -> dict[str, str]:

@@ -27,12 +27,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
-from urllib.parse import urlsplit
-
-import urllib3
-from urllib3.exceptions import HTTPError as TransportError
-from urllib3.exceptions import NewConnectionError
-from urllib3.exceptions import TimeoutError as TransportTimeout
 
 from app.devserver import callbacks
 from app.devserver.callbacks import Response
@@ -42,6 +36,7 @@ from app.devserver.gates import Gate, Gates, Ticket
 from app.devserver.publish import Clock
 from app.devserver.records import Attempt, Message
 from app.devserver.store import Store
+from app.devserver.transport import Transport
 from app.qstash.redact import redact_url
 from app.qstash.signature import sign
 from app.qstash.timing import retry_after_seconds, retry_delay_seconds
@@ -69,7 +64,6 @@ NOT_FORWARDED = frozenset(
 )
 #: Longest a delivery may take without ``Upstash-Timeout`` (QStash's paid-plan maximum).
 DEFAULT_TIMEOUT = 2 * 3600
-MAX_RESPONSE_BODY = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,11 +130,7 @@ class Dispatcher:
         self._cond = threading.Condition()
         self._stopping = False
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="qstash-delivery")
-        # urllib3 rather than httpx here: about half the CPU per delivery, which is what
-        # bounds deliveries/s on a small machine (bench/devserver.py).
-        self._http = urllib3.PoolManager(
-            num_pools=256, maxsize=self.gates.per_destination, retries=False
-        )
+        self._http = Transport(keep=self.gates.per_destination)
         self._cancelled: set[str] = set()
         self.delivered_log = DeliveredLog(store)
         self.events = EventLog(store)
@@ -169,7 +159,7 @@ class Dispatcher:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.delivered_log.stop()
         self.events.stop()
-        self._http.clear()
+        self._http.close()
 
     def push(self, messages: list[Message]) -> None:
         """Schedule stored messages for delivery at their due time."""
@@ -261,27 +251,9 @@ class Dispatcher:
         headers = self._headers(message)
         timeout = float(spec.get("timeout") or self.default_timeout)
         started = time.monotonic()
-        try:
-            answer = self._http.request(
-                spec["method"],
-                spec["url"],
-                body=message.body,
-                headers=headers,
-                timeout=urllib3.Timeout(total=timeout),
-                redirect=False,
-                preload_content=False,
-            )
-            try:
-                body = answer.read(MAX_RESPONSE_BODY)
-                response = Response(answer.status, _multi(answer.headers), body)
-            finally:
-                answer.release_conn()
-        except NewConnectionError as exc:  # before the timeouts: urllib3 files it under them
-            response = Response(None, {}, b"", _connection_failure(spec["url"], exc))
-        except TransportTimeout:
-            response = Response(None, {}, b"", f"timeout after {timeout:g}s")
-        except TransportError as exc:
-            response = Response(None, {}, b"", f"{type(exc).__name__}: {exc}"[:300])
+        response = self._http.request(
+            spec["method"], spec["url"], body=message.body, headers=headers, timeout=timeout
+        )
         return response, (time.monotonic() - started) * 1000
 
     def _headers(self, message: Message) -> dict[str, str]:
@@ -367,15 +339,6 @@ class Dispatcher:
                 log.exception("attempt listener failed")
 
 
-def _connection_failure(url: str, exc: NewConnectionError) -> str:
-    """Return why no connection to ``url`` could be made: refused, or its name unresolvable."""
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    cause = exc.__cause__
-    reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(exc)
-    return f"cannot connect to {parts.hostname}:{port}: {reason}"[:300]
-
-
 def _non_retryable(response: Response) -> bool:
     flag = header(response.headers, "Upstash-NonRetryable-Error") or ""
     return response.status == NON_RETRYABLE_STATUS and flag.strip().lower() == "true"
@@ -388,11 +351,3 @@ def header(headers: dict[str, list[str]], name: str) -> str | None:
         if key.lower() == wanted and values:
             return values[0]
     return None
-
-
-def _multi(headers: urllib3.HTTPHeaderDict) -> dict[str, list[str]]:
-    result: dict[str, list[str]] = {}
-    for name, value in headers.iteritems():
-        canonical = "-".join(part.capitalize() for part in name.split("-"))
-        result.setdefault(canonical, []).append(value)
-    return result

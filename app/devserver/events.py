@@ -127,6 +127,8 @@ class EventLog:
         for statement in SCHEMA:
             store.query(statement)
         self._pending: list[tuple[int, Message, str, dict[str, Any]]] = []
+        #: Each recent message's columns and detail JSON, made once for all its events.
+        self._known: dict[str, tuple[str, tuple[Any, ...]]] = {}
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._stop = threading.Event()
@@ -189,8 +191,10 @@ class EventLog:
                 batch, self._pending = self._pending, []
             if not batch:
                 return
-            details: dict[str, dict[str, Any]] = {}
-            rows = [_row(at, msg, state, extra, details) for at, msg, state, extra in batch]
+            if len(self._known) > MAX_EVENTS:
+                self._known.clear()
+            known = self._known
+            rows = [_row(at, msg, state, extra, known) for at, msg, state, extra in batch]
             with self.store.transaction() as db:
                 db.executemany(
                     "INSERT INTO events (time, message_id, state, url, host, hostname, path,"
@@ -251,26 +255,32 @@ def _row(
     message: Message,
     state: str,
     extra: dict[str, Any],
-    details: dict[str, dict[str, Any]],
+    known: dict[str, tuple[str, tuple[Any, ...]]],
 ) -> tuple[Any, ...]:
-    spec = message.spec
     key = f"{message.id}/{message.retried}"
-    base = details.get(key)
-    if base is None:
-        base = details[key] = message_detail(message)
-    detail = json.dumps({**base, **extra})
+    made = known.get(key)
+    if made is None:
+        made = known[key] = _message_columns(message)
+    opening, columns = made
+    # The message's fields, then the event's: a name in both is read back with the event's
+    # value (json.loads keeps the last), as {**detail, **extra} would have it.
+    detail = opening + ("," + json.dumps(extra)[1:] if extra else "}")
+    body = None
+    if state == "CREATED":  # only the redacted form of a redacted body is ever written here
+        body = redaction.body(message.body, message.spec.get("redact"))
+        body = body if len(body) <= BODY_MAX else None
+    return (at, message.id, state, *columns, detail, body)
+
+
+def _message_columns(message: Message) -> tuple[str, tuple[Any, ...]]:
+    """Return the detail JSON of ``message`` without its closing brace, and its columns."""
+    spec = message.spec
     parts = urlsplit(spec["url"])
     hostname = (parts.hostname or "").lower()
     host = f"{hostname}:{parts.port}" if parts.port else hostname
     flow = spec.get("flowControl") or {}
-    body = None
-    if state == "CREATED":  # only the redacted form of a redacted body is ever written here
-        body = redaction.body(message.body, spec.get("redact"))
-        body = body if len(body) <= BODY_MAX else None
-    return (
-        at,
-        message.id,
-        state,
+    opening = json.dumps(message_detail(message))[:-1]  # never empty: it has messageId
+    return opening, (
         spec["url"],
         host,
         hostname,
@@ -282,8 +292,6 @@ def _row(
         flow.get("key"),
         spec.get("callerIP"),
         json.dumps(labels(spec)),
-        detail,
-        body,
     )
 
 

@@ -103,6 +103,7 @@ class API(ResourceViews):
         groups.install(server.store)
         self.workflows = workflows.Runs()
         self.workflows.restore(server.store.pending())
+        server.on_attempt(self.workflows.on_attempt)
         topic = r"/v2/topics/(?P<name>[^/]+)"
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = [
             ("GET", re.compile(r"/v2/keys"), self.keys),

@@ -69,7 +69,29 @@ def callback_body(message: Message, response: Response, *, dlq_id: str | None = 
         error=response.error,
         dlq_id=dlq_id,
     )
-    return json.dumps(callback.to_wire(), separators=(",", ":")).encode()
+    wire = callback.to_wire()
+    if dlq_id is not None:
+        wire.update(_workflow_failure(message))
+    return json.dumps(wire, separators=(",", ":")).encode()
+
+
+def _workflow_failure(message: Message) -> dict[str, Any]:
+    """Return what QStash adds to a failure callback's body about a run's failed step.
+
+    ``workflowRunId`` (the SDKs' failure handler reads it) and, as ``sourceBody``, the run's
+    initial payload (base64) rather than the step delivery's history array, so the
+    failure function sees the payload the run was started with.
+    """
+    workflow = message.spec.get("workflow")
+    if not workflow:
+        return {}
+    fields: dict[str, Any] = {"workflowRunId": workflow["runId"]}
+    if workflow["callType"] == "step":
+        try:
+            fields["sourceBody"] = json.loads(message.body)[0]["body"]
+        except (ValueError, LookupError, TypeError):
+            pass
+    return fields
 
 
 def _option(options: Headers, prefix: str, name: str) -> str | None:

@@ -38,6 +38,7 @@ from app.devserver.publish import APIError
 from app.devserver.records import Message
 
 if TYPE_CHECKING:
+    from app.devserver.delivery import AttemptEvent
     from app.devserver.server import DevServer
 
 RUN_ID = "Upstash-Workflow-RunId"
@@ -165,6 +166,7 @@ class Runs:
             elif run is None:
                 raise APIError(400, f"workflow run {run_id} is not in progress")
             if call_type in ("step", "toCallback"):
+                run.state = "RUN_STARTED"
                 run.entries.append(_entry(message.id, message.body, call_type))
                 run.times.append(message.spec["createdAt"])
             if call_type != "step":
@@ -175,6 +177,16 @@ class Runs:
             "headers": {**message.spec["headers"], **delivery_headers(workflow)},
         }
         return replace(message, spec=spec, body=body)
+
+    def on_attempt(self, event: AttemptEvent) -> None:
+        """A run whose step went to the DLQ is RUN_FAILED (until a retried step goes on)."""
+        workflow = event.message.spec.get("workflow")
+        if event.outcome != "dlq" or not workflow or workflow["callType"] != "step":
+            return
+        with self._lock:
+            run = self._runs.get(workflow["runId"])
+            if run is not None:
+                run.state = "RUN_FAILED"
 
     def end(self, run_id: str, state: str) -> bool:
         """End run ``run_id`` in ``state``; return whether it was in progress."""

@@ -222,6 +222,46 @@ def test_cancelling_a_run_cancels_its_pending_steps(
     assert trace.runs == Counter({"first": 1})
 
 
+def test_a_failed_step_calls_the_failure_function_and_the_run_is_failed(
+    dev_server: DevServer, api: httpx.Client
+) -> None:
+    """retries=0, a step that raises: the SDK's failure_function gets the run and the error."""
+    failures: list[tuple[Any, int, str]] = []
+    called = threading.Event()
+    app = Flask(__name__)
+    serve = Serve(app)
+
+    def failure_function(context: Any, status: int, response: str, headers: Any) -> None:
+        failures.append((context.request_payload, status, response))
+        called.set()
+
+    @serve.route(
+        "/failing",
+        qstash_client=QStash(dev_server.token, base_url=dev_server.url, retry=False),
+        receiver=Receiver(
+            current_signing_key=dev_server.current_key, next_signing_key=dev_server.next_key
+        ),
+        retries=0,
+        failure_function=failure_function,
+    )
+    def failing(context: Any) -> None:
+        def boom() -> None:
+            raise RuntimeError("the step broke")
+
+        context.run("boom", boom)
+
+    with running(app) as base:
+        api.post("/v2/publish/" + base + "/failing", json={"n": 5}).raise_for_status()
+        assert called.wait(15), "the failure function was never called"
+    assert failures == [({"n": 5}, 500, "the step broke")]
+    deadline = time.monotonic() + 5  # the DLQ listener runs just after the callback is queued
+    while (
+        state := api.get("/v2/workflows/logs").json()["runs"][0]["workflowState"]
+    ) != "RUN_FAILED":
+        assert time.monotonic() < deadline, f"the run stayed {state}"
+        time.sleep(0.01)
+
+
 def test_workflow_logs_list_runs_newest_first_in_pages(
     dev_server: DevServer, endpoint: Endpoint, api: httpx.Client
 ) -> None:

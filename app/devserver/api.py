@@ -225,7 +225,8 @@ class API(ResourceViews):
 
     def _accept(self, items: list[tuple[Message, str | None]]) -> list[dict[str, Any]]:
         server = self.server
-        items = [(self.workflows.prepare(msg), key) for msg, key in items]
+        prepared = self.workflows.prepare([msg for msg, _ in items])
+        items = [(msg, key) for msg, (_, key) in zip(prepared, items, strict=True)]
         answers = server.store.publish(items, now=time.time(), window=server.dedup_window)
         fresh = [msg for (msg, _), (_, dup) in zip(items, answers, strict=True) if not dup]
         for msg in fresh:

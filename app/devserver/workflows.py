@@ -147,36 +147,46 @@ class Runs:
                     run = Run(workflow["runId"], workflow["url"], entries, times)
                     self._runs[run.id] = run
 
-    def prepare(self, message: Message) -> Message:
-        """Return ``message`` as delivered: a step gets the run's history as its body.
+    def prepare(self, messages: list[Message]) -> list[Message]:
+        """Return ``messages`` as delivered: a step gets its run's history as its body.
 
-        A message that is no workflow message is returned unchanged; a step of a run that
-        is not in progress (never started, ended or cancelled) is refused with 400.
+        Messages that are no workflow messages are returned unchanged. All or nothing: a
+        step of a run not in progress (never started, ended or cancelled) is refused with
+        400, a second start of a run with 409, before any run changes.
         """
+        with self._lock:
+            starting: set[str] = set()
+            for message in messages:
+                workflow = message.spec.get("workflow")
+                if not workflow:
+                    continue
+                run_id = workflow["runId"]
+                known = run_id in self._runs or run_id in starting
+                if workflow["init"] and known:
+                    raise APIError(409, f"workflow run {run_id} already exists")
+                if not workflow["init"] and not known:
+                    raise APIError(400, f"workflow run {run_id} is not in progress")
+                if workflow["init"]:
+                    starting.add(run_id)
+            return [self._add(message) for message in messages]
+
+    def _add(self, message: Message) -> Message:
         workflow = message.spec.get("workflow")
         if not workflow:
             return message
         run_id, call_type = workflow["runId"], workflow["callType"]
-        with self._lock:
-            run = self._runs.get(run_id)
-            if workflow["init"]:
-                if run is not None:
-                    raise APIError(409, f"workflow run {run_id} already exists")
-                run = self._runs[run_id] = Run(run_id, workflow["url"])
-            elif run is None:
-                raise APIError(400, f"workflow run {run_id} is not in progress")
-            if call_type in ("step", "toCallback"):
-                run.state = "RUN_STARTED"
-                run.entries.append(_entry(message.id, message.body, call_type))
-                run.times.append(message.spec["createdAt"])
-            if call_type != "step":
-                return message  # a context.call to a third party: its own body, no run headers
-            body = json.dumps(run.entries, separators=(",", ":")).encode()
-        spec = {
-            **message.spec,
-            "headers": {**message.spec["headers"], **delivery_headers(workflow)},
-        }
-        return replace(message, spec=spec, body=body)
+        if workflow["init"]:
+            self._runs[run_id] = Run(run_id, workflow["url"])
+        run = self._runs[run_id]
+        if call_type in ("step", "toCallback"):
+            run.state = "RUN_STARTED"
+            run.entries.append(_entry(message.id, message.body, call_type))
+            run.times.append(message.spec["createdAt"])
+        if call_type != "step":
+            return message  # a context.call to a third party: its own body, no run headers
+        body = json.dumps(run.entries, separators=(",", ":")).encode()
+        headers = {**message.spec["headers"], **delivery_headers(workflow)}
+        return replace(message, spec={**message.spec, "headers": headers}, body=body)
 
     def on_attempt(self, event: AttemptEvent) -> None:
         """A run whose step went to the DLQ is RUN_FAILED (until a retried step goes on)."""

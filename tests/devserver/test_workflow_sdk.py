@@ -203,6 +203,24 @@ def test_a_step_of_a_run_not_in_progress_is_refused(
     assert "wfr_unknown" in answer.json()["error"]
 
 
+def test_a_batch_with_a_refused_step_changes_no_run(
+    dev_server: DevServer, endpoint: Endpoint, api: httpx.Client
+) -> None:
+    """All or nothing: a batch refused for one step's unknown run starts no other run."""
+    url = endpoint.url("/wf")
+    start = {"Upstash-Workflow-RunId": "wfr_a", "Upstash-Workflow-Init": "true"}
+    stray = {"Upstash-Workflow-RunId": "wfr_stray", "Upstash-Workflow-Init": "false"}
+    batch = [
+        {"destination": url, "headers": start, "body": "{}"},
+        {"destination": url, "headers": stray, "body": "{}"},
+    ]
+    answer = api.post("/v2/batch", json=batch)
+    assert answer.status_code == 400
+    assert dev_server.api.workflows.get("wfr_a") is None
+    assert api.post("/v2/batch", json=batch[:1]).status_code == 201
+    assert api.post("/v2/batch", json=batch[:1]).status_code == 409
+
+
 def test_cancelling_a_run_cancels_its_pending_steps(
     dev_server: DevServer, endpoint: Endpoint, api: httpx.Client
 ) -> None:

@@ -159,6 +159,37 @@ def test_official_sdk_runs_a_multi_step_workflow_end_to_end(
     assert json.loads(json.loads(steps[3]["out"])["body"]) == {"doubled": 42}
 
 
+def test_a_call_retried_by_the_dev_server_resumes_the_run_once(
+    dev_server: DevServer, endpoint: Endpoint
+) -> None:
+    """context.call(retries=1) to a third party failing once: the run goes on with the 200."""
+    answers = iter([Response("busy", status=503), Response('{"ok": true}')])
+    endpoint.replies["/flaky"] = lambda request: next(answers)
+    results: list[tuple[int, Any]] = []
+    done = threading.Event()
+    app = Flask(__name__)
+    serve = Serve(app)
+
+    @serve.route(
+        "/calling",
+        qstash_client=QStash(dev_server.token, base_url=dev_server.url, retry=False),
+        receiver=Receiver(
+            current_signing_key=dev_server.current_key, next_signing_key=dev_server.next_key
+        ),
+    )
+    def calling(context: Any) -> None:
+        answer = context.call("flaky", url=endpoint.url("/flaky"), method="GET", retries=1)
+        results.append((answer.status, answer.body))
+        done.set()
+
+    with running(app) as base:
+        publisher = QStash(dev_server.token, base_url=dev_server.url, retry=False)
+        publisher.message.publish_json(url=base + "/calling", body={})
+        assert done.wait(15), "the run never resumed after the call"
+    assert len(endpoint.at("/flaky")) == 2
+    assert results == [(200, {"ok": True})]
+
+
 def test_a_step_delivery_carries_the_runs_history_as_qstash_builds_it(
     dev_server: DevServer, endpoint: Endpoint, api: httpx.Client
 ) -> None:

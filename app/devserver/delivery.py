@@ -204,47 +204,73 @@ class Dispatcher:
                 self._cond.wait(min(max(wait, 0.0), 1.0))
 
     def _try_start(self, ticket: Ticket, now: float) -> None:
+        gates = self._admit(ticket, now)
+        if gates is not None:
+            self._pool.submit(self._run, ticket, gates)
+
+    def _admit(self, ticket: Ticket, now: float) -> list[Gate] | None:
+        """Take ``ticket``'s slots and return its gates if it may start now; else park it
+        (in a gate's line, a paused key's hold, or the heap until its rate allows)."""
+        if ticket.id in self._cancelled:
+            self._cancelled.discard(ticket.id)
+            return None
         if self.gates.hold(ticket):  # its flow-control key is paused
-            return
+            return None
         gates = self.gates.for_ticket(ticket)
         for gate in gates:
             if gate.full:
                 gate.waiting.append(ticket)
-                return
+                return None
         later = self.gates.rate_wait(ticket, now)
         if later is not None:
             heapq.heappush(self._heap, (later, next(self._seq), ticket))
-            return
+            if self._heap[0][2] is ticket:
+                self._cond.notify()  # the loop now has an earlier time to wait for
+            return None
         for gate in gates:
             gate.active += 1
-        self._pool.submit(self._run, ticket, gates)
+        return gates
 
     def _release(self, gate: Gate) -> None:
         while gate.waiting and not gate.full:
             self._try_start(gate.waiting.popleft(), time.time())
 
-    def _finish(self, gates: list[Gate]) -> None:
+    def _finish(self, gates: list[Gate]) -> tuple[Ticket, list[Gate]] | None:
+        """Free ``gates``' slots and start what waited for them: the first one is handed
+        back for the finishing thread to run itself, the others go to the pool."""
+        following: tuple[Ticket, list[Gate]] | None = None
         with self._cond:
             for gate in gates:
                 gate.active -= 1
+            if self._stopping:
+                return None
+            now = time.time()
             for gate in gates:
-                self._release(gate)
-            self._cond.notify()
+                while gate.waiting and not gate.full:
+                    ticket = gate.waiting.popleft()
+                    admitted = self._admit(ticket, now)
+                    if admitted is None:
+                        continue
+                    if following is None:
+                        following = (ticket, admitted)
+                    else:
+                        self._pool.submit(self._run, ticket, admitted)
+        return following
 
-    # -- one attempt (on a pool thread) -------------------------------------------------
+    # -- attempts (on a pool thread) ----------------------------------------------------
 
     def _run(self, ticket: Ticket, gates: list[Gate]) -> None:
-        try:
-            with self._cond:
-                cancelled = ticket.id in self._cancelled
-                self._cancelled.discard(ticket.id)
-            if not cancelled:
+        # One thread delivers one message after another while messages wait for the slots
+        # it frees: no hand-over to another thread per delivery.
+        following: tuple[Ticket, list[Gate]] | None = (ticket, gates)
+        while following is not None:
+            ticket, gates = following
+            try:
                 self.events.record(ticket.message, "ACTIVE")
                 self._settle(ticket.message, *self._call(ticket.message))
-        except Exception:  # a bug here must not kill the pool thread silently
-            log.exception("delivery of %s failed inside the dev server", ticket.id)
-        finally:
-            self._finish(gates)
+            except Exception:  # a bug here must not kill the pool thread silently
+                log.exception("delivery of %s failed inside the dev server", ticket.id)
+            following = self._finish(gates)
 
     def _call(self, message: Message) -> tuple[Response, float]:
         spec = message.spec

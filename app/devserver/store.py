@@ -134,8 +134,10 @@ class Store:
     def delivered(self, outcomes: list[tuple[str, Attempt]]) -> None:
         """Record successful final attempts and forget their messages, in one transaction."""
         with self._tx() as db:
-            for message_id, attempt in outcomes:
-                _insert_attempt(db, message_id, attempt)
+            db.executemany(
+                "INSERT INTO attempts VALUES (?, ?, ?, ?, ?, ?)",
+                [(m, a.retried, a.status, a.error, a.latency_ms, a.at) for m, a in outcomes],
+            )
             db.executemany("DELETE FROM messages WHERE id = ?", [(m,) for m, _ in outcomes])
 
     def reschedule(self, message_id: str, attempt: Attempt, *, retried: int, due: float) -> None:

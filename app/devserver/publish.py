@@ -87,9 +87,13 @@ class Clock:
         return self.now + max(0.0, seconds) * self.scale
 
 
+#: What a destination URL cannot hold: ``\s`` is what ``str.isspace`` calls whitespace.
+_NOT_IN_URL = re.compile(r"[\s\x00-\x1f]")
+
+
 def _url_problem(url: str) -> str | None:
     """Return why ``url`` is not an absolute http(s) URL one can send to, or None."""
-    if any(char.isspace() or ord(char) < 32 for char in url):
+    if _NOT_IN_URL.search(url):
         return "whitespace or control characters"
     try:
         parts = urlsplit(url)

@@ -129,6 +129,11 @@ class API(ResourceViews):
                 partial(workflows.delete_run, server, self.workflows),
             ),
             (
+                "DELETE",
+                re.compile(r"/v2/workflows/runs"),
+                partial(workflows.cancel_runs, server, self.workflows),
+            ),
+            (
                 "GET",
                 re.compile(r"/v2/workflows/logs"),
                 partial(workflows.list_logs, self.workflows),

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from werkzeug.wrappers import Request, Response
 
-from app.devserver.api_resources import json_response
+from app.devserver.api_resources import json_body, json_response
 from app.devserver.publish import APIError
 from app.devserver.records import Message
 
@@ -50,7 +50,6 @@ DEFAULT_COUNT = 100
 LOG_FILTERS = frozenset({"workflowRunId", "workflowUrl", "state", "count", "cursor"})
 #: Routes of the workflow API the dev server does not implement.
 NOT_IMPLEMENTED = (
-    r"/v2/workflows/runs/?",
     r"/v2/workflows/.+",
     r"/v2/wait/.+",
     r"/v2/notify/.+",
@@ -208,6 +207,11 @@ class Runs:
             self._ended.append(run)
             return True
 
+    def in_progress(self) -> list[Run]:
+        """Return the runs in progress."""
+        with self._lock:
+            return list(self._runs.values())
+
     def logs(self) -> list[dict[str, Any]]:
         """Return every run known, newest first, as the logs list them."""
         with self._lock:
@@ -222,12 +226,56 @@ def delete_run(server: DevServer, runs: Runs, request: Request, run_id: str) -> 
     if not runs.end(run_id, "RUN_CANCELED" if cancel else "RUN_SUCCESS"):
         raise APIError(404, f"workflow run {run_id} not found")
     if cancel:
-        pending = server.store.pending()
-        doomed = [m for m in pending if (m.spec.get("workflow") or {}).get("runId") == run_id]
-        cancelled = server.store.cancel([m.id for m in doomed])
-        server.dispatcher.cancel(cancelled)
-        server.dispatcher.events.cancelled([m for m in doomed if m.id in cancelled])
+        _cancel_pending(server, {run_id})
     return json_response({})
+
+
+def cancel_runs(server: DevServer, runs: Runs, request: Request) -> Response:
+    """``DELETE /v2/workflows/runs`` with a JSON body, as ``@upstash/workflow``'s ``cancel``.
+
+    ``{"workflowRunIds": [...]}`` cancels those runs, ``{"workflowUrl": prefix}`` the runs
+    whose URL starts with it, ``{}`` every run in progress; answers ``{"cancelled": n}``.
+    """
+    if request.args:
+        raise APIError(
+            501,
+            "DELETE /v2/workflows/runs: the dev server does not filter by"
+            f" {', '.join(sorted(request.args))}; send a JSON body"
+            ' {"workflowRunIds": [...]}, {"workflowUrl": "<prefix>"} or {} (all runs)',
+        )
+    body = json_body(request)
+    ids = body.get("workflowRunIds") if isinstance(body, dict) else None
+    prefix = body.get("workflowUrl") if isinstance(body, dict) else None
+    if (
+        not isinstance(body, dict)
+        or set(body) - {"workflowRunIds", "workflowUrl"}
+        or (
+            ids is not None and not (isinstance(ids, list) and all(isinstance(i, str) for i in ids))
+        )
+        or (prefix is not None and not isinstance(prefix, str))
+    ):
+        raise APIError(
+            400,
+            'the body must be {"workflowRunIds": [...]}, {"workflowUrl": "<prefix>"} or {}',
+        )
+    chosen = [
+        run.id
+        for run in runs.in_progress()
+        if (ids is None or run.id in ids) and (prefix is None or run.url.startswith(prefix))
+    ]
+    ended = {run_id for run_id in chosen if runs.end(run_id, "RUN_CANCELED")}
+    _cancel_pending(server, ended)
+    return json_response({"cancelled": len(ended)})
+
+
+def _cancel_pending(server: DevServer, run_ids: set[str]) -> None:
+    if not run_ids:
+        return
+    pending = server.store.pending()
+    doomed = [m for m in pending if (m.spec.get("workflow") or {}).get("runId") in run_ids]
+    cancelled = server.store.cancel([m.id for m in doomed])
+    server.dispatcher.cancel(cancelled)
+    server.dispatcher.events.cancelled([m for m in doomed if m.id in cancelled])
 
 
 def list_logs(runs: Runs, request: Request) -> Response:
@@ -269,5 +317,5 @@ def not_implemented(request: Request, **_: str) -> Response:
     raise APIError(
         501,
         f"{request.method} {request.path}: the dev server does not implement this workflow"
-        " endpoint (bulk cancel, waitForEvent/notify, the workflow DLQ)",
+        " endpoint (waitForEvent/notify, the workflow DLQ)",
     )

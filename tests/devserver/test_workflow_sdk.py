@@ -311,6 +311,29 @@ def test_a_failed_step_calls_the_failure_function_and_the_run_is_failed(
         time.sleep(0.01)
 
 
+def test_bulk_cancel_by_ids_by_url_prefix_and_all(
+    dev_server: DevServer, endpoint: Endpoint, api: httpx.Client
+) -> None:
+    """``DELETE /v2/workflows/runs`` with the JS client's bodies; each run once."""
+    for name in ("a1", "a2", "b1", "b2"):
+        headers = {"Upstash-Workflow-RunId": f"wfr_{name}", "Upstash-Workflow-Init": "true"}
+        url = endpoint.url(f"/{name[0]}/wf")
+        api.post("/v2/publish/" + url, headers=headers, content=b"{}").raise_for_status()
+
+    def cancel(body: Any) -> Any:
+        answer = api.request("DELETE", "/v2/workflows/runs", json=body)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    assert cancel({"workflowRunIds": ["wfr_a1", "wfr_nope"]}) == {"cancelled": 1}
+    assert cancel({"workflowUrl": endpoint.url("/b/")}) == {"cancelled": 2}
+    assert cancel({}) == {"cancelled": 1}
+    assert cancel({}) == {"cancelled": 0}
+    logs = api.get("/v2/workflows/logs").json()["runs"]
+    assert {run["workflowState"] for run in logs} == {"RUN_CANCELED"}
+    assert api.request("DELETE", "/v2/workflows/runs", json={"ids": []}).status_code == 400
+
+
 def test_workflow_logs_list_runs_newest_first_in_pages(
     dev_server: DevServer, endpoint: Endpoint, api: httpx.Client
 ) -> None:
@@ -335,7 +358,7 @@ def test_workflow_logs_list_runs_newest_first_in_pages(
     ("method", "path"),
     [
         ("GET", "/v2/workflows/logs?label=a"),
-        ("DELETE", "/v2/workflows/runs"),
+        ("DELETE", "/v2/workflows/runs?label=a"),
         ("POST", "/v2/notify/event-1"),
         ("POST", "/v2/wait/event-1"),
         ("GET", "/v2/waiters/event-1"),

@@ -15,10 +15,15 @@ SDK posts one step per call and reads the run's history back from that array.
   run's headers from ``Upstash-Callback-Workflow-*`` (``callbacks.py``), and the SDK then
   publishes the call's result as a step.
 * ``DELETE /v2/workflows/runs/{id}?cancel=false`` ends a run (the SDK's clean-up after
-  its last step); ``cancel=true`` also cancels the run's pending messages.
+  its last step); ``cancel=true`` also cancels the run's pending messages, as does
+  ``DELETE /v2/workflows/runs`` with a JSON body (ids, URL prefix, or all).
+* A step that goes to the DLQ makes the run RUN_FAILED; its failure callback carries
+  ``workflowRunId`` (``callbacks.py``) for the SDK's ``failure_function``.
+* ``GET /v2/workflows/logs`` lists the runs in progress and the last ``KEEP_ENDED`` ended.
 
-Runs live in memory; after a restart they are rebuilt from the pending messages, whose
-bodies hold each run's history. The other workflow endpoints answer 501.
+Runs live in memory; after a restart the runs in progress are rebuilt from the pending
+messages, whose bodies hold each run's history (ended runs are gone from the logs).
+Wait/notify and the other workflow endpoints answer 501.
 """
 
 from __future__ import annotations

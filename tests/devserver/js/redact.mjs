@@ -32,7 +32,11 @@ await run({
   },
   dlq: async () => {
     await client.publishJSON({ url: `${base}/fail-redact`, body, headers, redact, retries: 0 });
-    const [entry] = await until(async () => (await client.dlq.listMessages()).messages, "dlq");
+    // An empty list is truthy in JS: wait for an entry, not for the list.
+    const [entry] = await until(async () => {
+      const { messages } = await client.dlq.listMessages();
+      return messages.length && messages;
+    }, "dlq");
     await client.dlq.retry(entry.dlqId);
     const again = await until(async () => at("/fail-redact")[1], "retried");
     return { listedBody: entry.body, retriedBody: again.body, retriedAuthorization: again.headers.authorization };

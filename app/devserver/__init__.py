@@ -10,6 +10,7 @@ queues, flow control and cron schedules, with its state in SQLite.
 | ``redaction``   | ``Upstash-Redact-Fields``: ``REDACTED:<sha256>`` in views      |
 | ``filters``     | what a bulk call names: ids, filters, ``count``, ``cursor``    |
 | ``delivery``    | the dispatcher: due messages → signed HTTP calls → outcomes    |
+| ``transport``   | the HTTP/1.1 client those calls go through (sockets, ``ssl``)  |
 | ``gates``       | global, per-destination, queue and flow-control limits         |
 | ``flow``        | the flow-control API: inspect, pause, pin, reset a key's gates |
 | ``events``      | the events (logs) API: each message's state changes, bounded  |

@@ -55,11 +55,12 @@ Key = tuple[str, str, int]
 class Transport:
     """Sends requests, keeping up to ``keep`` idle connections per host."""
 
-    def __init__(self, *, keep: int = 16) -> None:
+    def __init__(self, *, keep: int = 16, tls: ssl.SSLContext | None = None) -> None:
         self.keep = keep
         self._idle: dict[Key, list[socket.socket]] = {}
         self._lock = threading.Lock()
-        self._tls: ssl.SSLContext | None = None
+        #: How https destinations are verified: the system's CAs unless told otherwise.
+        self._tls = tls
 
     def close(self) -> None:
         """Close every idle connection."""

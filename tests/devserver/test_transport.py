@@ -9,11 +9,13 @@ values that cannot be sent.
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
+import trustme
 
 from app.devserver import transport
 from app.devserver.transport import Transport
@@ -292,3 +294,45 @@ def test_malformed_answers_are_errors(
     server = serve(answer_and_close(data))
     got = post(client, server.url())
     assert got.status is None and got.error is not None and "malformed" in got.error
+
+
+def test_https_is_verified(serve: Callable[[Script], RawServer]) -> None:
+    """An https destination is reached over TLS with its certificate checked."""
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    plain = serve(answer(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecret"))
+    tls_server = socket.create_server(("127.0.0.1", 0))
+    port = tls_server.getsockname()[1]
+
+    def relay() -> None:
+        # Terminate TLS and hand each request to the plain scripted server.
+        while True:
+            try:
+                raw, _ = tls_server.accept()
+            except OSError:
+                return
+            try:
+                conn = server_context.wrap_socket(raw, server_side=True)
+            except (OSError, ssl.SSLError):
+                raw.close()
+                continue
+            with conn, socket.create_connection(("127.0.0.1", plain.port)) as upstream:
+                upstream.sendall(conn.recv(65536))
+                conn.sendall(upstream.recv(65536))
+
+    threading.Thread(target=relay, daemon=True).start()
+    url = f"https://127.0.0.1:{port}/hook"
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    try:
+        kept = Transport(tls=trusting)
+        got = post(kept, url)
+        kept.close()
+        assert (got.status, got.body) == (200, b"secret")
+        untrusted = post(Transport(), url)
+        assert untrusted.status is None and untrusted.error is not None
+        assert untrusted.error.startswith(f"TLS with 127.0.0.1:{port} failed")
+        assert "certificate verify failed" in untrusted.error
+    finally:
+        tls_server.close()

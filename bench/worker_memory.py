@@ -21,17 +21,23 @@ Three numbers per worker, because a preloading master shares its pages with its 
   and what the issue's first figures (29 / 77 / 110 MiB) were.
 * ``PSS`` divides each shared page among the processes sharing it: the sum over master
   and workers is the memory the deployment really takes. **The targets are on PSS**
-  (idle worker ≤ 45 MiB, after images ≤ idle + 10 MiB), with the stated number of workers,
-  because a part that ``preload_app`` shares is paid once, not once per worker, and only PSS
-  says so; RSS is printed beside it.
+  (idle worker ≤ 45 MiB, after images ≤ idle + 10 MiB), with the stated number of workers
+  (the fewer, the larger each one's share), because a part that ``preload_app`` shares is
+  paid once, not once per worker, and only PSS says so; RSS is printed beside it. A shared
+  library's pages are also shared with other processes of the machine that map it, which
+  lowers PSS a little when they run.
 * ``USS`` is the worker's private memory: what one more worker adds.
 
-Printed: the median over rounds of each number, and per phase the median of per-round
-ratios ours/bare with min–max. ``--smoke``: 1 round, 20 deliveries, 2 images (CI: the
-same code path in seconds).
+Pages shared at fork become private as a worker runs (CPython writes reference counts
+into the objects it uses), so *after N* is the steady state; the last line separates what
+the images themselves left behind (*after N* to *after images*).
+
+Printed: the median over rounds of each number, per phase the median of per-round ratios
+ours/bare with min–max, and the targets. ``--smoke``: 1 round, 20 deliveries, 2 images
+(CI: the same code path in seconds).
 
 Run: ``.venv/bin/python bench/worker_memory.py [--rounds 3] [--workers 2] [--deliveries
-2000] [--images 20] [--smoke]``
+2000] [--images 20] [--outbox] [--smoke]``
 """
 
 from __future__ import annotations

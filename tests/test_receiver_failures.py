@@ -171,6 +171,7 @@ def log_rows(app: Flask) -> list[Any]:
 
 
 def running_claims(app: Flask) -> list[Any]:
+    assert _store(app).flush()  # releases are queued for the store's writer
     with _store(app).read() as conn:
         return list(conn.execute(select(claims).where(claims.c.state == "running")))
 

@@ -3,8 +3,9 @@
 ``init_app(app)`` opens ``DATABASE_URL`` (SQLite in the instance folder by default),
 migrates the schema, and registers the two delivery hooks: the guard first (it may
 answer instead of the handler), then the log. Modules: ``schema`` (tables, migrations),
-``engine`` (connection settings), ``claims`` + ``guard`` (duplicates), ``log`` (writes),
-``queries`` (reads and expiry, for the dashboard and the cron jobs).
+``engine`` (connection settings), ``claims`` + ``guard`` (duplicates), ``log`` (log
+rows), ``writer`` (writes both in batches, off the delivery's path), ``queries`` (reads
+and expiry, for the dashboard and the cron jobs).
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from sqlalchemy import Connection, Engine
 
 from app.errors import ConfigurationError
 from app.hooks import add_delivery_hook
-from app.store.claimer import Claimer, HostClaimer
 from app.store.claims import SUPPORTED_DIALECTS
-from app.store.engine import READONLY, database_url, forget_connections_after_fork, make_engine
+from app.store.engine import READONLY, database_url, make_engine
 from app.store.guard import DuplicateGuard
-from app.store.log import BatchWriter, DeliveryLog
+from app.store.log import DeliveryLog
 from app.store.schema import migrate
+from app.store.writer import Writer
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -34,6 +35,7 @@ class Store:
     """The database behind an app, and the hooks using it."""
 
     engine: Engine
+    writer: Writer
     log: DeliveryLog | None
     guard: DuplicateGuard | None
 
@@ -42,20 +44,18 @@ class Store:
         return self.engine.connect().execution_options(**{READONLY: True})
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Write the buffered log rows and queued claim completions now.
+        """Write the queued log rows and claim updates now.
 
-        Return False if the log's buffer stayed locked past ``timeout``.
+        Return False if another write held on past ``timeout``.
         """
-        if self.guard:
-            self.guard.claimer.flush()
-        return self.log.writer.flush(timeout) if self.log else True
+        return self.writer.flush(timeout)
 
     def close(self) -> None:
-        """Write what is buffered or queued, stop the timers and close every connection."""
+        """Write what is queued, stop the writer's thread and close every connection."""
+        self.writer.close()
         if self.guard:
-            self.guard.claimer.close()
-        if self.log:
-            self.log.writer.close()
+            self.guard.connections.close()
+            self.guard.engine.dispose()
         self.engine.dispose()
 
 
@@ -88,12 +88,18 @@ def init_app(app: Flask) -> Store | None:
         raise ConfigurationError(f"cannot open the database at DATABASE_URL: {exc}") from exc
     # The master of a preloading gunicorn migrated; its workers open their own connections.
     engine.dispose()
-    forget_connections_after_fork(engine)
+    # SQLite: the request that fills a batch writes it after its answer (app.store.writer).
+    writer = Writer(engine, after_answer=engine.dialect.name == "sqlite")
     store = Store(
         engine=engine,
-        log=DeliveryLog(BatchWriter(engine)) if log_on else None,
+        writer=writer,
+        log=DeliveryLog(writer) if log_on else None,
         guard=(
-            DuplicateGuard(claimer_for(engine), app.config["DUPLICATE_LEASE_SECONDS"])
+            DuplicateGuard(
+                make_engine(engine.url, autocommit=True),
+                writer,
+                app.config["DUPLICATE_LEASE_SECONDS"],
+            )
             if guard_on
             else None
         ),
@@ -104,13 +110,6 @@ def init_app(app: Flask) -> Store | None:
         add_delivery_hook(app, store.log)
     app.extensions[EXTENSION] = store
     return store
-
-
-def claimer_for(engine: Engine) -> Claimer | HostClaimer:
-    """Kernel locks next to a SQLite file (one host); leased rows in PostgreSQL."""
-    if engine.dialect.name == "sqlite":
-        return HostClaimer(engine, f"{engine.url.database}.claims")
-    return Claimer(engine)
 
 
 def get_store(app: Flask) -> Store | None:

@@ -1,25 +1,27 @@
-"""Claims on (job, message id): the atomic primitive under the duplicate-delivery guard.
+"""Claims on (job, message id): the statements under the duplicate-delivery guard.
 
-``claim()`` is one ``INSERT … ON CONFLICT DO UPDATE … WHERE`` statement: it inserts a new
-claim, or takes over a *running* claim whose lease expired, and returns a row only when it
-won. PostgreSQL locks the conflicting row and re-checks the ``WHERE`` on its newest
-version; SQLite runs it inside ``BEGIN IMMEDIATE``. Either way, of any number of
-processes on any number of hosts, exactly one wins a claim at a time.
+:func:`claim` is one ``INSERT … ON CONFLICT DO UPDATE … RETURNING`` statement. It inserts
+a new claim, or takes over a *running* claim whose lease expired, and returns the row as
+it now stands: the caller won if the row carries the token it proposed; otherwise the row
+says why not (done, with the stored answer, or running under another worker's lease).
+PostgreSQL locks the conflicting row and evaluates the update on its newest version;
+SQLite runs a writing statement under its database write lock. Either way, of any number
+of processes on any number of hosts, exactly one wins a claim at a time, in one statement.
+
+:data:`COMPLETE` and :data:`RELEASE` match the claim's token, so a worker whose claim was
+taken over (its lease ran out while its handler ran) changes nothing.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, and_, bindparam, delete, select, update
+from sqlalchemy import Connection, and_, bindparam, case, delete, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from app.store.engine import execute as _execute
-from app.store.engine import execute_many
 from app.store.schema import claims
 
 SUPPORTED_DIALECTS = ("postgresql", "sqlite")
@@ -52,15 +54,7 @@ class Busy:
 Claim = Acquired | Completed | Busy
 
 
-def _driver(conn: Connection) -> Any:
-    return conn.connection.driver_connection
-
-
-@functools.cache
-def _claim_statement(dialect: str) -> Any:
-    # Built once per dialect and reused: constructing this statement costs far more
-    # than running it.
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+def _claim_statement(insert: Any) -> Any:
     stmt = insert(claims).values(
         job=bindparam("job"),
         message_id=bindparam("message_id"),
@@ -70,74 +64,65 @@ def _claim_statement(dialect: str) -> Any:
         claimed_at_ms=bindparam("now_ms"),
         takeovers=0,
     )
+    new = stmt.excluded
+    expired = and_(claims.c.state == "running", claims.c.lease_until_ms < new.claimed_at_ms)
+
+    def if_expired(taken: Any, kept: Any) -> Any:
+        # Every SET term reads the row as it was, so all four agree on ``expired``.
+        return case((expired, taken), else_=kept)
+
     return stmt.on_conflict_do_update(
         index_elements=[claims.c.job, claims.c.message_id],
         set_={
-            "token": stmt.excluded.token,
-            "lease_until_ms": stmt.excluded.lease_until_ms,
-            "claimed_at_ms": stmt.excluded.claimed_at_ms,
-            "takeovers": claims.c.takeovers + 1,
+            "token": if_expired(new.token, claims.c.token),
+            "lease_until_ms": if_expired(new.lease_until_ms, claims.c.lease_until_ms),
+            "claimed_at_ms": if_expired(new.claimed_at_ms, claims.c.claimed_at_ms),
+            "takeovers": claims.c.takeovers + if_expired(1, 0),
         },
-        where=and_(claims.c.state == "running", claims.c.lease_until_ms < bindparam("now_ms")),
-    ).returning(claims.c.takeovers)
+    ).returning(
+        claims.c.token,
+        claims.c.takeovers,
+        claims.c.state,
+        claims.c.lease_until_ms,
+        claims.c.status,
+        claims.c.content_type,
+        claims.c.body,
+    )
+
+
+#: The claim, per dialect: the parameters of :func:`claim_params`.
+CLAIM = {
+    "postgresql": _claim_statement(postgresql.insert),
+    "sqlite": _claim_statement(sqlite.insert),
+}
 
 
 def claim(conn: Connection, job: str, message_id: str, *, now_ms: int, lease_ms: int) -> Claim:
-    """Claim (job, message_id) for ``lease_ms``, or say why not, in ``conn``'s transaction."""
-    return claim_on(_driver(conn), conn.dialect, job, message_id, now_ms=now_ms, lease_ms=lease_ms)
+    """Claim (job, message_id) for ``lease_ms``, or say why not, in one statement."""
+    params = claim_params(job, message_id, now_ms=now_ms, lease_ms=lease_ms)
+    return verdict(conn.execute(CLAIM[conn.dialect.name], params).one(), params)
 
 
-def claim_on(
-    driver: Any, dialect: Dialect, job: str, message_id: str, *, now_ms: int, lease_ms: int
-) -> Claim:
-    """:func:`claim` on a DBAPI connection inside a write transaction."""
-    statement = _claim_statement(dialect.name)
-    for _ in range(3):  # a claim released between our two statements: try again
-        token = secrets.token_hex(16)
-        params = {
-            "job": job,
-            "message_id": message_id,
-            "token": token,
-            "lease_until_ms": now_ms + lease_ms,
-            "now_ms": now_ms,
-        }
-        won = _execute(driver, dialect, statement, params).fetchone()
-        if won is not None:
-            return Acquired(token=token, takeover=won[0] > 0)
-        found = _existing(driver, dialect, job, message_id, now_ms)
-        if found is not None:
-            return found
-    return Busy(retry_after=1)
+def claim_params(job: str, message_id: str, *, now_ms: int, lease_ms: int) -> dict[str, Any]:
+    """Return the parameters of :data:`CLAIM`, with a new token."""
+    return {
+        "job": job,
+        "message_id": message_id,
+        "token": secrets.token_hex(16),
+        "lease_until_ms": now_ms + lease_ms,
+        "now_ms": now_ms,
+    }
 
 
-_EXISTING = select(
-    claims.c.state,
-    claims.c.lease_until_ms,
-    claims.c.status,
-    claims.c.content_type,
-    claims.c.body,
-).where(claims.c.job == bindparam("job"), claims.c.message_id == bindparam("message_id"))
-
-
-def _existing(
-    driver: Any,
-    dialect: Dialect,
-    job: str,
-    message_id: str,
-    now_ms: int,
-    *,
-    live_only: bool = False,
-) -> Claim | None:
-    params = {"job": job, "message_id": message_id}
-    row = _execute(driver, dialect, _EXISTING, params).fetchone()
-    if row is None:
-        return None
-    state, lease_until_ms, status, content_type, body = row
+def verdict(row: Any, params: dict[str, Any]) -> Claim:
+    """Say what the row :data:`CLAIM` returned means for the claimant of ``params``."""
+    token, takeovers, state, lease_until_ms, status, content_type, body = row
+    if token == params["token"]:
+        return Acquired(token=token, takeover=takeovers > 0)
     if state == "done":
         return Completed(status=status, content_type=content_type, body=bytes(body or b""))
-    if live_only and lease_until_ms < now_ms:
-        return None
-    return Busy(retry_after=max(1, math.ceil((lease_until_ms - now_ms) / 1000)))
+    seconds = math.ceil((lease_until_ms - params["now_ms"]) / 1000)
+    return Busy(retry_after=max(1, seconds))
 
 
 _MINE = and_(
@@ -145,25 +130,25 @@ _MINE = and_(
     claims.c.message_id == bindparam("b_message_id"),
     claims.c.token == bindparam("b_token"),
 )
-_COMPLETE = (
+#: Mark a claim done with its answer: the parameters of :func:`completion`.
+COMPLETE = (
     update(claims)
     .where(_MINE)
     .values(
         state="done",
-        completed_at_ms=bindparam("now_ms"),
+        completed_at_ms=bindparam("b_completed_at_ms"),
         status=bindparam("b_status"),
         content_type=bindparam("b_content_type"),
         body=bindparam("b_body"),
     )
 )
-_RELEASE = delete(claims).where(_MINE)
+#: Give a claim up, so that the next delivery runs the handler: :func:`ours`' parameters.
+RELEASE = delete(claims).where(_MINE)
 
 
-def complete(conn: Connection, job: str, message_id: str, token: str, **answer: Any) -> bool:
-    """Mark our claim done with its answer (:func:`completion`'s keywords); False if
-    another process took it over."""
-    params = completion(job, message_id, token, **answer)
-    return bool(complete_on(_driver(conn), conn.dialect, params).rowcount == 1)
+def ours(job: str, message_id: str, token: str) -> dict[str, Any]:
+    """Return the parameters that name our claim, for :data:`RELEASE`."""
+    return {"b_job": job, "b_message_id": message_id, "b_token": token}
 
 
 def completion(
@@ -176,87 +161,45 @@ def completion(
     content_type: str | None,
     body: bytes,
 ) -> dict[str, Any]:
-    """Return the parameters of :func:`complete_on` for one answered delivery."""
+    """Return the parameters of :data:`COMPLETE` for one answered delivery."""
     return {
-        "b_job": job,
-        "b_message_id": message_id,
-        "b_token": token,
-        "now_ms": now_ms,
+        **ours(job, message_id, token),
+        "b_completed_at_ms": now_ms,
         "b_status": status,
         "b_content_type": content_type,
         "b_body": body,
     }
 
 
-def complete_on(driver: Any, dialect: Dialect, params: dict[str, Any]) -> Any:
-    """:func:`complete` on a DBAPI connection with :func:`completion`'s parameters.
-
-    Return the cursor: its ``rowcount`` is 1 if the claim was still ours, once known
-    (in a PostgreSQL pipeline, after the pipeline synced).
-    """
-    return _execute(driver, dialect, _COMPLETE, params)
+def complete(conn: Connection, job: str, message_id: str, token: str, **answer: Any) -> bool:
+    """Mark our claim done with its answer (:func:`completion`'s keywords); False if
+    another process took it over."""
+    return conn.execute(COMPLETE, completion(job, message_id, token, **answer)).rowcount == 1
 
 
 def release(conn: Connection, job: str, message_id: str, token: str) -> bool:
     """Give our claim up so the next delivery runs the handler; False if it was lost."""
-    return bool(release_on(_driver(conn), conn.dialect, job, message_id, token).rowcount == 1)
+    return conn.execute(RELEASE, ours(job, message_id, token)).rowcount == 1
 
 
-def release_on(driver: Any, dialect: Dialect, job: str, message_id: str, token: str) -> Any:
-    """:func:`release` on a DBAPI connection; return the cursor (see :func:`complete_on`)."""
-    params = {"b_job": job, "b_message_id": message_id, "b_token": token}
-    return _execute(driver, dialect, _RELEASE, params)
-
-
-_DONE_COLUMNS = (
-    "state",
-    "token",
-    "lease_until_ms",
-    "completed_at_ms",
-    "status",
-    "content_type",
-    "body",
-)
-
-
-@functools.cache
-def _record_done_statement() -> Any:
-    # A claim held outside the table (a kernel lock, see ``HostClaimer``), recorded as
-    # done. It may replace a running row whose lease expired, never a done row.
-    stmt = sqlite.insert(claims).values(
-        job=bindparam("b_job"),
-        message_id=bindparam("b_message_id"),
-        state="done",
-        token=bindparam("b_token"),
-        lease_until_ms=bindparam("now_ms"),
-        claimed_at_ms=bindparam("b_claimed_at_ms"),
-        completed_at_ms=bindparam("now_ms"),
-        takeovers=0,
-        status=bindparam("b_status"),
-        content_type=bindparam("b_content_type"),
-        body=bindparam("b_body"),
-    )
-    return stmt.on_conflict_do_update(
-        index_elements=[claims.c.job, claims.c.message_id],
-        set_={name: stmt.excluded[name] for name in _DONE_COLUMNS},
-        where=claims.c.state == "running",
-    )
-
-
-def record_done_on(driver: Any, dialect: Dialect, rows: list[dict[str, Any]]) -> None:
-    """Insert done rows (:func:`completion`'s parameters plus ``b_claimed_at_ms``); SQLite."""
-    execute_many(driver, dialect, _record_done_statement(), rows)
-
-
-def read_on(driver: Any, dialect: Dialect, job: str, message_id: str, now_ms: int) -> Claim | None:
-    """Say what the table holds for (job, message_id): done, running under a lease, or None."""
-    params = {"job": job, "message_id": message_id}
-    # Nearly always nothing: ask for the answer's columns only when there is one.
-    if _execute(driver, dialect, _STATE, params).fetchone() is None:
-        return None
-    return _existing(driver, dialect, job, message_id, now_ms, live_only=True)
-
-
-_STATE = select(claims.c.state).where(
-    claims.c.job == bindparam("job"), claims.c.message_id == bindparam("message_id")
-)
+def write(
+    conn: Connection, completions: list[dict[str, Any]], releases: list[dict[str, Any]]
+) -> list[tuple[str, str]]:
+    """Write queued completions (:func:`completion`'s parameters) and releases
+    (:func:`ours`'); return (job, message id) of each whose claim had been taken over."""
+    lost = [
+        (p["b_job"], p["b_message_id"])
+        for p in releases
+        if conn.execute(RELEASE, p).rowcount != 1  # one by one: after failures only
+    ]
+    if completions and conn.execute(COMPLETE, completions).rowcount != len(completions):
+        # Rare: some claim was taken over. Ask the table which, by key.
+        keys = [(p["b_job"], p["b_message_id"]) for p in completions]
+        query = select(claims.c.job, claims.c.message_id, claims.c.token).where(
+            tuple_(claims.c.job, claims.c.message_id).in_(keys)
+        )
+        tokens = {(job, message_id): token for job, message_id, token in conn.execute(query)}
+        lost += [
+            key for key, p in zip(keys, completions, strict=True) if tokens.get(key) != p["b_token"]
+        ]
+    return lost

@@ -1,10 +1,13 @@
 """The duplicate-delivery guard: a delivery hook that runs each (job, message id) once.
 
-Before the handler: claim the message. Won → run the handler; after a 2xx answer the
-claim is marked done with that answer, after any other answer it is released so QStash's
-retry runs the handler again. Already done → answer 200 with the stored answer, handler
-not run. Running elsewhere under a live lease → 503 + ``Retry-After``. A claim whose lease
-expired (its worker crashed) is taken over. Jobs opt out with ``@job(..., dedupe=False)``.
+Before the handler: claim the message (:data:`app.store.claims.CLAIM`, one statement on
+an autocommit connection, see :mod:`app.store.direct`). Won → run the handler; after a
+2xx answer the claim is marked done with that answer, after any other answer it is
+released so QStash's retry runs the handler again; both are queued for the store's
+writer (:mod:`app.store.writer`), off the delivery's path. Already done → answer 200
+with the stored answer, handler not run.
+Running elsewhere under a live lease → 503 + ``Retry-After``. A claim whose lease expired
+(its worker crashed) is taken over. Jobs opt out with ``@job(..., dedupe=False)``.
 
 The guard fails closed: when the database cannot be reached it answers 503 (QStash
 retries later) rather than risk running a side effect twice.
@@ -17,10 +20,13 @@ import time
 from typing import TYPE_CHECKING, NamedTuple
 
 from flask import Response, current_app
+from sqlalchemy import Engine
 
 from app.answers import error_response
 from app.store import claims
-from app.store.claimer import Claimer, HostClaimer
+from app.store.direct import Connections, Prepared
+from app.store.engine import write_lock
+from app.store.writer import Pending, Writer
 
 if TYPE_CHECKING:
     from app.delivery import Delivery
@@ -74,8 +80,11 @@ def _now_ms() -> int:
 class DuplicateGuard:
     """The delivery hook that claims each message before its handler runs."""
 
-    def __init__(self, claimer: Claimer | HostClaimer, lease_seconds: float) -> None:
-        self.claimer = claimer
+    def __init__(self, engine: Engine, writer: Writer, lease_seconds: float) -> None:
+        self.engine = engine  # autocommit: one statement, one round trip per claim
+        self.connections = Connections(engine)
+        self._claim = Prepared(claims.CLAIM[engine.dialect.name], engine)
+        self.writer = writer
         self.lease_seconds = lease_seconds
         # Registered job -> its lease in ms, None if it opted out. A registry refuses to
         # register a name twice, so an entry never goes stale.
@@ -100,7 +109,7 @@ class DuplicateGuard:
             )
             return None
         try:
-            result = self.claimer.claim(job, message_id, now_ms=_now_ms(), lease_ms=lease_ms)
+            result = self.claim(job, message_id, lease_ms)
         except Exception:
             logger.exception("duplicate guard: the claim store is unavailable")
             return _unavailable()
@@ -118,35 +127,55 @@ class DuplicateGuard:
     def after_delivery(
         self, job: str | None, delivery: Delivery | None, response: Response, duration: float
     ) -> None:
-        """Complete our claim with a 2xx answer, release it after any other answer.
-
-        A completion is written shortly after the answer (see :mod:`app.store.claimer`);
-        a release at once, so that QStash's retry runs the handler.
-        """
+        """Complete our claim with a 2xx answer, release it after any other answer."""
         held = self._held.pop(id(delivery), None)  # id(None) is never a key
         if held is None:
             return
-        name, message_id, token = held.job, held.message_id, held.token
         if 200 <= response.status_code < 300:
-            due = self.claimer.complete(
-                name,
-                message_id,
-                token,
-                now_ms=_now_ms(),
+            answer = claims.Completed(
                 status=response.status_code,
                 content_type=response.content_type,
                 body=response.get_data(),
             )
-            if due:  # written once the answer has gone out; by a timer when idle
-                response.call_on_close(self.claimer.flush_if_due)
-            return
-        if not self.claimer.release(name, message_id, token):
-            logger.warning(
-                "the claim on %s message %s expired while its handler ran and was taken"
-                " over; raise DUPLICATE_LEASE_SECONDS or the job's timeout",
-                name,
-                message_id,
-            )
+            due = self.complete(held.job, held.message_id, held.token, answer)
+        else:
+            due = self.release(held.job, held.message_id, held.token)
+        if due:  # written once the answer has gone out (see app.store.writer)
+            response.call_on_close(self.writer.flush)
+
+    def claim(self, job: str, message_id: str, lease_ms: int) -> claims.Claim:
+        """Claim (job, message_id), or say why not: one statement, unless this process
+        has an update of that claim still queued."""
+        queued = self.writer.pending((job, message_id))
+        if queued is not None:
+            if queued.answer is not None:
+                return queued.answer  # done here, not yet written
+            # Released here, not yet written. QStash retries seconds later; a quicker
+            # retry (tests, a client) waits for the write rather than finding it busy.
+            self.writer.flush()
+        params = claims.claim_params(job, message_id, now_ms=_now_ms(), lease_ms=lease_ms)
+        with write_lock(self.engine), self.connections.connection() as driver:
+            [row] = self._claim.rows(driver, params)
+        return claims.verdict(row, params)
+
+    def complete(self, job: str, message_id: str, token: str, answer: claims.Completed) -> bool:
+        """Queue marking our claim done with ``answer``; say if a write is due."""
+        params = claims.completion(
+            job,
+            message_id,
+            token,
+            now_ms=_now_ms(),
+            status=answer.status,
+            content_type=answer.content_type,
+            body=answer.body,
+        )
+        return self.writer.queue((job, message_id), Pending(params, answer))
+
+    def release(self, job: str, message_id: str, token: str) -> bool:
+        """Queue giving our claim up, so that QStash's retry runs the handler; say if a
+        write is due."""
+        pending = Pending(claims.ours(job, message_id, token), None)
+        return self.writer.queue((job, message_id), pending)
 
     def _lease_ms(self, name: str) -> int | None:
         """Return the lease of ``name``'s claims in ms; None if the job opted out."""

@@ -5,32 +5,24 @@ Only verified deliveries are logged: a request refused before its signature was 
 caller chose, and nothing of it may reach the digest email or the dashboard. The metrics
 count those refusals by reason.
 
-``DeliveryLog.after_delivery`` only builds a row and buffers it; the buffer is written
-after an answer has gone out, in batches. A delivery therefore never waits for the
-database and never fails because of it: when the database is down or the buffer is full,
-rows are dropped and counted, and one warning a minute says so.
+``DeliveryLog.after_delivery`` only builds a row and queues it for the store's writer
+(:mod:`app.store.writer`), which writes rows in batches from a thread of its own. A
+delivery therefore never waits for the database and never fails because of it: when the
+database is down or the queue is full, rows are dropped and counted, and one warning a
+minute says so.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 from flask import Response
-from sqlalchemy import Engine, bindparam
 
 from app.hooks import outcome
-from app.store.engine import (
-    call_in_forked_children,
-    execute_many,
-    start_quiet_writer,
-    writing,
-)
 from app.store.guard import guard_verdict
-from app.store.schema import deliveries
+from app.store.writer import Writer
 
 if TYPE_CHECKING:
     from app.delivery import Delivery
@@ -74,127 +66,10 @@ def delivery_row(
     }
 
 
-_COLUMNS = (
-    "at_ms",
-    "job",
-    "message_id",
-    "schedule_id",
-    "retried",
-    "outcome",
-    "status",
-    "duration_ms",
-    "error",
-    "guard",
-    "dlq_id",
-)
-#: The rows of :func:`delivery_row`, inserted without SQLAlchemy's per-row bookkeeping.
-_INSERT = deliveries.insert().values({name: bindparam(name) for name in _COLUMNS})
-
-
-class BatchWriter:
-    """A bounded per-process buffer of rows, written in batches.
-
-    A request only appends its row. The buffer is written by a request's ``close`` (after
-    its answer went out) once it holds ``batch`` rows or its oldest row is ``delay``
-    seconds old, and by an idle timer thread when no request comes. Writing from the
-    request thread rather than a busy background thread avoids the GIL hand-offs that
-    would slow every request of the process.
-    """
-
-    def __init__(
-        self, engine: Engine, *, capacity: int = 10_000, batch: int = 100, delay: float = 0.5
-    ) -> None:
-        self.engine = engine
-        self.capacity = capacity
-        self.batch = batch
-        self.delay = delay
-        self.dropped = 0
-        self._rows: list[dict[str, Any]] = []
-        self._oldest = 0.0
-        self._latest = 0.0
-        self._lock = threading.Lock()
-        self._ready = False  # this process has its timer
-        self._stop = threading.Event()
-        self._warned_at = 0.0
-        call_in_forked_children(self._forked)
-
-    def _forked(self) -> None:
-        """In a forked child: the parent's rows are written there; no timer runs here."""
-        self._ready = False
-        self._lock = threading.Lock()  # another thread may have held it at the fork
-        self._rows = []
-
-    def submit(self, row: dict[str, Any]) -> bool:
-        """Buffer ``row`` (or drop it, counted, when full); say whether a write is due."""
-        if not self._ready:
-            self._start()
-        with self._lock:
-            if len(self._rows) >= self.capacity:
-                self._drop(1, "the delivery log buffer is full")
-                return True
-            self._latest = time.monotonic()
-            if not self._rows:
-                self._oldest = self._latest
-            self._rows.append(row)
-            return len(self._rows) >= self.batch or self._due()
-
-    def _due(self) -> bool:
-        return bool(self._rows) and time.monotonic() - self._oldest >= self.delay
-
-    def flush(self, timeout: float = 10.0) -> bool:
-        """Write every buffered row now; return False if the lock was busy past ``timeout``."""
-        if not self._lock.acquire(timeout=timeout):
-            return False
-        try:
-            rows, self._rows = self._rows, []
-            self._write(rows)
-        finally:
-            self._lock.release()
-        return True
-
-    def flush_if_due(self) -> None:
-        """Write the buffer if it is full enough or old enough (a request's ``close``)."""
-        with self._lock:
-            if len(self._rows) >= self.batch or self._due():
-                rows, self._rows = self._rows, []
-                self._write(rows)
-
-    def close(self) -> None:
-        """Write what is buffered and stop this process's idle timer."""
-        self._stop.set()
-        self.flush()
-
-    def _start(self) -> None:
-        with self._lock:
-            if self._ready:
-                return
-            self._ready = True
-            self._stop = start_quiet_writer(
-                "delivery-log", self.delay, lambda: self._latest, self.flush_if_due
-            )
-            atexit.register(self.flush, 2.0)
-
-    def _write(self, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        try:
-            with writing(self.engine) as conn:
-                execute_many(conn.connection.driver_connection, conn.dialect, _INSERT, rows)
-        except Exception as exc:
-            self._drop(len(rows), f"the delivery log could not be written ({exc})")
-
-    def _drop(self, count: int, reason: str) -> None:
-        self.dropped += count
-        now = time.monotonic()
-        if now - self._warned_at > 60:  # one warning a minute, not one per delivery
-            self._warned_at = now
-            logger.warning("%s; %d row(s) dropped so far", reason, self.dropped)
-
-
 class DeliveryLog:
     """The delivery hook that records every answered delivery."""
 
-    def __init__(self, writer: BatchWriter) -> None:
+    def __init__(self, writer: Writer) -> None:
         self.writer = writer
 
     def before_handler(self, delivery: Delivery) -> Response | None:
@@ -212,7 +87,6 @@ class DeliveryLog:
             return
         try:
             if self.writer.submit(delivery_row(job, delivery, response, duration)):
-                # Written once the answer has gone out, not while QStash waits for it.
-                response.call_on_close(self.writer.flush_if_due)
+                response.call_on_close(self.writer.flush)  # once the answer has gone out
         except Exception:
             logger.exception("could not queue a delivery log row")

@@ -9,13 +9,15 @@ from collections.abc import Iterator
 
 import pytest
 from flask import Flask, Response, current_app
-from sqlalchemy import Engine, create_engine, select
+from sqlalchemy import Engine, create_engine, make_url, select
 
 from app import create_app
 from app.delivery import Delivery
 from app.jobs import JobRegistry
 from app.store import Store, claims
-from app.store.claimer import Claimer
+from app.store.direct import Connections
+from app.store.engine import make_engine
+from app.store.schema import claims as claims_table
 from app.store.schema import deliveries
 from app.testing import DeliveryClient, delivery_headers
 from tests.conftest import Calls
@@ -152,8 +154,9 @@ def test_unreachable_database_answers_503_without_running(
 ) -> None:
     """The guard fails closed: no claim store, no handler run, QStash retries later."""
     assert store.guard is not None
-    dead = create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1")
-    monkeypatch.setattr(store.guard, "claimer", Claimer(dead))
+    url = make_url("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1")
+    dead = make_engine(url, autocommit=True)
+    monkeypatch.setattr(store.guard, "connections", Connections(dead))
     response = client.deliver("noop", {}, message_id="msg_down")
     assert response.status_code == 503
     assert response.get_json()["code"] == "guard_unavailable"
@@ -244,10 +247,13 @@ def test_a_compound_timeout_keeps_a_running_claim_from_being_taken_over(database
 
     @registry.job("report", timeout="1h30m")
     def report(payload: object, delivery: Delivery) -> None:
-        claimer = current_app.extensions["qstash_jobs.store"].guard.claimer
+        store = current_app.extensions["qstash_jobs.store"]
         an_hour_on = now_ms() + 3600 * 1000
         assert delivery.message_id is not None
-        duplicate = claimer.claim("report", delivery.message_id, now_ms=an_hour_on, lease_ms=1)
+        with store.engine.begin() as conn:  # another worker, an hour into the run
+            duplicate = claims.claim(
+                conn, "report", delivery.message_id, now_ms=an_hour_on, lease_ms=1
+            )
         meanwhile.append(duplicate)
 
     flask_app = create_app(ops_config(database_url, DUPLICATE_LEASE_SECONDS=60), registry=registry)
@@ -373,14 +379,12 @@ def test_the_guards_own_answers_fail_no_hook(
 def test_a_takeover_is_logged_with_job_and_message(
     client: DeliveryClient, store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Taking over a dead worker's leased claim says which message, so it can be looked
-    at (SQLite's claims are kernel locks: a leased row there is only a legacy one)."""
+    """Taking over a dead worker's leased claim says which message, so it can be looked at."""
     caplog.set_level(logging.WARNING)
     hold_claim(store, "noop", "msg_crashed", lease_ms=-1)
     client.deliver("noop", {}, message_id="msg_crashed")
     took_over = "took over the expired claim on noop message msg_crashed (its worker died?)"
-    leased = store.engine.dialect.name == "postgresql"
-    assert guard_logs(caplog) == ([(logging.WARNING, took_over)] if leased else [])
+    assert guard_logs(caplog) == [(logging.WARNING, took_over)]
 
 
 def test_an_unreachable_store_is_logged_and_answered_with_retry_after(
@@ -393,7 +397,7 @@ def test_an_unreachable_store_is_logged_and_answered_with_retry_after(
     def unreachable(*args: object, **kwargs: object) -> claims.Claim:
         raise OSError("connection refused")
 
-    monkeypatch.setattr(store.guard.claimer, "claim", unreachable)
+    monkeypatch.setattr(store.guard.connections, "connection", unreachable)
     response = client.deliver("noop", {}, message_id="msg_down")
     assert response.headers["Retry-After"] == "10"
     assert response.get_json()["message"] == (
@@ -405,11 +409,13 @@ def test_an_unreachable_store_is_logged_and_answered_with_retry_after(
     assert caplog.records[-1].exc_info is not None
 
 
-def test_a_lost_claim_is_logged_when_the_attempt_fails(
-    database_url: str, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("fails", [True, False], ids=["released", "completed"])
+def test_a_lost_claim_is_logged_when_its_update_is_written(
+    database_url: str, caplog: pytest.LogCaptureFixture, fails: bool
 ) -> None:
-    """A failed attempt releases its claim quietly; if the claim expired and was taken
-    over meanwhile (PostgreSQL's leases), the log says to raise the lease."""
+    """An attempt's release or completion is quiet; if its claim expired and was taken
+    over meanwhile, it changes nothing and the log says which message, and to raise the
+    lease."""
     registry = JobRegistry()
 
     @registry.job("flaky")
@@ -421,37 +427,57 @@ def test_a_lost_claim_is_logged_when_the_attempt_fails(
                 claims.claim(
                     conn, "flaky", delivery.message_id, now_ms=now_ms() + 86_400_000, lease_ms=1
                 )
-        raise RuntimeError("upstream down")
+        if fails:
+            raise RuntimeError("upstream down")
 
-    caplog.set_level(logging.WARNING, logger=GUARD_LOGGER)
+    caplog.set_level(logging.WARNING, logger="app.store")
     flask_app = create_app(ops_config(database_url), registry=registry)
+    store = flask_app.extensions["qstash_jobs.store"]
     client = DeliveryClient(flask_app)
     client.deliver("flaky", {"steal": False}, message_id="msg_quiet")
-    warnings = [r.getMessage() for r in caplog.records if r.name == GUARD_LOGGER]
-    assert warnings == []
-    if flask_app.extensions["qstash_jobs.store"].engine.dialect.name == "postgresql":
-        client.deliver("flaky", {"steal": True}, message_id="msg_stolen")
-        warnings = [r.getMessage() for r in caplog.records if r.name == GUARD_LOGGER]
-        assert warnings == [
-            "the claim on flaky message msg_stolen expired while its handler ran and was"
-            " taken over; raise DUPLICATE_LEASE_SECONDS or the job's timeout"
-        ]
+    store.flush()
+    store_logs = [r.getMessage() for r in caplog.records if r.name.startswith("app.store")]
+    assert store_logs == []
+    client.deliver("flaky", {"steal": True}, message_id="msg_stolen")
+    store.flush()
+    store_logs = [r.getMessage() for r in caplog.records if r.name.startswith("app.store")]
+    assert store_logs == [
+        "the claim on flaky message msg_stolen expired while its handler ran and was"
+        " taken over; raise DUPLICATE_LEASE_SECONDS or the job's timeout"
+    ]
+    with store.read() as conn:  # the thief's claim, untouched
+        query = select(claims_table.c.state, claims_table.c.takeovers).where(
+            claims_table.c.message_id == "msg_stolen"
+        )
+        assert tuple(conn.execute(query).one()) == ("running", 1)
     close_store(flask_app)
 
 
-def test_a_due_completion_is_written_once_the_answer_went_out(
-    client: DeliveryClient, store: Store, monkeypatch: pytest.MonkeyPatch
+def test_a_completion_is_queued_and_replayed_from_the_queue_until_written(
+    client: DeliveryClient, store: Store, calls: Calls
 ) -> None:
-    """When a completion is due, the answer's close writes it (not the next delivery)."""
-    assert store.guard is not None
-    claimer = store.guard.claimer
-    client.deliver("noop", {}, message_id="msg_0")  # starts the idle timer, unpatched
-    complete, flushes = claimer.complete, []
-    monkeypatch.setattr(claimer, "complete", lambda *a, **k: complete(*a, **k) or True)
-    monkeypatch.setattr(claimer, "flush_if_due", lambda: flushes.append("flush"))
-    response = client.deliver("noop", {}, message_id="msg_1")
-    response.close()
-    assert flushes == ["flush"]
+    """No write on the delivery's path: "done" waits for the writer, and meanwhile a
+    duplicate in this process gets the stored answer from the queue; once written, from
+    the table."""
+    store.writer.delay = 3600  # set before its thread starts: no write until flushed
+    first = client.deliver("noop", {}, message_id="msg_1")
+    assert state_of(store, "msg_1") == "running"
+    replay = client.deliver("noop", {}, message_id="msg_1", retried=1)
+    assert replay.headers["X-Duplicate-Delivery"] == "replayed"
+    assert replay.get_json() == first.get_json()
+    assert store.flush()
+    assert state_of(store, "msg_1") == "done"
+    again = client.deliver("noop", {}, message_id="msg_1", retried=2)
+    assert again.headers["X-Duplicate-Delivery"] == "replayed"
+    assert len(calls) == 1
+
+
+def state_of(store: Store, message_id: str) -> str | None:
+    """Return the claim's state in the table (None: no row)."""
+    with store.read() as conn:
+        query = select(claims_table.c.state).where(claims_table.c.message_id == message_id)
+        found: str | None = conn.execute(query).scalar()
+    return found
 
 
 def test_a_lease_never_falls_below_the_configured_one(database_url: str) -> None:

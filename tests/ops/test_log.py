@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -147,19 +148,31 @@ def test_full_buffer_drops_rows_without_blocking(client: DeliveryClient, store: 
     assert rows(store) == []
 
 
-def test_rows_are_written_in_batches_after_the_answer(client: DeliveryClient, store: Store) -> None:
-    """Rows wait in the buffer until a batch is full, then go out in one write."""
-    assert store.log is not None
-    store.log.writer.batch = 3
-    store.log.writer.delay = 3600
-    for _ in range(2):
-        client.deliver("noop", {})
+def test_a_delivery_only_queues_its_row(client: DeliveryClient, store: Store) -> None:
+    """Nothing is written while a delivery is answered or closed: the writer writes the
+    queue, all of it at once."""
+    store.writer.delay = 3600  # set before its thread starts: it waits an hour
+    for _ in range(3):
+        client.deliver("noop", {}).close()  # close: what the WSGI server does after the answer
     with store.read() as conn:
         assert conn.execute(select(deliveries)).all() == []
-    response = client.deliver("noop", {})
-    response.close()  # what the WSGI server does once the answer is sent
+    assert store.flush()
     with store.read() as conn:
         assert len(conn.execute(select(deliveries)).all()) == 3
+
+
+def test_the_writers_thread_writes_a_quiet_workers_rows(
+    client: DeliveryClient, store: Store
+) -> None:
+    """Without a flush or another delivery, a row lands within the writer's delay."""
+    client.deliver("noop", {}, message_id="msg_quiet")
+    deadline = time.monotonic() + 5
+    found: list[Any] = []
+    while not found and time.monotonic() < deadline:
+        time.sleep(store.writer.delay)
+        with store.read() as conn:
+            found = conn.execute(select(deliveries.c.message_id)).all()
+    assert [row.message_id for row in found] == ["msg_quiet"]
 
 
 @pytest.mark.parametrize(

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, select
 
 from app import create_app
 from app.delivery import Delivery
 from app.jobs import JobRegistry
 from app.store import Store, get_store
+from app.store.schema import claims
 from app.testing import DeliveryClient
 from tests.ops.conftest import close_store, ops_config, reset_postgres
 
@@ -96,6 +97,9 @@ def test_a_delivery_makes_one_round_trip_before_its_handler_and_none_after(
         client.deliver("count", {"fail": fail}, message_id=message_id).close()
         spans[message_id] = (start, datetime.now())
     trips = round_trips()
+    with store.read() as conn:  # the one round trip committed the claim: others see it
+        query = select(claims.c.state).where(claims.c.message_id == "msg_ok")
+        assert conn.execute(query).scalar() == "running"
 
     def counted(message_id: str) -> tuple[int, int]:
         """Round trips of one delivery: before its handler ran, and after."""

@@ -39,6 +39,7 @@ READ_SIZE = 64 * 1024
 #: Characters left as they are when a URL's path and query are sent (all printable ASCII).
 _SAFE = "".join(chr(c) for c in range(33, 127))
 _NO_BODY_STATUSES = frozenset({204, 304})
+_HEXDIG = b"0123456789abcdefABCDEF"
 
 
 class _Failed(Exception):
@@ -273,10 +274,10 @@ class _Reader:
         answer = bytearray()
         while True:
             size_line = self._line().split(b";", 1)[0].strip()
-            try:
-                size = int(size_line, 16)
-            except ValueError:
-                raise _Failed(f"malformed answer: chunk size {size_line[:20]!r}") from None
+            # 1*HEXDIG (RFC 9112 §7.1): int() alone would take "0x1a", "+1a" or "1_a".
+            if not size_line or size_line.strip(_HEXDIG):
+                raise _Failed(f"malformed answer: chunk size {size_line[:20]!r}")
+            size = int(size_line, 16)
             if size == 0:
                 while self._line():  # trailers, then the empty line
                     pass

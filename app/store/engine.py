@@ -110,6 +110,9 @@ def _sqlite_engine(url: URL, autocommit: bool) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
+        # No commit copies the WAL back into the database (and fsyncs it) on its way out,
+        # behind the write lock: the store's writer thread does, see checkpoint().
+        cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     if not autocommit:
@@ -181,3 +184,19 @@ def _forget_after_fork(engine: Engine) -> None:
             _WRITE_LOCKS[alive] = _FileLock(_WRITE_LOCKS[alive].path)
 
     os.register_at_fork(after_in_child=_after_fork)
+
+
+def checkpoint(engine: Engine) -> None:
+    """Copy SQLite's write-ahead log back into the database, without blocking writers.
+
+    Every connection has ``wal_autocheckpoint=0``: otherwise the commit that crosses
+    1000 log pages copies them and fsyncs, a claim on a request's path, while holding
+    the write lock of every worker. Does nothing on other databases.
+    """
+    if engine.dialect.name != "sqlite":
+        return
+    connection = engine.raw_connection()
+    try:
+        connection.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]
+    finally:
+        connection.close()

@@ -39,13 +39,15 @@ from typing import Any
 from sqlalchemy import Engine
 
 from app.store import claims
-from app.store.engine import writing
+from app.store.engine import checkpoint, writing
 from app.store.schema import deliveries
 
 logger = logging.getLogger(__name__)
 
 #: (job, message id)
 Key = tuple[str, str]
+#: Seconds between two checkpoints of SQLite's write-ahead log (see engine.checkpoint).
+CHECKPOINT_EVERY = 0.5
 
 
 @dataclass(frozen=True)
@@ -148,9 +150,17 @@ class Writer:
         return self.after_answer and len(self._rows) + len(self._claims) >= self.batch
 
     def _run(self) -> None:
+        checkpointed = time.monotonic()
         while not self._stop.wait(self.delay):
-            if (self._rows or self._claims) and time.monotonic() - self._oldest >= self.delay:
+            now = time.monotonic()
+            if (self._rows or self._claims) and now - self._oldest >= self.delay:
                 self.flush()
+            if now - checkpointed >= CHECKPOINT_EVERY:
+                checkpointed = now
+                try:
+                    checkpoint(self.engine)
+                except Exception as exc:
+                    self._warn(f"the store could not checkpoint SQLite's log ({exc})")
 
     def _write_claims(self, queued: dict[Key, Pending]) -> None:
         done = [pending.params for pending in queued.values() if pending.answer is not None]

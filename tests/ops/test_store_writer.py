@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -139,3 +140,29 @@ def test_on_sqlite_the_request_that_fills_a_batch_writes_it_after_its_answer(
     assert state(store, "msg_2") == ("done" if written else "running")
     assert store.flush()
     assert (state(store, "msg_1"), state(store, "msg_2")) == ("done", "done")
+
+
+def test_sqlite_checkpoints_come_from_the_writers_thread(
+    client: DeliveryClient, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No commit (a claim on a request's path) copies SQLite's log back into the
+    database; the writer's thread does, every CHECKPOINT_EVERY seconds."""
+    if store.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL checkpoints on its own")
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+    threads: list[str] = []
+    real = writer_module.checkpoint
+
+    def checkpoint(engine: Engine) -> None:
+        threads.append(threading.current_thread().name)
+        real(engine)
+
+    monkeypatch.setattr(writer_module, "checkpoint", checkpoint)
+    monkeypatch.setattr(writer_module, "CHECKPOINT_EVERY", 0)  # read by the thread
+    store.writer.delay = 0.01  # set before its thread starts
+    client.deliver("noop", {}, message_id="msg_1")
+    deadline = time.monotonic() + 5
+    while not threads and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert set(threads) == {"store-writer"}

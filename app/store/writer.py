@@ -1,12 +1,14 @@
 """The store's writer: what a delivery leaves to write, written in batches off its path.
 
 A delivery only queues: its log row, and its claim's completion (done, with the answer)
-or release. A thread of each process writes what has waited ``delay`` seconds: the
+or release. A thread of each process writes the queue every ``delay`` seconds: the
 claims in one transaction, then the log rows in another, so that a log that cannot be
-written never holds the claims back. No delivery waits for these writes.
+written never holds the claims back. No delivery waits for these writes. On SQLite the
+thread also checkpoints the write-ahead log (:func:`app.store.engine.checkpoint`).
 
 On SQLite the request whose answer fills a batch (``batch`` items) writes it instead, once
-the answer has gone out (``after_answer``), and the thread only writes for a quiet worker.
+the answer has gone out (``after_answer``), and the thread only writes what has waited
+``delay`` seconds, for a quiet worker.
 SQLite has one write lock for every process of the host, and a thread holding it must
 win the GIL back from the request thread after each statement. Measured under gunicorn
 -w 2 with a 1 ms handler: while the thread wrote, the other worker's claims averaged
@@ -18,9 +20,10 @@ What the window costs. Until a completion is written, a duplicate reaching this 
 is answered from the queue (:meth:`Writer.pending`); one reaching another process finds
 the claim still running and gets 503 + ``Retry-After`` as it would during the handler,
 and QStash's retry gets the stored answer. A process that dies in the window loses its
-queue (at most ``batch`` deliveries or ``delay`` seconds): its claims stay running until
-their lease ends and are then taken over, so a message whose answer QStash *also* lost
-runs again; its log rows are lost. A completion or release that cannot be written stays
+queue (PostgreSQL: the last ``delay`` seconds; SQLite: fewer than ``batch`` deliveries,
+or up to twice ``delay`` for a quiet worker): its claims stay running until their lease
+ends and are then taken over, so a message whose answer QStash *also* lost runs again;
+its log rows are lost. A completion or release that cannot be written stays
 queued and is tried again; log rows are dropped (counted) when the database fails or
 ``capacity`` rows wait, never blocking a delivery.
 """
@@ -153,7 +156,8 @@ class Writer:
         checkpointed = time.monotonic()
         while not self._stop.wait(self.delay):
             now = time.monotonic()
-            if (self._rows or self._claims) and now - self._oldest >= self.delay:
+            quiet = now - self._oldest >= self.delay  # SQLite: no request will write it
+            if (self._rows or self._claims) and (quiet or not self.after_answer):
                 self.flush()
             if now - checkpointed >= CHECKPOINT_EVERY:
                 checkpointed = now

@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from sqlalchemy import Engine
@@ -79,7 +79,8 @@ class Connections:
             yield local.driver
         except BaseException:
             local.pid = None
-            self._open.remove((os.getpid(), local.driver))
+            with suppress(ValueError):  # close() may have forgotten it already
+                self._open.remove((os.getpid(), local.driver))
             self._close(local.driver)
             raise
 

@@ -2,38 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from app.devserver import DevServer
-
-JS = Path(__file__).parent / "js"
+from tests.devserver.js_oracle import run_oracle
 
 
 @pytest.fixture(scope="module")
 def observed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    node = shutil.which("node")
-    if node is None or not (JS / "node_modules" / "@upstash" / "qstash").is_dir():
-        message = "the JS oracle needs Node.js and `npm ci --prefix tests/devserver/js`"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message + " (.ci/run installs both)")
-        pytest.skip(message)
-    db = tmp_path_factory.mktemp("js") / "qstash.db"
-    with DevServer(db=db, time_scale=0.01).running(port=0) as server:
-        env = {k: v for k, v in os.environ.items() if k != "QSTASH_DEV"}
-        env.update(server.env())
-        done = subprocess.run(
-            [node, "oracle.mjs"], cwd=JS, env=env, capture_output=True, text=True, timeout=60
-        )
-    assert done.returncode == 0, done.stderr + done.stdout
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+    return run_oracle("oracle.mjs", tmp_path_factory.mktemp("js") / "qstash.db")
 
 
 def test_publish_json_delivery_verified_by_js_receiver(observed: dict[str, Any]) -> None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import io
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -77,9 +77,6 @@ RETRY_MISSING_AFTER = 30
 # shrinking by 2x the gap or more. Close to Lanczos in quality, ~30% faster here.
 _RESAMPLE = Image.Resampling.BICUBIC
 _REDUCING_GAP = 2.0
-#: Resized outputs of at least this many pixels are computed in two bands of rows at
-#: once (Pillow's resize releases the GIL): 15 ms less of 140 for a 12 MP photo → 1024 px.
-BAND_MIN_PIXELS = 256 * 1024
 _SWAPPING_ORIENTATIONS = {5, 6, 7, 8}
 #: EXIF orientation → the transpose that makes the image upright (as ImageOps does).
 _TRANSPOSES = {
@@ -253,33 +250,13 @@ def _normalise_mode(image: Image.Image) -> Image.Image:
     return image.convert("RGBA" if has_alpha else "RGB")
 
 
-def resize(image: Image.Image, width: int, pool: Executor | None = None) -> Image.Image:
-    """Scale ``image`` to ``width`` keeping its aspect ratio; never upscale.
-
-    With a ``pool``, a large opaque output is made in two bands of rows side by side. Each
-    band's filter reads the source rows around it, so there is no seam; Pillow may order
-    its two passes differently for a band, so pixels may differ from one resize's by its
-    rounding (at most 3 levels in the tests). RGBA is resized whole: Pillow premultiplies
-    the alpha of the whole source for each call.
-    """
+def resize(image: Image.Image, width: int) -> Image.Image:
+    """Scale ``image`` to ``width`` keeping its aspect ratio; never upscale."""
     w, h = image.size
     if width >= w:
         return image
     size = (width, max(1, round(h * width / w)))
-    if pool is None or image.mode not in ("RGB", "L") or width * size[1] < BAND_MIN_PIXELS:
-        return image.resize(size, _RESAMPLE, reducing_gap=_REDUCING_GAP)
-    rows = (0, size[1] // 2, size[1])
-    scale = h / size[1]
-
-    def band(top: int, bottom: int) -> Image.Image:
-        box = (0, top * scale, w, bottom * scale)
-        return image.resize((width, bottom - top), _RESAMPLE, box=box, reducing_gap=_REDUCING_GAP)
-
-    lower = pool.submit(band, rows[1], rows[2])
-    result = Image.new(image.mode, size)
-    result.paste(band(rows[0], rows[1]), (0, 0))
-    result.paste(lower.result(), (0, rows[1]))
-    return result
+    return image.resize(size, _RESAMPLE, reducing_gap=_REDUCING_GAP)
 
 
 def thumbnail(image: Image.Image, side: int = THUMBNAIL_SIZE) -> Image.Image:
@@ -314,23 +291,19 @@ Rendered = tuple[str, str, Callable[[], Image.Image], str]
 
 
 def render(
-    image: Image.Image,
-    operations: list[str],
-    width: int | None,
-    source_format: str,
-    pool: Executor | None = None,
+    image: Image.Image, operations: list[str], width: int | None, source_format: str
 ) -> list[Rendered]:
     """Return each output the operations ask for; the thumbnail is made when called for.
 
-    The main output is made now (``pool`` may share the work); the thumbnail only keeps
-    its source, so that it is made beside the main output's encoding, and nothing keeps
-    ``image`` once a resized main output can serve as that source.
+    The main output is made now; the thumbnail only keeps its source, so that it is made
+    beside the main output's encoding, and nothing keeps ``image`` once a resized main
+    output can serve as that source.
     """
     target = "WEBP" if "webp" in operations else source_format
     outputs: list[Rendered] = []
     main = image
     if "resize" in operations and width is not None:
-        main = resize(image, width, pool)
+        main = resize(image, width)
         outputs.append(("resize", f"w{width}", lambda: main, target))
     elif "webp" in operations:
         outputs.append(("webp", "full", lambda: main, target))
@@ -376,11 +349,11 @@ def process(payload: dict[str, Any]) -> list[Output]:
     image, icc, source_format = decode(data, operations, width, max_pixels=max_pixels)
     del data
     store = functools.partial(_store, storage_for(current_app), file_key, icc)
-    # Resizing, encoding and storage writes release the GIL: the work is shared by two
-    # threads, and each output is made, encoded and written beside the other.
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        rendered = render(image, operations, width, source_format, pool)
-        del image  # the decoded pixels go as soon as no output needs them
+    rendered = render(image, operations, width, source_format)
+    del image  # the decoded pixels go as soon as no output needs them
+    # Resizing, encoders and storage writes release the GIL: each output is made, encoded
+    # and written beside the other.
+    with ThreadPoolExecutor(max_workers=len(rendered)) as pool:
         return list(pool.map(store, rendered))
 
 

@@ -24,8 +24,8 @@ reducing gap) at the same size and crop. Ratios are ours / pyvips per round: med
 (min–max) over the rounds. CPU time moves less than wall time on a busy machine.
 
 Run: ``.venv/bin/python bench/image.py [--rounds 9] [--repeats 5]``. ``--smoke`` runs one
-round of one delivery a side on a 2400x1800 JPEG (still draft() at 1/2, the two-band
-resize, shrink-on-load) in a few seconds, and exits non-zero when a side fails or makes
+round of one delivery a side on a 2400x1800 JPEG (still draft() at 1/2, the resize,
+shrink-on-load) in a few seconds, and exits non-zero when a side fails or makes
 an output of the wrong size or a PSNR below 25 dB; where pyvips does not import it runs
 the pipeline side only, and says so.
 """

@@ -2,10 +2,11 @@
 
 Both sides receive the same QStash delivery (same body and headers, QStash's signature
 included) as a WSGI environ built before the clock starts, as gunicorn would hand it over,
-and make one HTTP hop: a POST of the same Standard Webhooks event (same body, signed by
-the same ``jobs.webhook.sign``) through the same pooled client (``webhook_client(app)``:
-httpx with the SSRF-checked transport) to the same local receiver, which runs in its own
-process and answers at once, or after ``--receiver-ms`` (a receiver that does some work).
+and make one HTTP hop: a POST of the same Standard Webhooks event (body and headers made
+by the same ``jobs.webhook.signed_event``) through the same pooled client
+(``webhook_client(app)``: httpx with the SSRF-checked transport) to the same local receiver,
+which runs in its own process and answers at once, or after ``--receiver-ms`` (a receiver
+that does some work).
 
 * ``ours``: ``/api/jobs/deliver-webhook`` of ``create_app()`` with every job of ``jobs/``:
   QStash signature verification, the schema, the handler (total deadline, capped read,
@@ -13,8 +14,8 @@ process and answers at once, or after ``--receiver-ms`` (a receiver that does so
   guard (SQLite in a temporary folder) and metrics (prometheus-client's multiprocess mode,
   as ``gunicorn.conf.py`` sets it up).
 * ``bare``: a Flask app with that one route, what a user would write without the
-  framework: ``request.get_json()``, the event built and signed, ``client.post``, a JSON
-  answer. No verification, no validation, no deadline or read cap.
+  framework: ``request.get_json()``, the event built and signed (``signed_event``),
+  ``client.post``, a JSON answer. No verification, no validation, no deadline or read cap.
 
 A round gives each side ``--requests`` deliveries, switching sides every ``--chunk`` of
 them (who goes first alternates too: the shared machine's load drifts), and yields the
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import os
 import statistics
 import sys
@@ -38,7 +38,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +59,7 @@ from app.store import get_store  # noqa: E402
 from app.testing import delivery_headers, encode_payload  # noqa: E402
 from bench._receiver import receiver  # noqa: E402
 from bench._stats import spread  # noqa: E402
-from jobs.webhook import USER_AGENT, sign, signing_key, webhook_client  # noqa: E402
+from jobs.webhook import signed_event, webhook_client  # noqa: E402
 
 PATH = f"{URL_PREFIX}/deliver-webhook"
 SECRET = "whsec_" + base64.b64encode(b"bench-secret-0123456789abcdef012").decode()
@@ -81,21 +80,9 @@ def bare_app(client: httpx.Client) -> Flask:
     def deliver() -> tuple[dict[str, Any], int]:
         payload = request.get_json()
         webhook_id = request.headers["Upstash-Message-Id"]
-        now = int(time.time())
-        event = {
-            "type": payload["eventType"],
-            "timestamp": datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z"),
-            "data": payload["payload"],
-        }
-        body = json.dumps(event, separators=(",", ":")).encode()
-        headers = {
-            "content-type": "application/json",
-            "user-agent": USER_AGENT,
-            "webhook-id": webhook_id,
-            "webhook-timestamp": str(now),
-            "webhook-signature": sign(signing_key(payload["secret"]), webhook_id, now, body),
-            "accept-encoding": "identity",
-        }
+        body, headers = signed_event(
+            payload["secret"], webhook_id, payload["eventType"], payload["payload"]
+        )
         response = client.post(payload["targetUrl"], content=body, headers=headers)
         answer = {"webhookId": payload["webhookId"], "targetStatus": response.status_code}
         return answer, 200 if response.is_success else 503

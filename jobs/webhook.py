@@ -187,13 +187,16 @@ def _retry(
     return RetryLater(reason, after=delay, errors=errors)
 
 
-def _send(payload: dict[str, Any], delivery: Delivery, webhook_id: str) -> TargetResponse:
+def signed_event(
+    secret: str, webhook_id: str, event_type: str, data: Any
+) -> tuple[bytes, dict[str, str]]:
+    """Return the body and headers of one Standard Webhooks event, signed now with ``secret``."""
     now = int(time.time())
     body = json.dumps(
         {
-            "type": payload["event_type"],
+            "type": event_type,
             "timestamp": datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z"),
-            "data": payload["payload"],
+            "data": data,
         },
         separators=(",", ":"),
     ).encode()
@@ -202,10 +205,17 @@ def _send(payload: dict[str, Any], delivery: Delivery, webhook_id: str) -> Targe
         "user-agent": USER_AGENT,
         "webhook-id": webhook_id,
         "webhook-timestamp": str(now),
-        "webhook-signature": sign(signing_key(payload["secret"]), webhook_id, now, body),
+        "webhook-signature": sign(signing_key(secret), webhook_id, now, body),
         # The read cap counts bytes as sent; a compressed answer is never inflated.
         "accept-encoding": "identity",
     }
+    return body, headers
+
+
+def _send(payload: dict[str, Any], delivery: Delivery, webhook_id: str) -> TargetResponse:
+    body, headers = signed_event(
+        payload["secret"], webhook_id, payload["event_type"], payload["payload"]
+    )
     url = payload["target_url"]
     shown = redact_url(url)
     errors = {"targetUrl": shown, "targetStatus": None}

@@ -33,16 +33,7 @@ const server = http.createServer((req, res) => {
 await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
 export const base = `http://127.0.0.1:${server.address().port}`;
 
-export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-export async function until(check, what, timeoutMs = 5000) {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const value = await check();
-    if (value) return value;
-    await sleep(20);
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
+export { sleep, until } from "./poll.mjs";
 export const at = (path) => received.filter((r) => r.path === path);
 export const rejected = (promise) => promise.then(() => "accepted", (error) => `rejected: ${error.status ?? ""}`.trim());
 

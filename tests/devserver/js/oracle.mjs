@@ -3,6 +3,7 @@
 // Prints one JSON object with what it observed; exits 1 with the error on any failure.
 import http from "node:http";
 import { Client, Receiver } from "@upstash/qstash";
+import { until } from "./poll.mjs";
 
 const env = process.env;
 const client = new Client({ baseUrl: env.QSTASH_URL, token: env.QSTASH_TOKEN, devMode: false });
@@ -37,16 +38,6 @@ const server = http.createServer((req, res) => {
 await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
 const base = `http://127.0.0.1:${server.address().port}`;
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-async function until(check, what, timeoutMs = 5000) {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const value = await check();
-    if (value) return value;
-    await sleep(20);
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 const at = (path) => received.filter((r) => r.path === path);
 // Runs one part of the oracle; a failure is recorded in its result, the others still run.
 async function section(name, run) {

@@ -1,11 +1,28 @@
-"""Load generation for the gunicorn benchmarks: wrk runs, parsed."""
+"""Load generation for the gunicorn benchmarks: wrk's request scripts, and wrk runs, parsed."""
 
 from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+
+def lua_string(value: str | bytes) -> str:
+    """Return ``value`` as a Lua string literal: printable ASCII as is, any other byte and
+    ``"`` and ``\\`` as a three-digit decimal escape (Lua reads ``\\ddd`` as that byte)."""
+    raw = value.encode() if isinstance(value, str) else value
+    chars = (chr(b) if 32 <= b < 127 and b not in b'"\\' else f"\\{b:03d}" for b in raw)
+    return '"' + "".join(chars) + '"'
+
+
+def post_script(path: Path, body: str | bytes, headers: Mapping[str, str]) -> Path:
+    """Write to ``path`` a wrk script sending every request as one POST of ``body`` with
+    ``headers``; return ``path``."""
+    lines = ['wrk.method = "POST"', f"wrk.body = {lua_string(body)}"]
+    lines += [f"wrk.headers[{lua_string(k)}] = {lua_string(v)}" for k, v in headers.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def wrk(

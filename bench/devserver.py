@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.config import DEV_IDENTITY  # noqa: E402
 from app.qstash.signature import sign  # noqa: E402
-from bench._load import wrk  # noqa: E402
+from bench._load import post_script, wrk  # noqa: E402
 from bench._stats import spread  # noqa: E402
 from tests.devserver.processes import start_dev_server  # noqa: E402
 from tests.servers import free_port, gunicorn, stop  # noqa: E402
@@ -64,18 +64,6 @@ BODY = "{}"
 BARE_CONFIG = Path(__file__).resolve().parent / "_gunicorn_bare.py"
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 
-# The request the dev server makes, for wrk: one valid token serves a whole run (it binds
-# the URL and the body, and lives five minutes); the app keeps no replay state here.
-WRK_SCRIPT = """
-wrk.method = "POST"
-wrk.body = [[{body}]]
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Upstash-Signature"] = "{token}"
-wrk.headers["Upstash-Message-Id"] = "msg_bench_ceiling"
-wrk.headers["Upstash-Retried"] = "0"
-wrk.headers["User-Agent"] = "Upstash-QStash"
-"""
-
 
 def cpu_seconds(pid: int) -> float:
     """Return the user + system CPU time of process ``pid`` (all its threads) so far."""
@@ -85,10 +73,17 @@ def cpu_seconds(pid: int) -> float:
 
 def ceiling(url: str, tmp: Path, seconds: float) -> float:
     """Return the requests/s wrk gets from the app for the dev server's own request."""
+    # One valid token serves a whole run (it binds the URL and the body, and lives five
+    # minutes); the app keeps no replay state here.
     token = sign(BODY.encode(), url=url, key=DEV_IDENTITY["QSTASH_CURRENT_SIGNING_KEY"])
-    script = tmp / "delivery.lua"
-    script.write_text(WRK_SCRIPT.format(body=BODY, token=token))
-    return wrk(url, script, seconds)
+    headers = {
+        "Content-Type": "application/json",
+        "Upstash-Signature": token,
+        "Upstash-Message-Id": "msg_bench_ceiling",
+        "Upstash-Retried": "0",
+        "User-Agent": "Upstash-QStash",
+    }
+    return wrk(url, post_script(tmp / "delivery.lua", BODY, headers), seconds)
 
 
 def delivered(db: Path, since: float) -> tuple[int, float]:

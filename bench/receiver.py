@@ -36,7 +36,7 @@ sys.path[:0] = [str(ROOT), str(HERE)]
 from receiver_app import APP_URL, CURRENT_KEY, build  # noqa: E402
 
 from app.qstash.signature import sign  # noqa: E402
-from bench._load import wrk  # noqa: E402
+from bench._load import post_script, wrk  # noqa: E402
 from bench._stats import side_by_side, spread  # noqa: E402
 
 BODY = b'{"webhookId":"wh_123","eventType":"order.created","payload":{"id":42}}'
@@ -92,16 +92,6 @@ def in_process(seconds: float, rounds: int) -> Rounds:
     return side_by_side(rounds, lambda: run("/api/jobs/noop"), lambda: run("/plain/noop"))
 
 
-WRK_SCRIPT = """
-wrk.method = "POST"
-wrk.body = [[{body}]]
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Upstash-Message-Id"] = "msg_bench"
-wrk.headers["Upstash-Retried"] = "0"
-wrk.headers["Upstash-Signature"] = "{token}"
-"""
-
-
 def under_gunicorn(
     seconds: float, workers: int, rounds: int, config: Path, *, warm_up: bool = True
 ) -> Rounds:
@@ -113,8 +103,13 @@ def under_gunicorn(
     with tempfile.TemporaryDirectory() as tmp:
         # Both sides get the identical request, signature header included, so the only
         # difference measured is the guard.
-        script = Path(tmp) / "request.lua"
-        script.write_text(WRK_SCRIPT.format(body=BODY.decode(), token=token))
+        headers = {
+            "Content-Type": "application/json",
+            "Upstash-Message-Id": "msg_bench",
+            "Upstash-Retried": "0",
+            "Upstash-Signature": token,
+        }
+        script = post_script(Path(tmp) / "request.lua", BODY, headers)
         env = {"PYTHONPATH": f"{ROOT}:{HERE}", "GUNICORN_CMD_ARGS": ""}
         args = ("--config", str(config), "--log-level", "warning")
         with gunicorn(

@@ -31,6 +31,7 @@ from app.errors import NonRetryableError, RetryLater
 from app.jobs import Job, JobRegistry, cron, job
 from app.jobs import registry as default_registry
 from app.receiver import with_qstash
+from app.workflows import workflow
 
 __all__ = [
     "Delivery",
@@ -41,6 +42,7 @@ __all__ = [
     "cron",
     "job",
     "with_qstash",
+    "workflow",
 ]
 
 #: The ``flask`` commands that answer deliveries. Any other one (``jobs``, ``qstash``,

@@ -81,6 +81,18 @@ DEFAULTS: dict[str, Any] = {
     "CLAIM_RETENTION_DAYS": 14,
     # Who gets the daily-digest and weekly-report emails (jobs/cron.py); none: not sent.
     "ADMIN_EMAILS": [],
+    # Workflows (app.workflows): how long one delivery keeps running steps before it hands
+    # the run to a new delivery (0: one step per delivery), the bounds of one run, the
+    # longest delay one QStash message may carry (longer sleeps are chained), how long a
+    # notified event waits for a run to reach it, and how long finished runs are kept.
+    "WORKFLOW_STEP_BUDGET": 2.0,
+    "WORKFLOW_MAX_STEPS": 10_000,
+    "WORKFLOW_MAX_RESULT_BYTES": 1024 * 1024,
+    "WORKFLOW_MAX_DELAY": 7 * 24 * 3600,
+    "WORKFLOW_EVENT_RETENTION_DAYS": 7,
+    "WORKFLOW_RETENTION_DAYS": 30,
+    # A bearer token for POST /api/workflows/events/<id> (notify without QStash); None: off.
+    "WORKFLOW_NOTIFY_TOKEN": None,
     "DASHBOARD_TOKEN": None,
     "METRICS": True,
     "METRICS_TOKEN": None,
@@ -155,6 +167,13 @@ ENVIRONMENT: dict[str, Callable[[str, str], Any]] = {
     "DELIVERY_LOG_RETENTION_DAYS": _number(float),
     "CLAIM_RETENTION_DAYS": _number(float),
     "ADMIN_EMAILS": _packages,
+    "WORKFLOW_STEP_BUDGET": _number(float),
+    "WORKFLOW_MAX_STEPS": _number(int),
+    "WORKFLOW_MAX_RESULT_BYTES": _number(int),
+    "WORKFLOW_MAX_DELAY": _number(int),
+    "WORKFLOW_EVENT_RETENTION_DAYS": _number(float),
+    "WORKFLOW_RETENTION_DAYS": _number(float),
+    "WORKFLOW_NOTIFY_TOKEN": _text,
     "DASHBOARD_TOKEN": _text,
     "SECRET_KEY": _text,
     "METRICS": _flag,

@@ -107,10 +107,14 @@ class DeliveryClient(FlaskClient):
         schedule_id: str | None = None,
         headers: Mapping[str, str] | None = None,
         key: str | None = None,
+        query: str = "",
     ) -> TestResponse:
-        """POST a signed delivery of ``payload`` (or raw ``body``) to the job ``job``."""
+        """POST a signed delivery of ``payload`` (or raw ``body``) to the job ``job``.
+
+        ``query`` (``"run=…&step=2"``) is part of the URL, and so of what is signed.
+        """
         raw = encode_payload(payload) if body is None else body
-        path = f"{URL_PREFIX}/{job}"
+        path = f"{URL_PREFIX}/{job}" + (f"?{query}" if query else "")
         sent = delivery_headers(
             self.application,
             path,
@@ -258,7 +262,9 @@ class StubQueue:
     def _deliver(self, entry: Published) -> TestResponse:
         job = entry.job
         app_url = self.app.config["APP_URL"].rstrip("/")
-        if entry.message.destination != f"{app_url}{URL_PREFIX}/{job}" or not job:
+        # A query (a workflow's run and step) travels with the URL QStash signs.
+        destination, _, query = entry.message.destination.partition("?")
+        if destination != f"{app_url}{URL_PREFIX}/{job}" or not job:
             raise ValueError(
                 f"the stub queue delivers only to this app's jobs ({app_url}{URL_PREFIX}/…),"
                 f" not to {entry.message.destination!r}"
@@ -267,7 +273,7 @@ class StubQueue:
         headers = {"Content-Type": options.content_type or "application/json", **options.headers}
         return DeliveryClient(self.app).deliver(
             job, body=entry.message.body, message_id=entry.message_id,
-            retried=entry.retried, headers=headers,
+            retried=entry.retried, headers=headers, query=query,
         )  # fmt: skip
 
     def _backoff(self, entry: Published, response: TestResponse) -> float:

@@ -111,8 +111,74 @@ def _claims(meta: MetaData) -> Table:
     )
 
 
+def _workflow_tables(meta: MetaData) -> tuple[Table, Table, Table]:
+    # Durable workflows (app.workflows): a run, its steps (results and waits), and the
+    # events notified to runs. Times are epoch milliseconds, JSON values are text.
+    runs = Table(
+        "workflow_runs",
+        meta,
+        Column("id", String(200), primary_key=True),
+        Column("workflow", String(100), nullable=False),
+        # pending / running / waiting / completed / failed / cancelled
+        Column("state", String(20), nullable=False),
+        Column("input", Text, nullable=False),
+        Column("output", Text),
+        Column("error", Text),
+        Column("failed_step", String(200)),
+        # How many main-line steps are recorded: the position of the next one.
+        Column("position", Integer, nullable=False, default=0),
+        # What the run waits for, for people: "sleep wait-3-days until ...".
+        Column("waiting_for", Text),
+        Column("created_ms", BigInteger, nullable=False),
+        Column("updated_ms", BigInteger, nullable=False),
+        Column("finished_ms", BigInteger),
+        # The delivery executing the run now, and until when its lease holds.
+        Column("lease_token", String(64)),
+        Column("lease_message", String(200)),
+        Column("lease_until_ms", BigInteger),
+        Index("ix_workflow_runs_created", "created_ms"),
+        Index("ix_workflow_runs_workflow_created", "workflow", "created_ms"),
+        Index("ix_workflow_runs_state_updated", "state", "updated_ms"),
+    )
+    steps = Table(
+        "workflow_steps",
+        meta,
+        Column("run_id", String(200), nullable=False),
+        Column("position", Integer, nullable=False),
+        # -1 for the main line; 0..n-1 for the branches of a parallel step.
+        Column("branch", Integer, nullable=False),
+        Column("name", String(200), nullable=False),
+        Column("kind", String(20), nullable=False),  # run / call / sleep / event / parallel
+        Column("state", String(20), nullable=False),  # pending / running / waiting / done
+        Column("result", Text),
+        Column("started_ms", BigInteger, nullable=False),
+        Column("finished_ms", BigInteger),
+        # Sleeps: when to wake; event waits: when the wait times out.
+        Column("wake_ms", BigInteger),
+        Column("event_id", String(200)),
+        Column("attempts", Integer, nullable=False, default=0),
+        Column("lease_token", String(64)),
+        Column("lease_message", String(200)),
+        Column("lease_until_ms", BigInteger),
+        PrimaryKeyConstraint("run_id", "position", "branch", name="pk_workflow_steps"),
+        Index("ix_workflow_steps_event_state", "event_id", "state"),
+    )
+    events = Table(
+        "workflow_events",
+        meta,
+        Column("id", _Id, primary_key=True, autoincrement=True),
+        Column("event_id", String(200), nullable=False),
+        Column("data", Text, nullable=False),
+        Column("at_ms", BigInteger, nullable=False),
+        Index("ix_workflow_events_event_at", "event_id", "at_ms"),
+        Index("ix_workflow_events_at", "at_ms"),
+    )
+    return runs, steps, events
+
+
 deliveries = _deliveries(metadata)
 claims = _claims(metadata)
+workflow_runs, workflow_steps, workflow_events = _workflow_tables(metadata)
 
 
 def _v1_initial(conn: Connection) -> None:
@@ -132,10 +198,17 @@ def _v2_message_index_for_failures(conn: Connection) -> None:
     new.create(conn)
 
 
+def _v3_workflows(conn: Connection) -> None:
+    frozen = MetaData()
+    for table in _workflow_tables(frozen):
+        table.create(conn)
+
+
 #: (version, name, migration), in order. Append; never edit a released entry.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "deliveries and claims", _v1_initial),
     (2, "message-id index on unsuccessful attempts only", _v2_message_index_for_failures),
+    (3, "durable workflows: runs, steps and events", _v3_workflows),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -1,0 +1,602 @@
+"""The workflow engine: what one delivery to a workflow's endpoint does.
+
+A delivery carries only where to go on, in its (signed) URL's query:
+
+- no ``step``: **start** the run ``run`` (default: one derived from the message id), the
+  body being its input; a run that exists already is simply driven on;
+- ``step=n``: **drive** the run on (a timer, an event, a finished branch, a hand-off);
+- ``step=n&branch=b``: **run branch** ``b`` of the parallel step ``n``.
+
+Driving takes the run's lease (one delivery at a time executes its main line), replays
+the workflow function from the top with the recorded steps, and runs new steps inline
+until the function returns, waits (sleep, event, parallel) or has used
+``WORKFLOW_STEP_BUDGET`` seconds, when it publishes a delivery to go on. Whether a wait
+has ended is read from the store (a sleep's time passed, an event's row, every branch
+done), never from which message arrived: a delivery that finds the lease held by another
+answers 200 and drops itself, because the holder looks again after giving the lease up.
+Only a retry of the holder's own message (its worker died) is told to come back later.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from flask import current_app
+from marshmallow import ValidationError
+from sqlalchemy import Engine
+
+from app.errors import ConfigurationError, NonRetryableError, RetryLater
+from app.payload import schema_error
+from app.publishing.client import current_publisher
+from app.publishing.jobs import _app_url, validate_payload
+from app.qstash.client.options import Message, PublishOptions
+from app.store import get_store
+from app.workflows import state
+from app.workflows.context import (
+    BranchCall,
+    Context,
+    Handoff,
+    Suspend,
+    Wait,
+    encode,
+)
+from app.workflows.definition import RunFailure
+from app.workflows.state import Lease, LeaseLost
+
+if TYPE_CHECKING:
+    from app.delivery import Delivery
+    from app.workflows.definition import Workflow
+
+__all__ = ["cancel", "deliver", "notify", "start"]
+
+logger = logging.getLogger(__name__)
+
+#: QStash's default number of retries, when a workflow declares none.
+DEFAULT_RETRIES = 3
+#: A run id: what start() accepts and a URL query carries.
+RUN_ID_LIMIT = 200
+_LEASE_MARGIN_S = 30
+
+
+class UnknownRun(LookupError):
+    """No run has this id (never started, or expired)."""
+
+
+def store_engine() -> Engine:
+    """The app store's engine; workflows keep their state there."""
+    store = get_store(current_app)
+    if store is None:
+        raise ConfigurationError(
+            "workflows keep their runs in the store, which is off: set DATABASE_URL (tests"
+            " without one turn the store off) and leave DELIVERY_LOG or DUPLICATE_GUARD on"
+        )
+    return store.engine
+
+
+def _config(name: str) -> Any:
+    return current_app.config[name]
+
+
+def _lease_ms(workflow: Workflow) -> int:
+    if workflow.timeout is not None:
+        return (workflow.timeout_seconds or 0) * 1000 + _LEASE_MARGIN_S * 1000
+    return int(float(_config("DUPLICATE_LEASE_SECONDS")) * 1000)
+
+
+def _now() -> float:
+    # The stub queue (app.testing) runs a virtual clock: a 3-day sleep passes at once.
+    clock = getattr(current_publisher(), "clock", None)
+    return float(clock) if isinstance(clock, (int, float)) else time.time()
+
+
+def check_run_id(run_id: Any) -> str:
+    if (
+        not isinstance(run_id, str)
+        or not 0 < len(run_id) <= RUN_ID_LIMIT
+        or not run_id.isascii()
+        or not all(c.isalnum() or c in "-_.:" for c in run_id)
+    ):
+        raise ValueError(
+            f"a run id is 1 to {RUN_ID_LIMIT} ASCII letters, digits, '-', '_', '.' or ':',"
+            f" not {run_id!r:.80}"
+        )
+    return run_id
+
+
+# --- publishing ---------------------------------------------------------------------------
+
+
+def _publish(
+    workflow: Workflow,
+    query: dict[str, Any],
+    *,
+    body: bytes = b"",
+    dedup: str | None = None,
+    at: float | None = None,
+    **options: Any,
+) -> str:
+    base = _app_url(None)
+    url = workflow.url(base) + "?" + urlencode({k: v for k, v in query.items() if v is not None})
+    if at is not None:
+        now = _now()
+        at = min(at, now + int(_config("WORKFLOW_MAX_DELAY")))  # longer sleeps are chained
+        options.setdefault("not_before", max(int(now), int(at + 0.999)))
+    publish = PublishOptions(
+        content_type="application/json",
+        retries=workflow.retries,
+        retry_delay=workflow.retry_delay,
+        timeout=workflow.timeout,
+        deduplication_id=dedup,
+        **options,
+    )
+    return current_publisher().send(Message(url, body, publish, workflow.queue)).message_id
+
+
+def start(workflow: Workflow, payload: Any, *, run_id: str | None, **options: Any) -> str:
+    """Validate ``payload`` and publish the delivery that starts a run; return the run id."""
+    run_id = check_run_id(run_id) if run_id is not None else f"wfr_{uuid.uuid4().hex}"
+    if workflow.input_schema is not None:
+        try:
+            workflow.input_schema.load({} if payload is None else payload)
+        except ValidationError as exc:
+            exc.add_note(f"workflow {workflow.name!r}: no run was started")
+            raise
+    body = validate_payload(workflow, payload)  # JSON (the workflow's job has no schema)
+    _publish(workflow, {"run": run_id}, body=body, dedup=f"wf-start.{run_id}", **options)
+    return run_id
+
+
+# --- one delivery ------------------------------------------------------------------------
+
+
+class Execution:
+    """One delivery's work on one run: the lease, the clock, the budget."""
+
+    def __init__(
+        self,
+        workflow: Workflow,
+        engine: Engine,
+        lease: Lease,
+        delivery: Delivery,
+        *,
+        poke_step: int | None = None,
+        branch_target: tuple[int, int] | None = None,
+    ) -> None:
+        self.workflow = workflow
+        self.engine = engine
+        self.lease = lease
+        self.delivery = delivery
+        self.poke_step = poke_step
+        self.branch_target = branch_target
+        self.started = time.monotonic()
+        self.budget = float(_config("WORKFLOW_STEP_BUDGET"))
+        self.max_steps = int(_config("WORKFLOW_MAX_STEPS"))
+        self.result_limit = int(_config("WORKFLOW_MAX_RESULT_BYTES"))
+        self.new_steps = 0
+        self.created_wait: int | None = None
+        self.current_step: str | None = None
+        self._clock = _now()
+        self._clock_at = time.monotonic()
+
+    def now(self) -> float:
+        return self._clock + (time.monotonic() - self._clock_at)
+
+    def check_step_count(self, position: int) -> None:
+        if position >= self.max_steps:
+            raise NonRetryableError(
+                f"the run reached WORKFLOW_MAX_STEPS ({self.max_steps} steps)",
+                code="workflow_too_many_steps",
+            )
+
+    def _may_start_step(self, position: int) -> None:
+        # Each delivery runs at least one new step. After that it hands over when its time
+        # is used, or at once when it is a retry: each step then gets a fresh message and
+        # with it the workflow's whole retry budget.
+        if self.new_steps and (
+            self.delivery.retried > 0 or time.monotonic() - self.started >= self.budget
+        ):
+            raise Suspend(Handoff(position))
+
+    def execute(self, position: int, name: str, kind: str, call: Callable[[], Any]) -> Any:
+        """Run a new step and record its result; return the result as a replay will."""
+        self._may_start_step(position)
+        self.current_step = name
+        started = state.now_ms()
+        text = encode(call(), f"the result of step {name!r}", self.result_limit)
+        step = {
+            "position": position,
+            "name": name,
+            "kind": kind,
+            "state": "done",
+            "result": text,
+            "started_ms": started,
+            "finished_ms": state.now_ms(),
+            "attempts": self.delivery.retried + 1,
+        }
+        state.record(self.engine, self.lease, step, position=position + 1)
+        self.new_steps += 1
+        self.current_step = None
+        return json.loads(text)
+
+    def record_wait(
+        self,
+        position: int,
+        name: str,
+        kind: str,
+        *,
+        wake_ms: int,
+        event_id: str | None = None,
+        done: bool = False,
+    ) -> None:
+        now = state.now_ms()
+        step = {
+            "position": position,
+            "name": name,
+            "kind": kind,
+            "state": "done" if done else "waiting",
+            "started_ms": now,
+            "finished_ms": now if done else None,
+            "wake_ms": wake_ms,
+            "event_id": event_id,
+        }
+        state.record(self.engine, self.lease, step, position=position + 1)
+        if not done:
+            self.created_wait = position
+
+    def record_parallel(self, position: int, name: str, branches: list[str]) -> None:
+        self._may_start_step(position)
+        parent = {
+            "position": position,
+            "name": name,
+            "kind": "parallel",
+            "state": "waiting",
+            "started_ms": state.now_ms(),
+        }
+        state.record_parallel(self.engine, self.lease, parent, branches, position=position + 1)
+        self.created_wait = position
+
+
+def _params(delivery: Delivery) -> tuple[str | None, int | None, int | None]:
+    query = parse_qs(urlsplit(delivery.url).query, keep_blank_values=True)
+
+    def one(name: str, convert: Callable[[str], Any]) -> Any:
+        values = query.get(name)
+        if not values:
+            return None
+        try:
+            return convert(values[0])
+        except ValueError as exc:
+            raise NonRetryableError(
+                f"bad workflow {name}: {exc}", code="bad_workflow_url"
+            ) from None
+
+    def position(text: str) -> int:
+        if not text.isdigit() or len(text) > 9:
+            raise ValueError(f"{text!r:.20} is not a step number")
+        return int(text)
+
+    return one("run", check_run_id), one("step", position), one("branch", position)
+
+
+def _start_input(workflow: Workflow, payload: Any) -> str:
+    if workflow.input_schema is not None:
+        try:
+            workflow.input_schema.load({} if payload is None else payload)
+        except ValidationError as exc:
+            raise schema_error(exc) from None
+    return encode(payload, "the run's input", 1 << 62)
+
+
+def deliver(workflow: Workflow, payload: Any, delivery: Delivery) -> Any:
+    """Answer one delivery to ``workflow``'s endpoint (see the module's docstring)."""
+    run_id, step, branch = _params(delivery)
+    engine = store_engine()
+    if run_id is None:
+        message = delivery.message_id or uuid.uuid4().hex
+        run_id = check_run_id(f"wfr_{message}"[:RUN_ID_LIMIT].replace("/", "_"))
+    lease = Lease(run_id, secrets.token_hex(16), delivery.message_id, _lease_ms(workflow))
+    if branch is not None:
+        if step is None:
+            raise NonRetryableError("a branch delivery needs its step", code="bad_workflow_url")
+        return _run_branch(workflow, engine, lease, delivery, step, branch)
+    if step is None:
+        created = state.create(
+            engine, run_id, workflow.name, _start_input(workflow, payload), lease
+        )
+        if not created and not state.acquire(engine, lease):
+            return _not_held(engine, run_id, delivery)
+    elif not state.acquire(engine, lease):
+        return _not_held(engine, run_id, delivery)
+    return _drive(workflow, engine, lease, delivery, step)
+
+
+def _not_held(engine: Engine, run_id: str, delivery: Delivery) -> dict[str, Any]:
+    run = state.get(engine, run_id, with_steps=False)
+    if run is None:
+        raise NonRetryableError(f"no workflow run {run_id!r}", code="unknown_run")
+    if run.finished:
+        return {"run": run_id, "state": run.state}
+    remaining = ((run.lease_until_ms or 0) - state.now_ms()) / 1000
+    if remaining <= 0 or run.lease_message == delivery.message_id:
+        # Free again already, or this is a retry of the holder's own message (its
+        # worker died): come back when the lease has run out.
+        raise RetryLater(f"workflow run {run_id} is busy", after=max(1.0, remaining))
+    return {"run": run_id, "state": "busy"}
+
+
+def _drive(
+    workflow: Workflow, engine: Engine, lease: Lease, delivery: Delivery, poke: int | None
+) -> Any:
+    """Replay the run under ``lease`` until it finishes, waits or hands over."""
+    while True:
+        run = state.get(engine, lease.run_id)
+        assert run is not None
+        execution = Execution(workflow, engine, lease, delivery, poke_step=poke)
+        try:
+            outcome = _replay(workflow, execution, run)
+        except LeaseLost:
+            return {"run": run.id, "state": "busy"}
+        if not isinstance(outcome, Wait):
+            return outcome
+        if not _ready_again(workflow, engine, lease.run_id, outcome, execution):
+            return {"run": run.id, "state": "waiting", "waiting_for": outcome.waiting_for}
+        # The wait ended while this delivery gave the lease up: go on if it is still free.
+        if not state.acquire(engine, lease):
+            return {"run": run.id, "state": "busy"}
+
+
+def _replay(workflow: Workflow, execution: Execution, run: state.Run) -> Any:
+    lease, engine = execution.lease, execution.engine
+    if run.finished:
+        state.release(engine, lease)
+        return {"run": run.id, "state": run.state}
+    try:
+        payload = _loaded_input(workflow, run)
+        output = workflow.function(Context(execution, run), payload)  # type: ignore[misc]
+        text = encode(output, "the workflow's result", execution.result_limit)
+    except Suspend as suspended:
+        return _suspended(workflow, execution, suspended.wait)
+    except (LeaseLost, RetryLater):
+        state.release(engine, lease)
+        raise
+    except NonRetryableError as exc:
+        _fail(workflow, engine, lease, run, exc, execution.current_step)
+        raise
+    except Exception as exc:
+        if execution.delivery.retried < _max_retries(workflow):
+            state.release(engine, lease)
+            raise  # 500: QStash retries the delivery, the replay retries the step
+        _fail(workflow, engine, lease, run, exc, execution.current_step)
+        raise NonRetryableError(
+            f"workflow run {run.id} failed after {execution.delivery.retried + 1} attempts:"
+            f" {type(exc).__name__}: {exc}",
+            code="workflow_failed",
+        ) from exc
+    state.finish(engine, run.id, "completed", lease, output=text)
+    return {"run": run.id, "state": "completed", "output": json.loads(text)}
+
+
+def _loaded_input(workflow: Workflow, run: state.Run) -> Any:
+    payload = json.loads(run.input)
+    if workflow.input_schema is None:
+        return payload
+    try:
+        return workflow.input_schema.load({} if payload is None else payload)
+    except ValidationError as exc:  # the schema changed under a live run
+        raise schema_error(exc) from None
+
+
+def _max_retries(workflow: Workflow) -> int:
+    return DEFAULT_RETRIES if workflow.retries is None else workflow.retries
+
+
+def _suspended(workflow: Workflow, execution: Execution, wait: Wait | Handoff | BranchCall) -> Any:
+    lease, engine, run_id = execution.lease, execution.engine, execution.lease.run_id
+    if isinstance(wait, BranchCall):  # only a branch replay asks, and it holds no lease
+        raise AssertionError("a main-line replay reached a branch call")
+    if isinstance(wait, Handoff):
+        # Give the lease up first: the next delivery may arrive at once.
+        state.release(engine, lease, state="running", waiting_for=None)
+        _publish(workflow, {"run": run_id, "step": wait.position})
+        return {"run": run_id, "state": "running", "handed_over_at": wait.position}
+    state.set_waiting(engine, lease, wait.waiting_for)
+    if wait.branches:
+        for number in range(wait.branches):
+            _publish(
+                workflow,
+                {"run": run_id, "step": wait.position, "branch": number},
+                dedup=f"wf.{run_id}.{wait.position}.b{number}",
+            )
+    elif wait.timer_at is not None and (
+        execution.created_wait == wait.position
+        or execution.poke_step == wait.position
+        or execution.delivery.retried > 0
+    ):
+        _publish(
+            workflow,
+            {"run": run_id, "step": wait.position},
+            at=wait.timer_at,
+            dedup=f"wf.{run_id}.{wait.position}.t{int(wait.timer_at)}.{int(execution.now())}",
+        )
+    return wait
+
+
+def _ready_again(
+    workflow: Workflow, engine: Engine, run_id: str, wait: Wait, execution: Execution
+) -> bool:
+    """After giving the lease up: has the wait ended meanwhile (then this delivery goes on)?"""
+    step = state.step_row(engine, run_id, wait.position)
+    if step is None:
+        return False
+    if step.state == "done":
+        return True
+    if step.kind == "parallel":
+        return all(row.state == "done" for row in state.branches(engine, run_id, wait.position))
+    if step.kind == "event" and step.event_id is not None:
+        run = state.get(engine, run_id, with_steps=False)
+        if run is not None and state.latest_event(engine, step.event_id, run.created_ms):
+            return True
+    return step.wake_ms is not None and execution.now() * 1000 >= step.wake_ms
+
+
+def _fail(
+    workflow: Workflow,
+    engine: Engine,
+    lease: Lease | None,
+    run: state.Run,
+    error: BaseException,
+    step: str | None,
+) -> None:
+    message = f"{type(error).__name__}: {error}"[:2000]
+    if not state.finish(engine, run.id, "failed", lease, error=message, failed_step=step):
+        return  # finished already (another delivery, a cancel): nothing to report twice
+    logger.warning("workflow run %s failed at step %s: %s", run.id, step, message)
+    if workflow.on_failure is None:
+        return
+    failure = RunFailure(run.id, workflow.name, step, message, run.input)
+    try:
+        workflow.on_failure(failure)
+    except Exception:
+        logger.exception("the on_failure function of workflow %s raised", workflow.name)
+
+
+# --- parallel branches -------------------------------------------------------------------
+
+
+def _run_branch(
+    workflow: Workflow,
+    engine: Engine,
+    lease: Lease,
+    delivery: Delivery,
+    position: int,
+    branch: int,
+) -> Any:
+    run_id = lease.run_id
+    run = state.get(engine, run_id)
+    if run is None:
+        raise NonRetryableError(f"no workflow run {run_id!r}", code="unknown_run")
+    if run.finished:
+        return {"run": run_id, "state": run.state}
+    if not state.claim_branch(
+        engine, run_id, position, branch, lease.token, delivery.message_id, lease.lease_ms
+    ):
+        row = state.step_row(engine, run_id, position, branch)
+        if row is None:
+            raise NonRetryableError(
+                f"run {run_id} has no branch {branch} at step {position}", code="unknown_run"
+            )
+        if row.state == "done":
+            return _join(workflow, engine, lease, delivery, position)
+        if row.lease_message == delivery.message_id:
+            remaining = ((row.lease_until_ms or 0) - state.now_ms()) / 1000
+            raise RetryLater(f"branch {row.name} is running", after=max(1.0, remaining))
+        return {"run": run_id, "state": "busy"}
+    execution = Execution(workflow, engine, lease, delivery, branch_target=(position, branch))
+    try:
+        workflow.function(Context(execution, run), _loaded_input(workflow, run))  # type: ignore[misc]
+        raise NonRetryableError(
+            f"the replay for branch {branch} of step {position} finished without reaching it",
+            code="workflow_nondeterministic",
+        )
+    except Suspend as suspended:
+        call = suspended.wait
+        assert isinstance(call, BranchCall)
+        name = call.name
+        try:
+            text = encode(call.call(), f"the result of branch {name!r}", execution.result_limit)
+        except BaseException as exc:
+            state.end_branch(engine, run_id, position, branch, lease.token, None)
+            _branch_failed(workflow, engine, run, exc, name, delivery)
+            raise
+    except BaseException as exc:
+        state.end_branch(engine, run_id, position, branch, lease.token, None)
+        _branch_failed(workflow, engine, run, exc, None, delivery)
+        raise
+    if not state.end_branch(engine, run_id, position, branch, lease.token, text):
+        return {"run": run_id, "state": "busy"}  # its lease ran out and another took it
+    return _join(workflow, engine, lease, delivery, position)
+
+
+def _branch_failed(
+    workflow: Workflow,
+    engine: Engine,
+    run: state.Run,
+    exc: BaseException,
+    name: str | None,
+    delivery: Delivery,
+) -> None:
+    final = isinstance(exc, NonRetryableError) or (
+        isinstance(exc, Exception)
+        and not isinstance(exc, RetryLater)
+        and delivery.retried >= _max_retries(workflow)
+    )
+    if final:
+        _fail(workflow, engine, None, run, exc, name)
+
+
+def _join(
+    workflow: Workflow, engine: Engine, lease: Lease, delivery: Delivery, position: int
+) -> Any:
+    """A branch finished: go on with the main line if nobody else executes it."""
+    if not state.acquire(engine, lease):
+        return {"run": lease.run_id, "state": "busy"}  # the holder looks again after it
+    return _drive(workflow, engine, lease, delivery, position)
+
+
+# --- outside the deliveries --------------------------------------------------------------
+
+
+def notify(event_id: str, data: Any = None) -> list[str]:
+    """Store event ``event_id`` and resume every run waiting for it; return their ids.
+
+    A run that reaches ``wait_for_event(…, event_id)`` later (but started before this
+    notification) finds it there, for ``WORKFLOW_EVENT_RETENTION_DAYS``.
+    """
+    from app.workflows.context import _check_name
+
+    _check_name(event_id, "event id")
+    engine = store_engine()
+    text = encode(data, "the event's data", int(_config("WORKFLOW_MAX_RESULT_BYTES")))
+    keep_ms = int(float(_config("WORKFLOW_EVENT_RETENTION_DAYS")) * 86_400_000)
+    # Stored before looking for waiting runs: a run starting to wait meanwhile writes
+    # its waiting row before it looks for this event (Context.wait_for_event).
+    state.add_event(engine, event_id, text, keep_ms=keep_ms)
+    registry = current_app.extensions["qstash_jobs"]
+    resumed = []
+    for run_id, position in list(state.waiting_for_event(engine, event_id)):
+        if not state.resolve(engine, run_id, position, '{"event":' + text + "}", kind="event"):
+            continue
+        run = state.get(engine, run_id, with_steps=False)
+        if run is None or run.workflow not in registry:
+            continue
+        _publish(registry[run.workflow], {"run": run_id, "step": position},
+                 dedup=f"wf.{run_id}.{position}.event")  # fmt: skip
+        resumed.append(run_id)
+    return resumed
+
+
+def cancel(run_id: str) -> bool:
+    """Cancel a live run; False if it had finished. Raises ``UnknownRun``."""
+    engine = store_engine()
+    if state.finish(engine, run_id, "cancelled", None):
+        return True
+    if state.get(engine, run_id, with_steps=False) is None:
+        raise UnknownRun(f"no workflow run {run_id!r}")
+    return False
+
+
+def resume(run_id: str) -> str:
+    """Publish a delivery that drives ``run_id`` on (a stuck run, after fixing its cause)."""
+    engine = store_engine()
+    run = state.get(engine, run_id, with_steps=False)
+    if run is None:
+        raise UnknownRun(f"no workflow run {run_id!r}")
+    registry = current_app.extensions["qstash_jobs"]
+    return _publish(registry[run.workflow], {"run": run_id, "step": run.position})

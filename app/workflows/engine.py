@@ -149,7 +149,8 @@ def start(workflow: Workflow, payload: Any, *, run_id: str | None, **options: An
             exc.add_note(f"workflow {workflow.name!r}: no run was started")
             raise
     body = validate_payload(workflow, payload)  # JSON (the workflow's job has no schema)
-    _publish(workflow, {"run": run_id}, body=body, dedup=f"wf-start.{run_id}", **options)
+    query = {"run": run_id, "at": state.now_ms()}
+    _publish(workflow, query, body=body, dedup=f"wf-start.{run_id}", **options)
     return run_id
 
 
@@ -263,7 +264,7 @@ class Execution:
         self.created_wait = position
 
 
-def _params(delivery: Delivery) -> tuple[str | None, int | None, int | None]:
+def _params(delivery: Delivery) -> tuple[str | None, int | None, int | None, int | None]:
     query = parse_qs(urlsplit(delivery.url).query, keep_blank_values=True)
 
     def one(name: str, convert: Callable[[str], Any]) -> Any:
@@ -278,11 +279,16 @@ def _params(delivery: Delivery) -> tuple[str | None, int | None, int | None]:
             ) from None
 
     def position(text: str) -> int:
-        if not text.isdigit() or len(text) > 9:
+        if not text.isascii() or not text.isdigit() or len(text) > 9:
             raise ValueError(f"{text!r:.20} is not a step number")
         return int(text)
 
-    return one("run", check_run_id), one("step", position), one("branch", position)
+    def ms(text: str) -> int:
+        if not text.isascii() or not text.isdigit() or len(text) > 15:
+            raise ValueError(f"{text!r:.20} is not a time in milliseconds")
+        return int(text)
+
+    return one("run", check_run_id), one("step", position), one("branch", position), one("at", ms)
 
 
 def _start_input(workflow: Workflow, payload: Any) -> str:
@@ -296,7 +302,7 @@ def _start_input(workflow: Workflow, payload: Any) -> str:
 
 def deliver(workflow: Workflow, payload: Any, delivery: Delivery) -> Any:
     """Answer one delivery to ``workflow``'s endpoint (see the module's docstring)."""
-    run_id, step, branch = _params(delivery)
+    run_id, step, branch, started_ms = _params(delivery)
     engine = store_engine()
     if run_id is None:
         message = delivery.message_id or uuid.uuid4().hex
@@ -308,7 +314,12 @@ def deliver(workflow: Workflow, payload: Any, delivery: Delivery) -> Any:
         return _run_branch(workflow, engine, lease, delivery, step, branch)
     if step is None:
         created = state.create(
-            engine, run_id, workflow.name, _start_input(workflow, payload), lease
+            engine,
+            run_id,
+            workflow.name,
+            _start_input(workflow, payload),
+            lease,
+            started_ms=started_ms,
         )
         if not created and not state.acquire(engine, lease):
             return _not_held(engine, run_id, delivery)

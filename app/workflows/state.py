@@ -154,9 +154,22 @@ class Lease:
     lease_ms: int
 
 
-def create(engine: Engine, run_id: str, workflow: str, input_json: str, lease: Lease) -> bool:
-    """Insert a new run, already leased to ``lease``; False if the id exists."""
+def create(
+    engine: Engine,
+    run_id: str,
+    workflow: str,
+    input_json: str,
+    lease: Lease,
+    *,
+    started_ms: int | None = None,
+) -> bool:
+    """Insert a new run, already leased to ``lease``; False if the id exists.
+
+    ``started_ms``: when ``start()`` was called, if earlier than now: the run's events
+    count from then (an event notified before the start delivery arrived is not lost).
+    """
     now = now_ms()
+    created = now if started_ms is None else min(now, started_ms)
     with writing(engine) as conn:
         exists = conn.execute(select(workflow_runs.c.id).where(workflow_runs.c.id == run_id))
         if exists.first() is not None:
@@ -168,7 +181,7 @@ def create(engine: Engine, run_id: str, workflow: str, input_json: str, lease: L
                 state="running",
                 input=input_json,
                 position=0,
-                created_ms=now,
+                created_ms=created,
                 updated_ms=now,
                 lease_token=lease.token,
                 lease_message=lease.message_id,

@@ -27,7 +27,13 @@ def make_app(
     apps: list[Flask] = []
 
     def make(**config: Any) -> tuple[Flask, StubQueue]:
-        settings = {**TEST_CONFIG, "DATABASE_URL": f"sqlite:///{tmp_path}/wf.sqlite3", **config}
+        settings = {
+            **TEST_CONFIG,
+            "DATABASE_URL": f"sqlite:///{tmp_path}/wf.sqlite3",
+            "DELIVERY_LOG": True,
+            "DUPLICATE_GUARD": True,
+            **config,
+        }
         app = create_app(settings, registry=registry)
         apps.append(app)
         return app, StubQueue.install(app)

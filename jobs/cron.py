@@ -34,11 +34,13 @@ from typing import Any
 from cronsim import CronSim
 from flask import current_app
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validates
+from sqlalchemy import Engine
 
 from app.delivery import Delivery
 from app.jobs import Job, cron
 from app.mail import outbox_folder
 from app.store import Store, get_store, queries
+from app.workflows import state as workflow_state
 from jobs.email import send_email
 
 #: The latest failures listed per job in the digest (the count is always exact).
@@ -243,16 +245,35 @@ def expire_outbox(folder: Path, cutoff: float) -> int:
 
 @cron("check-expiries", cron="7 * * * *", schema=ExpiryPayload, retries=2)
 def check_expiries(payload: dict[str, Any], delivery: Delivery) -> dict[str, Any]:
-    """Delete log rows, finished claims and outbox emails past their retention."""
+    """Delete log rows, finished claims, outbox emails and workflow runs past their retention."""
     config = current_app.config
     log_days = float(config["DELIVERY_LOG_RETENTION_DAYS"])
     now_ms = int(now().timestamp() * 1000)
-    rows = claims = 0
+    rows = claims = runs = 0
     store = get_store(current_app)
     if store is not None:
         with store.engine.begin() as conn:
             rows, claims = queries.expire(
                 conn, now_ms, log_days=log_days, claim_days=float(config["CLAIM_RETENTION_DAYS"])
             )
+        runs = expire_workflow_runs(store.engine, now_ms)
     files = expire_outbox(outbox_folder(current_app), now_ms / 1000 - log_days * 86_400)
-    return {"rows": rows, "claims": claims, "files": files}
+    return {"rows": rows, "claims": claims, "files": files, "runs": runs}
+
+
+#: Finished workflow runs deleted per check-expiries delivery at most (in pages of 1,000).
+WORKFLOW_EXPIRY_LIMIT = 20_000
+
+
+def expire_workflow_runs(engine: Engine, now_ms: int) -> int:
+    """Delete finished workflow runs and notified events past their retention."""
+    config = current_app.config
+    runs_before = now_ms - int(float(config["WORKFLOW_RETENTION_DAYS"]) * 86_400_000)
+    events_before = now_ms - int(float(config["WORKFLOW_EVENT_RETENTION_DAYS"]) * 86_400_000)
+    deleted = 0
+    while deleted < WORKFLOW_EXPIRY_LIMIT:
+        page = workflow_state.expire(engine, runs_before, events_before_ms=events_before)
+        deleted += page
+        if page < 1000:
+            break
+    return deleted

@@ -464,8 +464,18 @@ def waiting_for_event(engine: Engine, event_id: str, page: int = 500) -> Iterato
         after = rows[-1]
 
 
-def expire(engine: Engine, before_ms: int, limit: int = 1000) -> int:
-    """Delete up to ``limit`` runs finished before ``before_ms``, with their steps."""
+def expire(engine: Engine, before_ms: int, *, events_before_ms: int, limit: int = 1000) -> int:
+    """Delete up to ``limit`` runs finished before ``before_ms`` with their steps, and up
+    to ``limit`` events notified before ``events_before_ms``; return the runs deleted."""
+    with writing(engine) as conn:
+        old_events = (
+            select(workflow_events.c.id)
+            .where(workflow_events.c.at_ms < events_before_ms)
+            .limit(limit)
+        )
+        conn.execute(
+            delete(workflow_events).where(workflow_events.c.id.in_(old_events.scalar_subquery()))
+        )
     runs_ = workflow_runs.c
     old = (
         select(runs_.id)

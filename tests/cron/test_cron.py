@@ -265,7 +265,7 @@ def test_check_expiries_deletes_only_what_is_past_retention(
         age = time.time() - days * 86_400
         os.utime(outbox / name, (age, age))
     response = DeliveryClient(app).deliver("check-expiries", {})
-    assert response.get_json() == {"rows": 1, "claims": 2, "files": 1}
+    assert response.get_json() == {"rows": 1, "claims": 2, "files": 1, "runs": 0}
     with store.read() as conn:
         assert [f.message_id for f in queries.latest_failures(conn)] == []
         left = {r.message_id for r in conn.execute(queries.select(queries.deliveries))}
@@ -294,7 +294,7 @@ def test_check_expiries_without_a_store_still_cleans_the_outbox(
     age = time.time() - 31 * 86_400
     os.utime(outbox / "old.eml", (age, age))
     response = DeliveryClient(app).deliver("check-expiries", {})
-    assert response.get_json() == {"rows": 0, "claims": 0, "files": 1}
+    assert response.get_json() == {"rows": 0, "claims": 0, "files": 1, "runs": 0}
 
 
 def test_enqueue_many_needs_one_deduplication_id_per_payload(app: Flask) -> None:

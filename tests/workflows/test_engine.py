@@ -22,6 +22,7 @@ from app.workflows import (
     notify,
     workflow,
 )
+from app.workflows.state import now_ms
 
 DAY = 86_400
 
@@ -438,3 +439,32 @@ def test_a_busy_run_drops_other_pokes_but_not_its_holders_retry(
 def _app(make_app: Any) -> Flask:
     app: Flask = make_app()[0]
     return app
+
+
+def test_check_expiries_deletes_old_finished_runs_and_events_only(
+    make_app: Any, registry: JobRegistry, effects: Effects
+) -> None:
+    from jobs.cron import expire_workflow_runs
+
+    onboard = onboarding(registry, effects)
+
+    @workflow("quick", registry=registry)
+    def quick(ctx: Any, payload: Any) -> int:
+        return 1
+
+    app, queue = make_app(WORKFLOW_RETENTION_DAYS=30, WORKFLOW_EVENT_RETENTION_DAYS=7)
+    with app.app_context():
+        done = quick.start()
+        live = onboard.start({"email": "a@example.com"})
+        deliver_due(queue)
+        notify("some-event", 1)
+        engine = app.extensions["qstash_jobs.store"].engine
+        assert expire_workflow_runs(engine, now_ms()) == 0
+        assert expire_workflow_runs(engine, now_ms() + 31 * DAY * 1000) == 1
+        assert [run.id for run in list_runs()] == [live]
+        assert get_run(live).steps  # a live run keeps its steps, however old
+        with pytest.raises(UnknownRun):
+            get_run(done)
+        from app.workflows import state
+
+        assert state.latest_event(engine, "some-event", 0) is None  # older than 7 days

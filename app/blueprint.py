@@ -1,7 +1,9 @@
 """The blueprint that mounts every registered job at ``POST /api/jobs/<name>``.
 
-Also answers ``GET /healthz`` and turns HTTP errors under ``/api/`` (unknown job, wrong
-method) into the framework's JSON errors instead of Flask's HTML pages.
+Also answers ``GET /healthz`` (and, when the app declares a workflow,
+``POST /api/workflows/events/<id>``: ``app.workflows.endpoints``) and turns HTTP errors
+under ``/api/`` (unknown job, wrong method) into the framework's JSON errors instead of
+Flask's HTML pages.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from app import config as app_config
 from app.answers import error_response
 from app.jobs import URL_PREFIX, JobRegistry
 from app.receiver import with_qstash
+from app.workflows import Workflow, endpoints
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -54,5 +57,8 @@ def init_app(app: Flask, registry: JobRegistry) -> None:
     """Mount the jobs, the health check and the JSON error handlers on ``app``."""
     app.extensions["qstash_jobs"] = registry
     app.register_blueprint(create_blueprint(registry))
+    # Only an app that declares a workflow has runs to resume: no extra endpoint otherwise.
+    if any(isinstance(job, Workflow) for job in registry):
+        endpoints.init_app(app)
     app.add_url_rule("/healthz", "healthz", healthz, methods=["GET"])
     app.register_error_handler(HTTPException, _json_http_error)

@@ -1,0 +1,135 @@
+"""``POST /api/workflows/events/<event_id>``: ``notify(event_id, data)`` over HTTP.
+
+The JSON body is the event's data (an empty body: ``None``). Two ways in:
+
+- **QStash-signed**, through the same guard as a job (``with_qstash``): whoever holds the
+  QStash token notifies by publishing to ``event_url(event_id)``, and QStash's retries
+  are deduplicated by the duplicate guard, logged under ``NOTIFY_JOB``;
+- ``Authorization: Bearer <WORKFLOW_NOTIFY_TOKEN>``, compared in constant time, for a
+  caller without QStash. Unset, only signed calls are accepted.
+
+Answers ``{"event": id, "resumed": [run ids]}``. A request with neither gets 401; bad
+JSON, an oversized body (``QSTASH_MAX_BODY_SIZE``) or a bad event id get 489 when signed
+(QStash must not retry them) and 400/413 otherwise. Mounted by ``app.blueprint`` only
+when the app declares a workflow.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import TYPE_CHECKING, Any
+
+from flask import Response, current_app, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from app.answers import error_response, json_response
+from app.errors import ConfigurationError, NonRetryableError
+from app.payload import load_payload
+from app.qstash.protocol import public_url
+from app.receiver import with_qstash
+from app.workflows.context import NAME_LIMIT
+from app.workflows.engine import notify
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from app.delivery import Delivery
+
+__all__ = ["EVENTS_PATH", "NOTIFY_JOB", "event_url", "init_app"]
+
+EVENTS_PATH = "/api/workflows/events"
+#: The name signed notifications go by in the delivery log, the guard and the metrics
+#: (not a valid job name, so no job can share their rows).
+NOTIFY_JOB = "workflows:notify"
+MIN_TOKEN_LENGTH = 16
+
+
+def event_url(event_id: str, app_url: str | None = None) -> str:
+    """Return the URL to publish ``event_id``'s notification to (``APP_URL`` by default)."""
+    base = current_app.config["APP_URL"] if app_url is None else app_url
+    return public_url(base, f"{EVENTS_PATH}/{event_id}", b"")
+
+
+def check_event_id(event_id: str) -> str:
+    """Return ``event_id``, or raise ``NonRetryableError`` if no wait could have it."""
+    if not 0 < len(event_id) <= NAME_LIMIT or not event_id.isprintable():
+        raise NonRetryableError(
+            f"an event id is 1 to {NAME_LIMIT} printable characters, not {event_id!r:.80}",
+            code="bad_event_id",
+        )
+    return event_id
+
+
+def _notified(event_id: str, data: Any) -> dict[str, Any]:
+    return {"event": event_id, "resumed": notify(check_event_id(event_id), data)}
+
+
+def _signed(payload: Any, delivery: Delivery, event_id: str) -> dict[str, Any]:
+    return _notified(event_id, payload)
+
+
+_signed_view = with_qstash(job=NOTIFY_JOB)(_signed)
+
+
+def _bearer() -> str | None:
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return given.strip() if scheme.lower() == "bearer" else None
+
+
+def _token_matches(given: str) -> bool:
+    token: str | None = current_app.config.get("WORKFLOW_NOTIFY_TOKEN")
+    if not token:
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "replace"), token.encode())
+
+
+def _unauthorized() -> Response:
+    message = (
+        "send Authorization: Bearer <WORKFLOW_NOTIFY_TOKEN>"
+        if current_app.config.get("WORKFLOW_NOTIFY_TOKEN")
+        else "WORKFLOW_NOTIFY_TOKEN is not set: only QStash-signed notifications are accepted"
+    )
+    response = error_response(401, "unauthorized", message)
+    response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+def _with_token(event_id: str) -> Response:
+    limit = int(current_app.config["QSTASH_MAX_BODY_SIZE"])
+    request.max_content_length = limit + 1
+    try:
+        body = request.get_data(cache=True)
+        if len(body) > limit:
+            raise RequestEntityTooLarge()
+    except RequestEntityTooLarge:
+        message = f"the body is larger than QSTASH_MAX_BODY_SIZE ({limit} bytes)"
+        return error_response(413, "payload_too_large", message)
+    try:
+        return json_response(_notified(event_id, load_payload(body, None)))
+    except NonRetryableError as exc:
+        return error_response(400, exc.code, exc.message, exc.errors)
+
+
+def notify_view(event_id: str) -> Response:
+    """Notify ``event_id`` with the JSON body, for a signed or a bearer-token caller."""
+    if "Upstash-Signature" not in request.headers:
+        given = _bearer()
+        if given is not None:
+            return _with_token(event_id) if _token_matches(given) else _unauthorized()
+    return _signed_view(event_id=event_id)
+
+
+def init_app(app: Flask) -> None:
+    """Mount the notification endpoint; refuse a guessable ``WORKFLOW_NOTIFY_TOKEN``."""
+    token = app.config.get("WORKFLOW_NOTIFY_TOKEN")
+    if token and len(token) < MIN_TOKEN_LENGTH:
+        raise ConfigurationError(
+            f"WORKFLOW_NOTIFY_TOKEN must be at least {MIN_TOKEN_LENGTH} characters"
+            " (try: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    app.add_url_rule(
+        f"{EVENTS_PATH}/<path:event_id>",
+        "workflow_notify",
+        notify_view,
+        methods=["POST"],
+    )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from app.store.engine import READONLY, writing
 from app.store.schema import workflow_events, workflow_runs, workflow_steps
@@ -170,12 +171,13 @@ def create(
     """
     now = now_ms()
     created = now if started_ms is None else min(now, started_ms)
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
     with writing(engine) as conn:
-        exists = conn.execute(select(workflow_runs.c.id).where(workflow_runs.c.id == run_id))
-        if exists.first() is not None:
-            return False
-        conn.execute(
-            insert(workflow_runs).values(
+        # ON CONFLICT: two deliveries starting one run id at once, on any hosts, insert it
+        # once; the other one finds the row and drives the run on instead.
+        inserted = conn.execute(
+            dialect.insert(workflow_runs)
+            .values(
                 id=run_id,
                 workflow=workflow,
                 state="running",
@@ -187,8 +189,12 @@ def create(
                 lease_message=lease.message_id,
                 lease_until_ms=now + lease.lease_ms,
             )
+            .on_conflict_do_nothing(index_elements=[workflow_runs.c.id])
+            .returning(workflow_runs.c.id)
         )
-        return True
+        # The row returned says whether it was inserted: rowcount, through SQLAlchemy,
+        # says 1 on PostgreSQL even when the conflict inserted nothing.
+        return inserted.first() is not None
 
 
 def acquire(engine: Engine, lease: Lease) -> bool:

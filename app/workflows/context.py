@@ -180,6 +180,9 @@ class Context:
         recorded = self._recorded(name, "event")
         position = self._position - 1
         execution = self._execution
+        # The slack is for a timer's delivery arriving a little early, not for the first
+        # reach: with it, a timeout of a second or less would end before it began.
+        slack_ms = CLOCK_SLACK_MS if recorded is not None else 0
         if recorded is None:
             wake_ms = int((execution.now() + timeout_s) * 1000)
             # Written before looking for the event: a notification racing this wait
@@ -193,7 +196,7 @@ class Context:
         if data is not None:
             return self._resolved(position, '{"event":' + data + "}")
         wake_ms = recorded.wake_ms or 0
-        if execution.now() * 1000 >= wake_ms - CLOCK_SLACK_MS:
+        if execution.now() * 1000 >= wake_ms - slack_ms:
             return self._resolved(position, '{"timeout":true}')
         until = datetime.fromtimestamp(wake_ms / 1000).isoformat(timespec="seconds")
         raise Suspend(Wait(position, f"event {event_id} (until {until})", wake_ms / 1000))
@@ -244,9 +247,27 @@ class Context:
             return list(_decode(self._resolved_text(position, results)))
         raise Suspend(Wait(position, f"parallel {name}"))
 
+    def check_finished(self) -> None:
+        """The function returned: it must have replayed every step the run recorded."""
+        extra = sorted(position for position in self._main if position >= self._position)
+        if extra:
+            step = self._main[extra[0]]
+            raise NonDeterministic(
+                f"the workflow returned after {self._position} steps, but the run recorded"
+                f" {step.name!r} ({step.kind}) at position {extra[0]}: its code changed"
+                " between deliveries"
+            )
+
     # -- replay -------------------------------------------------------------------------
 
     def _recorded(self, name: str, kind: str) -> Step | None:
+        running = self._execution.current_step
+        if running is not None:
+            raise NonRetryableError(
+                f"step {name!r} was called inside step {running!r}: steps cannot be nested"
+                " (call ctx's methods from the workflow function only)",
+                code="workflow_bad_step",
+            )
         position = self._position
         self._position += 1
         self._execution.check_step_count(position)

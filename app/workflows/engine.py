@@ -349,6 +349,7 @@ def _drive(
     while True:
         run = state.get(engine, lease.run_id)
         assert run is not None
+        _check_workflow(workflow, run, engine, lease)
         execution = Execution(workflow, engine, lease, delivery, poke_step=poke)
         try:
             outcome = _replay(workflow, execution, run)
@@ -363,6 +364,18 @@ def _drive(
             return {"run": run.id, "state": "busy"}
 
 
+def _check_workflow(
+    workflow: Workflow, run: state.Run, engine: Engine, lease: Lease | None
+) -> None:
+    if run.workflow != workflow.name:  # a run id sent to another workflow's URL
+        if lease is not None:
+            state.release(engine, lease)
+        raise NonRetryableError(
+            f"run {run.id!r} belongs to workflow {run.workflow!r}, not {workflow.name!r}",
+            code="unknown_run",
+        )
+
+
 def _replay(workflow: Workflow, execution: Execution, run: state.Run) -> Any:
     lease, engine = execution.lease, execution.engine
     if run.finished:
@@ -370,7 +383,9 @@ def _replay(workflow: Workflow, execution: Execution, run: state.Run) -> Any:
         return {"run": run.id, "state": run.state}
     try:
         payload = _loaded_input(workflow, run)
-        output = workflow.function(Context(execution, run), payload)  # type: ignore[misc]
+        context = Context(execution, run)
+        output = workflow.function(context, payload)  # type: ignore[misc]
+        context.check_finished()
         text = encode(output, "the workflow's result", execution.result_limit)
     except Suspend as suspended:
         return _suspended(workflow, execution, suspended.wait)
@@ -493,6 +508,7 @@ def _run_branch(
     run = state.get(engine, run_id)
     if run is None:
         raise NonRetryableError(f"no workflow run {run_id!r}", code="unknown_run")
+    _check_workflow(workflow, run, engine, None)
     if run.finished:
         return {"run": run_id, "state": run.state}
     if not state.claim_branch(
@@ -610,4 +626,7 @@ def resume(run_id: str) -> str:
     if run is None:
         raise UnknownRun(f"no workflow run {run_id!r}")
     registry = current_app.extensions["qstash_jobs"]
-    return _publish(registry[run.workflow], {"run": run_id, "step": run.position})
+    # A waiting run's position is the step after its wait: poke the wait itself, so that
+    # its timer (a sleep's end, an event's timeout) is published again if it was lost.
+    step = run.position - 1 if run.state == "waiting" and run.position > 0 else run.position
+    return _publish(registry[run.workflow], {"run": run_id, "step": step})

@@ -468,3 +468,62 @@ def test_check_expiries_deletes_old_finished_runs_and_events_only(
         from app.workflows import state
 
         assert state.latest_event(engine, "some-event", 0) is None  # older than 7 days
+
+
+def test_a_run_id_sent_to_another_workflow_is_refused(make_app: Any, registry: JobRegistry) -> None:
+    @workflow("one", registry=registry)
+    def one(ctx: Any, payload: Any) -> None:
+        ctx.sleep("nap", "1h")
+
+    @workflow("two", registry=registry)
+    def two(ctx: Any, payload: Any) -> None:
+        ctx.run("other", lambda: 1)
+
+    app, queue = make_app()
+    with app.app_context():
+        run_id = one.start(run_id="shared")
+        deliver_due(queue)
+    client = DeliveryClient(app)
+    for query in (f"run={run_id}", f"run={run_id}&step=0", f"run={run_id}&step=0&branch=0"):
+        response = client.deliver("two", {}, query=query)
+        assert response.status_code == 489, query
+        assert "belongs to workflow 'one'" in response.json["message"]
+    with app.app_context():
+        queue.drain(fail_fast=True)
+        assert get_run(run_id).state == "completed"
+
+
+def test_steps_cannot_be_nested(make_app: Any, registry: JobRegistry) -> None:
+    @workflow("nested", registry=registry)
+    def nested(ctx: Any, payload: Any) -> None:
+        ctx.run("outer", lambda: ctx.run("inner", lambda: 1))
+
+    app, queue = make_app()
+    with app.app_context():
+        run_id = nested.start()
+        queue.drain()
+        run = get_run(run_id)
+    assert run.state == "failed" and "cannot be nested" in (run.error or "")
+
+
+def test_a_replay_that_returns_before_the_recorded_steps_fails(
+    make_app: Any, registry: JobRegistry
+) -> None:
+    replays = iter([3, 1])
+
+    @workflow("shrinking", registry=registry)
+    def shrinking(ctx: Any, payload: Any) -> None:
+        ctx.run("a", lambda: 1)
+        if next(replays) > 1:
+            ctx.run("b", lambda: 2)
+            ctx.sleep("nap", 60)
+
+    app, queue = make_app()
+    with app.app_context():
+        run_id = shrinking.start()
+        queue.drain()
+        run = get_run(run_id)
+    assert run.state == "failed"
+    assert "returned after 1 steps, but the run recorded 'b' (run) at position 1" in (
+        run.error or ""
+    )

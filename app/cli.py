@@ -1,4 +1,5 @@
-"""Command groups: ``flask qstash …`` (talks to QStash) and ``flask jobs …`` (this app's jobs).
+"""Command groups: ``flask qstash …`` (talks to QStash), ``flask jobs …`` (this app's jobs)
+and ``flask workflows …`` (its workflow runs and events).
 
 They are registered as Flask CLI plugins (``flask.commands`` entry points in
 pyproject.toml) rather than on the app, so that a command which does not need a
@@ -25,6 +26,18 @@ from app.errors import QStashJobsError
 from app.publishing import client_for
 from app.publishing import sync as sync_plan
 from app.qstash.cron import parse_cron
+from app.workflows import (
+    Run,
+    UnknownRun,
+    Workflow,
+    cancel,
+    get_run,
+    list_runs,
+    notify,
+    resume,
+)
+from app.workflows.display import abbreviate, at, duration, step_views
+from app.workflows.state import FINISHED, LIVE
 
 if TYPE_CHECKING:
     from app.jobs import Job, JobRegistry
@@ -32,6 +45,9 @@ if TYPE_CHECKING:
     from app.qstash.client.models import Schedule
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: Every state a workflow run can be in.
+RUN_STATES = (*LIVE, *FINISHED)
 
 
 def _one_line_errors(command: F) -> F:
@@ -244,6 +260,156 @@ def jobs_enqueue(
     if isinstance(delay, str) and delay.isdigit():
         options["delay"] = int(delay)
     click.echo(registry[name].enqueue(data, **options))
+
+
+@click.group("workflows")
+def workflows() -> None:
+    """Start, list, inspect, cancel and resume workflow runs; notify events."""
+
+
+def _workflow(name: str) -> Workflow:
+    registry = _registry()
+    found = registry[name] if name in registry else None
+    if not isinstance(found, Workflow):
+        declared = ", ".join(job.name for job in registry if isinstance(job, Workflow))
+        raise click.ClickException(f"no workflow named {name!r} (workflows: {declared or 'none'})")
+    return found
+
+
+def _json_argument(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise click.ClickException(f"{what} is not valid JSON: {exc}") from None
+
+
+def _needs_app_url() -> None:
+    if not current_app.config.get("APP_URL"):
+        raise click.ClickException(
+            "APP_URL is not set: runs are driven by deliveries to APP_URL + /api/jobs/NAME"
+            " (next to a running `flask dev`, export QSTASH_DEV=1 first)"
+        )
+
+
+def _get_run(run_id: str) -> Run:
+    try:
+        return get_run(run_id)
+    except UnknownRun as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@workflows.command("list")
+@click.option("--workflow", "name", help="Only runs of this workflow.")
+@click.option("--state", type=click.Choice(RUN_STATES), help="Only runs in this state.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, help="At most this many.")
+@with_appcontext
+@_one_line_errors
+def workflows_list(name: str | None, state: str | None, limit: int) -> None:
+    """List runs, newest first: id, workflow, state, created, and what it waits for."""
+    found = list_runs(workflow=name, state=state, limit=limit)
+    for run in found:
+        detail = run.waiting_for or (abbreviate(run.error, 80) if run.error else "")
+        line = f"{run.id}  {run.workflow}  {run.state}  {at(run.created_ms)}  {detail}"
+        click.echo(line.rstrip())
+    if not found:
+        click.echo("no runs")
+
+
+@workflows.command("show")
+@click.argument("run_id")
+@with_appcontext
+@_one_line_errors
+def workflows_show(run_id: str) -> None:
+    """Show run RUN_ID, then one line per step: what ran, how long, how often, its result."""
+    run = _get_run(run_id)
+    click.echo(f"run {run.id}  workflow {run.workflow}  {run.state}")
+    click.echo(f"  created {at(run.created_ms)}, updated {at(run.updated_ms)}", nl=False)
+    click.echo(f", finished {at(run.finished_ms)}" if run.finished_ms else "")
+    click.echo(f"  input: {abbreviate(run.input, 200)}")
+    if run.output is not None:
+        click.echo(f"  output: {abbreviate(run.output, 200)}")
+    if run.error is not None:
+        click.echo(f"  failed at step {run.failed_step or '-'}: {abbreviate(run.error, 200)}")
+    if run.waiting_for:
+        click.echo(f"  waiting for: {run.waiting_for}")
+    click.echo("steps:" if run.steps else "steps: none yet")
+    for view in step_views(run):
+        step = view.step
+        indent = "    " if view.branch else "  "
+        took = duration(view.duration_ms) if view.duration_ms is not None else "-"
+        line = (
+            f"{indent}{view.label:<5} {step.name}  {step.kind}  {step.state}  {took}"
+            f"  attempts={step.attempts}"
+        )
+        if view.wait:
+            line += f"  ({view.wait})"
+        if step.result is not None:
+            line += f"  -> {abbreviate(step.result, 80)}"
+        click.echo(line)
+
+
+@workflows.command("start")
+@click.argument("name")
+@click.argument("payload", default="null")
+@click.option("--run-id", help="The run's id (default: a new one); an existing id starts nothing.")
+@with_appcontext
+@_one_line_errors
+def workflows_start(name: str, payload: str, run_id: str | None) -> None:
+    """Validate PAYLOAD (JSON) with workflow NAME's schema, start a run, print its id."""
+    workflow = _workflow(name)
+    data = _json_argument(payload, "PAYLOAD")
+    _needs_app_url()
+    click.echo(workflow.start(data, run_id=run_id))
+
+
+@workflows.command("cancel")
+@click.argument("run_id")
+@with_appcontext
+@_one_line_errors
+def workflows_cancel(run_id: str) -> None:
+    """Cancel run RUN_ID: no step of it runs any more (one running now may finish)."""
+    try:
+        cancelled = cancel(run_id)
+    except UnknownRun as exc:
+        raise click.ClickException(str(exc)) from None
+    if not cancelled:
+        state = _get_run(run_id).state
+        raise click.ClickException(f"run {run_id} has finished already ({state})")
+    click.echo(f"cancelled {run_id}")
+
+
+@workflows.command("notify")
+@click.argument("event_id")
+@click.argument("data", default="null")
+@with_appcontext
+@_one_line_errors
+def workflows_notify(event_id: str, data: str) -> None:
+    """Notify EVENT_ID with DATA (JSON): print each run it resumes."""
+    value = _json_argument(data, "DATA")
+    _needs_app_url()
+    resumed = notify(event_id, value)
+    for run_id in resumed:
+        click.echo(run_id)
+    if not resumed:
+        days = current_app.config["WORKFLOW_EVENT_RETENTION_DAYS"]
+        click.echo(
+            f"no run is waiting for {event_id}; the event is kept {days} days for runs"
+            " that started before it and wait for it later"
+        )
+
+
+@workflows.command("resume")
+@click.argument("run_id")
+@with_appcontext
+@_one_line_errors
+def workflows_resume(run_id: str) -> None:
+    """Publish a delivery that drives run RUN_ID on (after fixing what stopped it)."""
+    run = _get_run(run_id)
+    if run.finished:
+        raise click.ClickException(f"run {run_id} has finished ({run.state}): nothing to resume")
+    _workflow(run.workflow)  # renamed or removed since the run started: say so
+    _needs_app_url()
+    click.echo(resume(run_id))
 
 
 # The dev server needs no configured app, so it hangs off the plugin group directly.

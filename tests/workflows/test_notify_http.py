@@ -22,10 +22,11 @@ from app import create_app
 from app.errors import ConfigurationError
 from app.jobs import JobRegistry
 from app.qstash.protocol import NON_RETRYABLE_HEADER
-from app.testing import DeliveryClient, StubQueue, delivery_headers
+from app.testing import StubQueue, delivery_headers
 from app.workflows import Workflow, get_run, workflow
 from app.workflows.endpoints import EVENTS_PATH, event_url
 from tests.conftest import APP_URL, TEST_CONFIG
+from tests.workflows.runs import deliver_due
 
 TOKEN = "a-notify-token-of-some-length"
 MAX_BODY = 2048
@@ -58,17 +59,6 @@ def signed_post(app: Flask, event_id: str, body: bytes, **headers: str) -> TestR
 
 def token_post(app: Flask, event_id: str, body: bytes, token: str = TOKEN) -> TestResponse:
     return app.test_client().post(path_of(app, event_id), data=body, headers=bearer(token))
-
-
-def deliver_due(app: Flask, queue: StubQueue) -> None:
-    """Deliver the messages due now (a start, a resume); leave timers for later."""
-    client = DeliveryClient(app)
-    while due := [m for m in queue.pending if m.due <= queue.clock]:
-        for message in due:
-            _, _, query = message.message.destination.partition("?")
-            client.deliver(message.job, body=message.message.body,
-                           message_id=message.message_id, query=query)  # fmt: skip
-            message.state = "delivered"
 
 
 @pytest.fixture

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sqlite3
 import statistics
 import sys
@@ -220,9 +221,11 @@ def sides(tmp: Path, dev_url: str, workers: int, api: httpx.Client) -> Iterator[
         yield found
 
 
-def kb(size: float) -> str:
-    """Return ``size`` bytes as KB or MB text."""
-    return f"{size / 1e6:.2f} MB" if size >= 1e6 else f"{size / 1e3:.1f} KB"
+def size(count: float) -> str:
+    """Return ``count`` bytes as B, KB or MB text."""
+    if count >= 1e6:
+        return f"{count / 1e6:.2f} MB"
+    return f"{count / 1e3:.1f} KB" if count >= 1e3 else f"{count:.0f} B"
 
 
 def report(n: int, runs: dict[str, list[Run]]) -> None:
@@ -231,19 +234,37 @@ def report(n: int, runs: dict[str, list[Run]]) -> None:
     print(f"{n} steps, {count} round{'s' if count > 1 else ''}:")
     for name, measured in runs.items():
         times = [run.seconds for run in measured]
-        size = statistics.median(run.bytes for run in measured)
+        received = statistics.median(run.bytes for run in measured)
         requests = statistics.median(run.requests for run in measured)
         print(
             f"  {name:22} {statistics.median(times):7.3f} s per run"
-            f" ({min(times):.3f}–{max(times):.3f} s), {kb(size)} received"
-            f" ({size / n:,.0f} B per step) in {requests:.0f} requests"
+            f" ({min(times):.3f}–{max(times):.3f} s), {size(received)} received"
+            f" in {requests:.0f} requests"
         )
     for ours in ("ours", "ours, budget 0"):
         for other in (CHAINED, PEER):
             pairs = list(zip(runs[ours], runs[other], strict=True))
             time_ratio = spread([a.seconds / b.seconds for a, b in pairs])
-            byte_ratio = spread([a.bytes / max(1, b.bytes) for a, b in pairs])
-            print(f"  {ours}/{other}: time {time_ratio}; bytes {byte_ratio}")
+            # Bytes hardly vary between rounds and differ by orders of magnitude.
+            bytes_ratio = statistics.median(a.bytes / max(1, b.bytes) for a, b in pairs)
+            print(f"  {ours}/{other}: time {time_ratio}; bytes {bytes_ratio:.2g}×")
+
+
+def growth(results: dict[int, dict[str, list[Run]]]) -> None:
+    """Print how each side's bytes per run grow from the fewest steps to the most
+    (linear: by the ratio of the step counts; quadratic: by its square)."""
+    few, many = min(results), max(results)
+    if few == many:
+        return
+
+    def median_bytes(n: int, name: str) -> float:
+        return statistics.median(run.bytes for run in results[n][name])
+
+    grew = ", ".join(
+        f"{name} ×{median_bytes(many, name) / max(1, median_bytes(few, name)):.1f}"
+        for name in results[few]
+    )
+    print(f"bytes per run, {many} vs {few} steps (linear ×{many / few:g}): {grew}")
 
 
 def main() -> None:
@@ -269,7 +290,8 @@ def main() -> None:
             ):
                 print(
                     f"dev server: flask qstash dev; apps: gunicorn --config {BARE_CONFIG.name}"
-                    f" --workers {args.workers} (sync); ~1 KB per step"
+                    f" --workers {args.workers} (sync); ~1 KB per step; load average (1 min)"
+                    f" {os.getloadavg()[0]:.1f}"
                 )
                 for side in found:  # warm up every worker: imports, pools, the store
                     for _ in range(args.workers):
@@ -288,6 +310,8 @@ def main() -> None:
                         print(f"round {number + 1}, {n} steps: {times}", flush=True)
                 for n in args.steps:
                     report(n, results[n])
+                growth(results)
+                print(f"load average (1 min) at the end: {os.getloadavg()[0]:.1f}")
         except SystemExit as exc:
             if isinstance(exc.code, str):  # a run failed: show what the servers said
                 for log in sorted(tmp.glob("*.log")):

@@ -88,7 +88,8 @@ def test_the_printed_environment_finds_the_server_with_each_official_sdk(
 
 
 def test_flask_dev_demo_runs_every_job_kind(tmp_path: Path) -> None:
-    """flask dev --demo runs the real send-email, process-image and deliver-webhook jobs."""
+    """flask dev --demo runs the real send-email, process-image and deliver-webhook jobs,
+    and one onboard-user workflow run to completion (its waits cut to seconds)."""
     log = tmp_path / "demo.log"
     env = {
         "STORAGE_ROOT": str(tmp_path / "storage"),
@@ -102,9 +103,14 @@ def test_flask_dev_demo_runs_every_job_kind(tmp_path: Path) -> None:
         stop(process)
     for job in ("send-email", "process-image", "deliver-webhook"):
         assert f"demo: {job}: 200 delivered" in output, output
-    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1
+    # send-email's, then the run's welcome and follow-up emails
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 3
     assert list((tmp_path / "storage" / "demo").glob("sample*.w320.webp"))
-    assert "got 1 call(s)" in output
+    assert re.search(r"webhook receiver at \S+ got 1 call\(s\)", output), output
+    steps = "settings, welcome-email, quiet-period, upgraded, follow-up-email, tell-crm"
+    assert re.search(rf"demo: onboard-user: completed in [\d.]+s: {steps} -> ", output), output
+    assert '"crmStatus":200' in output, output
+    assert re.search(r"CRM receiver at \S+ got 1 call\(s\)", output), output
     assert "curl -X POST" in output
 
 

@@ -9,13 +9,15 @@ One run per new user, as one function (defaults shown; each is a setting below):
     then       the CRM hears the outcome          ctx.call  (skipped without a CRM URL)
 
 An upgrade notified at any time after the run started counts, during the three days too
-(a notification is kept until the run reaches its wait). Start and notify::
+(a notification is kept ``WORKFLOW_EVENT_RETENTION_DAYS`` for runs that reach their wait
+later). Start and notify::
 
     run_id = onboard_user.start({"email": "ada@example.com", "name": "Ada"})
     notify(upgraded_event("ada@example.com"), {"plan": "pro"})
 
 (``flask jobs enqueue onboard-user '<json>'`` starts a run too, and
-``POST /api/workflows/events/<event id>`` notifies over HTTP.)
+``POST /api/workflows/events/<event id>`` notifies over HTTP.) Notify with some data:
+``wait_for_event`` returns None both at the timeout and for an event whose data is None.
 
 The function runs again from the top on every delivery and each ``ctx`` step returns
 its recorded result instead of running twice; so whatever may differ between deliveries
@@ -25,8 +27,9 @@ Settings (``app.config``; from the environment as ``FLASK_ONBOARDING_QUIET_PERIO
 
 - ``ONBOARDING_QUIET_PERIOD``: how long the run sleeps after the welcome email;
 - ``ONBOARDING_UPGRADE_WINDOW``: how long it then waits for an upgrade;
-- ``ONBOARDING_CRM_URL``: where the outcome is POSTed (unset: not sent). It goes through
-  deliver-webhook's SSRF-safe client: a private address needs ``WEBHOOK_ALLOWED_NETWORKS``.
+- ``ONBOARDING_CRM_URL``: where the outcome is POSTed (unset: not sent), through the
+  SSRF-safe client deliver-webhook uses (``WEBHOOK_*`` settings): a private or loopback
+  address needs ``WEBHOOK_ALLOWED_NETWORKS``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Server-rendered with Jinja2 and inline SVG; no JavaScript, nothing loaded from elsewhere.
 ``auth`` decides who may look, ``views`` gathers what is shown, ``chart`` lays out the
-chart. Without ``SECRET_KEY`` the session key is derived from ``DASHBOARD_TOKEN``.
+chart, ``runs`` shows workflow runs and a run's timeline. Without ``SECRET_KEY`` the
+session key is derived from ``DASHBOARD_TOKEN``.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ import hashlib
 import hmac
 from typing import TYPE_CHECKING
 
-from flask import Blueprint
+from flask import Blueprint, current_app
 from werkzeug.wrappers import Response as BaseResponse
 
-from app.dashboard import auth, views
+from app.dashboard import auth, runs, views
 from app.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ def _secure_headers(response: BaseResponse) -> BaseResponse:
 
 
 def create_blueprint() -> Blueprint:
-    """Return the dashboard blueprint with its login, logout and index views."""
+    """Return the dashboard blueprint: login, logout, the deliveries page, workflow runs."""
     bp = Blueprint(
         "dashboard",
         __name__,
@@ -47,12 +48,18 @@ def create_blueprint() -> Blueprint:
         static_folder="static",
     )
     bp.add_url_rule("/", "index", auth.login_required(views.index), methods=["GET"])
+    bp.add_url_rule("/runs", "runs", auth.login_required(runs.runs), methods=["GET"])
+    bp.add_url_rule("/runs/<run_id>", "run", auth.login_required(runs.run), methods=["GET"])
     bp.add_url_rule("/login", "login", auth.login, methods=["GET", "POST"])
     bp.add_url_rule("/logout", "logout", auth.logout, methods=["POST"])
     bp.after_request(_secure_headers)
     bp.add_app_template_filter(views.when, "when")
-    bp.context_processor(lambda: {"csrf_token": auth.csrf_token})
+    bp.context_processor(lambda: {"csrf_token": auth.csrf_token, "has_workflows": _has_workflows})
     return bp
+
+
+def _has_workflows() -> bool:
+    return bool(runs.declared(current_app.extensions["qstash_jobs"]))
 
 
 def _secret_key(app: Flask, token: str) -> None:

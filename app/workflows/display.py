@@ -44,11 +44,11 @@ def duration(ms: int | None) -> str:
 
 
 def wait_text(step: Step) -> str:
-    """Say what a wait step waits (or waited) for: its event, its wake time, its branches."""
+    """Say what a wait step waits (or waited) for: its event and timeout, or its wake time."""
     if step.kind == "event":
-        return f"event {step.event_id} until {at(step.wake_ms)}"
+        return f"event {step.event_id} (timeout {at(step.wake_ms)})"
     if step.kind == "sleep":
-        return f"until {at(step.wake_ms)}"
+        return f"wake {at(step.wake_ms)}"
     return ""
 
 

@@ -119,9 +119,10 @@ def runs(
     workflow: str | None = None,
     state: str | None = None,
     limit: int = 50,
-    before_ms: int | None = None,
+    before: tuple[int, str] | None = None,
 ) -> list[Run]:
-    """Return the newest runs (without their steps), newest first."""
+    """Return the newest runs (without their steps), newest first; with ``before``
+    (``created_ms``, ``id``) of a listed run, the ones listed after it."""
     query = select(*_RUN_COLUMNS).order_by(
         workflow_runs.c.created_ms.desc(), workflow_runs.c.id.desc()
     )
@@ -129,15 +130,21 @@ def runs(
         query = query.where(workflow_runs.c.workflow == workflow)
     if state is not None:
         query = query.where(workflow_runs.c.state == state)
-    if before_ms is not None:
-        query = query.where(workflow_runs.c.created_ms < before_ms)
+    if before is not None:  # keyset paging: runs created in one millisecond are not skipped
+        created, run_id = before
+        runs_ = workflow_runs.c
+        query = query.where(
+            or_(runs_.created_ms < created, and_(runs_.created_ms == created, runs_.id < run_id))
+        )
     with read(engine) as conn:
         return [_run(row) for row in conn.execute(query.limit(max(1, min(limit, 1000))))]
 
 
-def counts(engine: Engine) -> dict[str, int]:
-    """Return how many runs are in each state."""
+def counts(engine: Engine, *, workflow: str | None = None) -> dict[str, int]:
+    """Return how many runs (of ``workflow``) are in each state."""
     query = select(workflow_runs.c.state, func.count()).group_by(workflow_runs.c.state)
+    if workflow is not None:
+        query = query.where(workflow_runs.c.workflow == workflow)
     with read(engine) as conn:
         return {state: int(n) for state, n in conn.execute(query)}
 

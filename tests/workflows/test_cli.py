@@ -119,10 +119,10 @@ def test_show_prints_each_step_and_the_current_wait(app: App) -> None:
     assert price.split()[:4] == ["0", "price", "run", "done"]
     assert "attempts=1" in price and '-> {"total":6,"note":"o-1"}' in price
     [sleep] = [line for line in lines if "cool-off" in line]
-    assert sleep.split()[:4] == ["1", "cool-off", "sleep", "done"] and "(until " in sleep
+    assert sleep.split()[:4] == ["1", "cool-off", "sleep", "done"] and "(wake " in sleep
     [paid] = [line for line in lines if " paid " in line]
     assert paid.split()[:5] == ["2", "paid", "event", "waiting", "-"]
-    assert "(event paid:o-1 until " in paid
+    assert "(event paid:o-1 (timeout " in paid
 
 
 def test_show_lists_parallel_branches_under_their_step(app: App) -> None:

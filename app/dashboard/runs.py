@@ -1,0 +1,188 @@
+"""The dashboard's workflow pages: the runs (filtered, counted, paged) and one run's timeline.
+
+Bounded whatever the store holds: a page of at most ``PAGE`` runs, at most ``STEP_PAGE``
+step rows, and every result, input and output cut to ``RESULT_CHARS`` characters by the
+database (a step's result may be a megabyte; the page never reads it whole).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from flask import abort, current_app, render_template, request
+from sqlalchemy import func, select
+
+from app.store import get_store
+from app.store.schema import workflow_runs, workflow_steps
+from app.workflows import Workflow, state
+from app.workflows.display import StepView, abbreviate, duration, step_views
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from app.jobs import JobRegistry
+
+#: Runs per page.
+PAGE = 100
+#: Step rows per page of a run's timeline.
+STEP_PAGE = 500
+#: How much of a result, an input or an output is shown.
+RESULT_CHARS = 300
+RUN_STATES = (*state.LIVE, *state.FINISHED)
+#: The timeline bars' width, in SVG units.
+BAR_WIDTH = 240
+
+
+def declared(registry: JobRegistry) -> list[str]:
+    """Return the names of the workflows the app declares."""
+    return [job.name for job in registry if isinstance(job, Workflow)]
+
+
+def _engine() -> Engine | None:
+    store = get_store(current_app)
+    return None if store is None else store.engine
+
+
+def _choice(name: str, allowed: tuple[str, ...] | None = None) -> str | None:
+    value = request.args.get(name) or None
+    if value is not None and (len(value) > 200 or (allowed and value not in allowed)):
+        choices = f": one of {', '.join(allowed)}" if allowed else ""
+        abort(400, description=f"bad {name}{choices}")
+    return value
+
+
+def _before() -> tuple[int, str] | None:
+    """Read ``?before=<created_ms>.<run id>``: the last run of the previous page."""
+    text = request.args.get("before")
+    if not text:
+        return None
+    created, _, run_id = text.partition(".")
+    if not (created.isascii() and created.isdigit() and len(created) <= 15 and run_id):
+        abort(400, description="bad before: <created_ms>.<run id> of a listed run")
+    return int(created), run_id
+
+
+def runs() -> str:
+    """List runs, newest first (``?workflow=&state=&before=``), with counts per state."""
+    registry: JobRegistry = current_app.extensions["qstash_jobs"]
+    workflow, run_state = _choice("workflow"), _choice("state", RUN_STATES)
+    before = _before()
+    context: dict[str, Any] = {
+        "workflows": declared(registry),
+        "states": RUN_STATES,
+        "workflow": workflow,
+        "state": run_state,
+    }
+    engine = _engine()
+    if engine is None:
+        return render_template("dashboard/runs.html", store_on=False, **context)
+    found = state.runs(engine, workflow=workflow, state=run_state, limit=PAGE + 1, before=before)
+    last = found[PAGE - 1] if len(found) > PAGE else None
+    return render_template(
+        "dashboard/runs.html",
+        store_on=True,
+        runs=found[:PAGE],
+        counts=state.counts(engine, workflow=workflow),
+        older=f"{last.created_ms}.{last.id}" if last else None,
+        newer=before is not None,
+        abbreviate=abbreviate,
+        **context,
+    )
+
+
+# --- one run -----------------------------------------------------------------------------
+
+
+def _steps(engine: Engine, run_id: str, start: int) -> tuple[list[state.Step], int | None]:
+    """Return up to ``STEP_PAGE`` step rows from position ``start``, results cut, and the
+    position the next page starts at (None: no more). A position's rows (a parallel
+    step and its branches) are never split between pages."""
+    steps = workflow_steps.c
+    query = (
+        select(
+            steps.position, steps.branch, steps.name, steps.kind, steps.state,
+            func.substr(steps.result, 1, RESULT_CHARS + 1).label("result"),
+            steps.started_ms, steps.finished_ms, steps.wake_ms, steps.event_id, steps.attempts,
+        )
+        .where(steps.run_id == run_id, steps.position >= start)
+        .order_by(steps.position, steps.branch)
+        .limit(STEP_PAGE + 1)
+    )  # fmt: skip
+    with state.read(engine) as conn:
+        rows = [state.Step(**row._mapping) for row in conn.execute(query)]
+    if len(rows) <= STEP_PAGE:
+        return rows, None
+    cut = rows[STEP_PAGE].position
+    kept = [row for row in rows if row.position < cut]
+    return kept, cut
+
+
+def _run_text(engine: Engine, run_id: str) -> state.Run | None:
+    """Return the run without its steps, its input, output and error cut by the database."""
+    runs_ = workflow_runs.c
+    cut = [
+        func.substr(column, 1, RESULT_CHARS + 1).label(column.name)
+        for column in (runs_.input, runs_.output, runs_.error)
+    ]
+    columns = [c for c in runs_ if c.name not in ("input", "output", "error", "lease_token")]
+    with state.read(engine) as conn:
+        row = conn.execute(select(*columns, *cut).where(runs_.id == run_id)).first()
+    return None if row is None else state.Run(**row._mapping)
+
+
+@dataclass(frozen=True)
+class Bar:
+    """A step's bar on the run's timeline, in SVG units."""
+
+    x: float
+    width: float
+    open: bool
+
+
+def bars(views: list[StepView], start_ms: int, end_ms: int) -> list[Bar]:
+    """Lay each step out on one time axis from ``start_ms`` to ``end_ms`` (a step still
+    running or waiting reaches the end); every step stays at least 2 units wide."""
+    span = max(end_ms - start_ms, 1)
+    laid = []
+    for view in views:
+        step = view.step
+        finish = step.finished_ms if step.finished_ms is not None else end_ms
+        x = min(max(step.started_ms - start_ms, 0) / span, 1.0) * BAR_WIDTH
+        width = max((finish - max(step.started_ms, start_ms)) / span * BAR_WIDTH, 2.0)
+        laid.append(Bar(round(min(x, BAR_WIDTH - 2), 1), round(min(width, BAR_WIDTH - x), 1),
+                        step.finished_ms is None))  # fmt: skip
+    return laid
+
+
+def run(run_id: str) -> Any:
+    """Show one run: its input, state, current wait and a timeline of its steps."""
+    engine = _engine()
+    if engine is None:
+        abort(404, description="the store is off: no workflow runs")
+    found = _run_text(engine, run_id)
+    if found is None:
+        return render_template("dashboard/run.html", run=None, run_id=run_id), 404
+    start = request.args.get("from", "0")
+    if not (start.isascii() and start.isdigit() and len(start) <= 9):
+        abort(400, description="bad from: a step position")
+    rows, next_from = _steps(engine, run_id, int(start))
+    views = step_views(replace(found, steps=tuple(rows)))
+    now_ms = int(time.time() * 1000)
+    end_ms = found.finished_ms or max(
+        [now_ms, *(v.step.finished_ms or v.step.started_ms for v in views)]
+    )
+    return render_template(
+        "dashboard/run.html",
+        run=found,
+        views=views,
+        timeline=list(zip(views, bars(views, found.created_ms, end_ms), strict=True)),
+        bar_width=BAR_WIDTH,
+        took=duration(end_ms - found.created_ms),
+        next_from=next_from,
+        start=int(start),
+        abbreviate=abbreviate,
+        duration=duration,
+        limit=RESULT_CHARS,
+    )

@@ -81,11 +81,12 @@ def email(user: dict[str, Any], template: str, **data: Any) -> dict[str, Any]:
 def send(ctx: Context, step: str, payload: dict[str, Any]) -> str:
     """Publish ``payload`` to the send-email job as step ``step``; return the message id.
 
-    A step runs again only when its delivery died between the effect and its record (a
-    killed worker): the retry comes within minutes, once the run's lease has run out, and
-    its publish carries the same deduplication id, which QStash drops (its window is 10
-    minutes). The send-email job then sends once per message id (Resend's idempotency
-    key, the outbox's file name).
+    A step runs again only when its delivery failed after the publish and before the
+    step was recorded (a killed worker, a publish whose answer was lost). The retry comes
+    within minutes (a killed worker's once the run's lease, ``DUPLICATE_LEASE_SECONDS``,
+    has run out) and publishes with the same deduplication id, which QStash drops inside
+    its 10-minute window. The send-email job then sends once per message id (Resend's
+    idempotency key, the outbox's file name).
     """
     return str(ctx.run(step, send_email.enqueue, payload, deduplication_id=f"{ctx.run_id}.{step}"))
 

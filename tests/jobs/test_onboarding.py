@@ -19,6 +19,7 @@ from marshmallow import ValidationError
 
 from app.testing import StubQueue
 from app.workflows import Run, UnknownRun, get_run, notify
+from app.workflows import state as workflow_state
 from jobs.onboarding import onboard_user, upgraded_event
 from tests.jobs.conftest import make_app
 from tests.jobs.recorder import Recorder, recording_server
@@ -201,6 +202,28 @@ def test_each_email_step_publishes_with_a_deduplication_id_of_its_run(
     queue.drain(fail_fast=True)
     ids = [m.options.deduplication_id for m in queue.published("send-email")]
     assert ids == [f"{run_id}.welcome-email", f"{run_id}.follow-up-email"]
+
+
+def test_an_email_step_that_runs_again_sends_one_email(
+    app: Flask, queue: StubQueue, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delivery failing after the welcome publish and before its record: one email."""
+    record = workflow_state.record
+    failed: list[str] = []
+
+    def record_once(engine: Any, lease: Any, step: dict[str, Any], **kwargs: Any) -> Any:
+        if step["name"] == "welcome-email" and not failed:
+            failed.append(step["name"])
+            raise ConnectionError("the store went away after the publish")
+        return record(engine, lease, step, **kwargs)
+
+    monkeypatch.setattr(workflow_state, "record", record_once)
+    run_id = start(app)
+    queue.drain()
+    assert failed == ["welcome-email"]
+    assert output(run(app, run_id))["upgraded"] is False
+    assert len(queue.published("send-email")) == 2  # the welcome email and the follow-up
+    assert len(emails(tmp_path)) == 2
 
 
 def test_a_bad_email_starts_nothing(app: Flask, queue: StubQueue) -> None:

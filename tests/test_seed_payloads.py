@@ -349,4 +349,4 @@ def test_seed_check_expiries_schedule_runs(client: DeliveryClient) -> None:
     """check-expiries, scheduled without a body, runs and reports what it expired."""
     response = client.deliver("check-expiries", body=b"", schedule_id=SCHEDULE_ID)
     assert response.status_code == 200, response.get_json()
-    assert response.get_json() == {"rows": 0, "claims": 0, "files": 0}
+    assert response.get_json() == {"rows": 0, "claims": 0, "files": 0, "runs": 0}

@@ -580,14 +580,21 @@ def _join(
 # --- outside the deliveries --------------------------------------------------------------
 
 
-def notify(event_id: str, data: Any = None) -> list[str]:
+#: ``notify(event_id)`` without data: the waits get ``{}``, never the None of a timeout.
+NO_DATA: Any = object()
+
+
+def notify(event_id: str, data: Any = NO_DATA) -> list[str]:
     """Store event ``event_id`` and resume every run waiting for it; return their ids.
 
-    A run that reaches ``wait_for_event(…, event_id)`` later (but started before this
-    notification) finds it there, for ``WORKFLOW_EVENT_RETENTION_DAYS``.
+    The waits return ``data`` (``{}`` when none is given; an explicit None reads like a
+    timeout). A run that reaches ``wait_for_event(…, event_id)`` later (but started
+    before this notification) finds it there, for ``WORKFLOW_EVENT_RETENTION_DAYS``.
     """
     from app.workflows.context import _check_name
 
+    if data is NO_DATA:
+        data = {}
     _check_name(event_id, "event id")
     engine = store_engine()
     text = encode(data, "the event's data", int(_config("WORKFLOW_MAX_RESULT_BYTES")))

@@ -527,3 +527,19 @@ def test_a_replay_that_returns_before_the_recorded_steps_fails(
     assert "returned after 1 steps, but the run recorded 'b' (run) at position 1" in (
         run.error or ""
     )
+
+
+def test_a_notification_without_data_is_not_read_as_a_timeout(
+    make_app: Any, registry: JobRegistry
+) -> None:
+    @workflow("told", registry=registry)
+    def told(ctx: Any, payload: Any) -> bool:
+        return ctx.wait_for_event("wait", "poke", timeout="1d") is not None
+
+    app, queue = make_app()
+    with app.app_context():
+        run_id = told.start()
+        deliver_due(queue)
+        notify("poke")
+        queue.drain(fail_fast=True)
+        assert get_run(run_id).output == "true"

@@ -19,6 +19,8 @@ app under gunicorn ``--config bench/_gunicorn_bare.py --workers N`` (sync worker
 
 Both apps of ours run as deployed for the store: SQLite, delivery log and duplicate guard
 on (workflows need the store); metrics off. The peer is a bare Flask app with the SDK.
+Every side declares ``retries=0`` (a failing step ends the benchmark instead of waiting
+for backoffs); every worker first runs a 2-step run of each side, untimed.
 
 A run is timed from the publish of its start message (the same ``httpx`` client for all
 sides) to the moment the code after its last step has run (it writes a file the benchmark
@@ -27,8 +29,10 @@ polls every millisecond); the run is then checked (ours: the store says complete
 received: the request bodies (``Content-Length``) every request to the app carried,
 counted by the same WSGI middleware on all sides (``bench/_workflow_apps.py``), from the
 start message to the run's end. Each round runs every side once per ``n``, the order
-rotating round by round; printed per ``n``: each side's median time and bytes per run,
-and the median of per-round ratios (ours/chained, ours/peer) with min–max.
+rotating round by round; printed per ``n``: each side's median time (min–max), bytes and
+requests per run, the median of per-round time ratios (ours/chained, ours/peer) with
+min–max and the median bytes ratio; then how bytes per run grow from the fewest steps to
+the most (linear: by the ratio of the step counts).
 Targets (issue 16): bytes per run linear in steps; a 50-step run ≤ 1.2× the chained
 jobs' time. ``--smoke``: one round of 5 steps (CI: the same code path in seconds).
 """

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -55,6 +56,12 @@ ARITY: dict[str, tuple[int, int]] = {
 }
 #: One day, QStash's cap on any retry delay, in milliseconds.
 MAX_DELAY_MS = 86_400_000
+#: One ``ast.parse`` at a time: CPython 3.11 counts the AST constructor's recursion per
+#: interpreter, not per thread, so a parse interrupted by another thread's parse fails with
+#: "SystemError: AST constructor recursion depth mismatch" (CPython gh-106905); the dev
+#: server parses on its API and delivery threads. Reentrant: a finalizer that parses while
+#: its thread holds the lock gets that SystemError, never a deadlock.
+_PARSING = threading.RLock()
 
 
 class RetryDelayError(ValueError):
@@ -66,7 +73,8 @@ def parse(text: str) -> ast.Expression:
     if not text.strip() or len(text) > MAX_LENGTH:
         raise RetryDelayError(f"retry delay must be 1 to {MAX_LENGTH} characters")
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        with _PARSING:
+            tree = ast.parse(text.strip(), mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         raise RetryDelayError(f"invalid retry delay expression {text!r}") from None
     callees = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}

@@ -64,8 +64,8 @@ class Wait:
     waiting_for: str
     #: When a timer delivery must look again (sleep's end, event's timeout), epoch s.
     timer_at: float | None = None
-    #: Branch deliveries to publish (a parallel step reached for the first time).
-    branches: int = 0
+    #: The branches still to run, whose deliveries may need publishing.
+    branches: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -229,7 +229,7 @@ class Context:
         execution = self._execution
         if recorded is None:
             execution.record_parallel(position, name, names)
-            raise Suspend(Wait(position, f"parallel {name}", branches=len(names)))
+            raise Suspend(Wait(position, f"parallel {name}", branches=tuple(range(len(names)))))
         if recorded.state == "done":
             return list(_decode(recorded.result))
         target = execution.branch_target
@@ -245,7 +245,8 @@ class Context:
         if all(row.state == "done" for row in rows):
             results = "[" + ",".join(row.result or "null" for row in rows) + "]"
             return list(_decode(self._resolved_text(position, results)))
-        raise Suspend(Wait(position, f"parallel {name}"))
+        pending = tuple(row.branch for row in rows if row.state == "pending")
+        raise Suspend(Wait(position, f"parallel {name}", branches=pending))
 
     def check_finished(self) -> None:
         """The function returned: it must have replayed every step the run recorded."""

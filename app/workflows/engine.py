@@ -433,18 +433,17 @@ def _suspended(workflow: Workflow, execution: Execution, wait: Wait | Handoff | 
         _publish(workflow, {"run": run_id, "step": wait.position})
         return {"run": run_id, "state": "running", "handed_over_at": wait.position}
     state.set_waiting(engine, lease, wait.waiting_for)
-    if wait.branches:
-        for number in range(wait.branches):
+    # A delivery that published the branches (or the timer) once does so again only
+    # when it is a retry (its first try may have failed halfway) or the timer's own poke.
+    again = execution.delivery.retried > 0 or execution.poke_step == wait.position
+    if wait.branches and (execution.created_wait == wait.position or again):
+        for number in wait.branches:
             _publish(
                 workflow,
                 {"run": run_id, "step": wait.position, "branch": number},
                 dedup=f"wf.{run_id}.{wait.position}.b{number}",
             )
-    elif wait.timer_at is not None and (
-        execution.created_wait == wait.position
-        or execution.poke_step == wait.position
-        or execution.delivery.retried > 0
-    ):
+    elif wait.timer_at is not None and (execution.created_wait == wait.position or again):
         _publish(
             workflow,
             {"run": run_id, "step": wait.position},

@@ -543,3 +543,29 @@ def test_a_notification_without_data_is_not_read_as_a_timeout(
         notify("poke")
         queue.drain(fail_fast=True)
         assert get_run(run_id).output == "true"
+
+
+def test_branches_lost_to_a_failed_publish_are_published_by_the_retry(
+    make_app: Any, registry: JobRegistry, effects: Effects
+) -> None:
+    @workflow("fan", registry=registry)
+    def fan(ctx: Any, payload: Any) -> list[Any]:
+        return ctx.parallel(*[(f"b{n}", effects, f"b{n}", n) for n in range(3)])
+
+    app, queue = make_app()
+    send = queue.send
+    failures = iter([False, True])  # the second branch's publish fails, once
+
+    def flaky_send(message: Any) -> Any:
+        if "branch=" in message.destination and next(failures, False):
+            raise ConnectionError("QStash unreachable")
+        return send(message)
+
+    queue.send = flaky_send  # type: ignore[method-assign]
+    with app.app_context():
+        run_id = fan.start()
+        queue.drain()
+        run = get_run(run_id)
+    assert run.state == "completed", run.error
+    assert run.output == "[0,1,2]"
+    assert effects.counts() == {"b0": 1, "b1": 1, "b2": 1}

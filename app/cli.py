@@ -380,14 +380,14 @@ def workflows_cancel(run_id: str) -> None:
 
 @workflows.command("notify")
 @click.argument("event_id")
-@click.argument("data", default="null")
+@click.argument("data", required=False)
 @with_appcontext
 @_one_line_errors
-def workflows_notify(event_id: str, data: str) -> None:
-    """Notify EVENT_ID with DATA (JSON): print each run it resumes."""
-    value = _json_argument(data, "DATA")
+def workflows_notify(event_id: str, data: str | None) -> None:
+    """Notify EVENT_ID with DATA (JSON; none: the waits get {}): print each run it resumes."""
+    value = None if data is None else _json_argument(data, "DATA")
     _needs_app_url()
-    resumed = notify(event_id, value)
+    resumed = notify(event_id) if data is None else notify(event_id, value)
     for run_id in resumed:
         click.echo(run_id)
     if not resumed:

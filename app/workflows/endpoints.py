@@ -1,6 +1,7 @@
 """``POST /api/workflows/events/<event_id>``: ``notify(event_id, data)`` over HTTP.
 
-The JSON body is the event's data (an empty body: ``None``). Two ways in:
+The JSON body is the event's data (an empty body: no data, which the waits get as ``{}``,
+as from ``notify(event_id)``). Two ways in:
 
 - **QStash-signed**, through the same guard as a job (``with_qstash``): whoever holds the
   QStash token notifies by publishing to ``event_url(event_id)``, and QStash's retries
@@ -60,12 +61,15 @@ def check_event_id(event_id: str) -> str:
     return event_id
 
 
-def _notified(event_id: str, data: Any) -> dict[str, Any]:
-    return {"event": event_id, "resumed": notify(check_event_id(event_id), data)}
+def _notified(event_id: str, body: bytes) -> dict[str, Any]:
+    data = load_payload(body, None)  # strict JSON, or NonRetryableError
+    check_event_id(event_id)
+    resumed = notify(event_id, data) if body.strip() else notify(event_id)
+    return {"event": event_id, "resumed": resumed}
 
 
 def _signed(payload: Any, delivery: Delivery, event_id: str) -> dict[str, Any]:
-    return _notified(event_id, payload)
+    return _notified(event_id, delivery.body)
 
 
 _signed_view = with_qstash(job=NOTIFY_JOB)(_signed)
@@ -105,7 +109,7 @@ def _with_token(event_id: str) -> Response:
         message = f"the body is larger than QSTASH_MAX_BODY_SIZE ({limit} bytes)"
         return error_response(413, "payload_too_large", message)
     try:
-        return json_response(_notified(event_id, load_payload(body, None)))
+        return json_response(_notified(event_id, body))
     except NonRetryableError as exc:
         return error_response(400, exc.code, exc.message, exc.errors)
 

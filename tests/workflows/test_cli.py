@@ -171,6 +171,15 @@ def test_notify_resumes_the_waiting_run(app: App) -> None:
     assert run.state == "completed" and json.loads(run.output)["paid"] == [1, 2]
 
 
+def test_notify_without_data_resumes_with_an_empty_object(app: App) -> None:
+    """No DATA is no data: the wait returns {} (as from notify(id)), not None."""
+    flask_app, queue = app
+    run_id = started(app, advance=3601)
+    assert cli(flask_app, "notify", "paid:o-1").output.strip() == run_id
+    deliver_due(flask_app, queue)
+    assert json.loads(run_of(app, run_id).output)["paid"] == {}
+
+
 def test_notify_without_a_waiting_run_says_the_event_is_kept(app: App) -> None:
     """An event nobody waits for yet: a clear line, exit 0."""
     result = cli(app[0], "notify", "paid:nobody")

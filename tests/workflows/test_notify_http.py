@@ -108,12 +108,15 @@ def test_signed_notification_resumes_the_waiting_run(
     assert _output(app, run_id) == {"got": [1, 2]}
 
 
-def test_empty_body_notifies_with_null(waiting: tuple[Flask, StubQueue, str]) -> None:
-    """No body is the event's data None, which wait_for_event returns."""
+@pytest.mark.parametrize(("body", "data"), [(b"", {}), (b" \n", {}), (b"null", None)])
+def test_empty_body_is_no_data(
+    waiting: tuple[Flask, StubQueue, str], body: bytes, data: Any
+) -> None:
+    """No body is no data, which the wait gets as {} (as from notify(id)); null is None."""
     app, queue, run_id = waiting
-    assert token_post(app, "order:42", b"").get_json()["resumed"] == [run_id]
+    assert token_post(app, "order:42", body).get_json()["resumed"] == [run_id]
     deliver_due(app, queue)
-    assert _output(app, run_id) == {"got": None}
+    assert _output(app, run_id) == {"got": data}
 
 
 def test_signed_retry_is_answered_once(waiting: tuple[Flask, StubQueue, str]) -> None:

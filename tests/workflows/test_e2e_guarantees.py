@@ -43,6 +43,7 @@ from tests.servers import Server, free_port, gunicorn
 pytestmark = pytest.mark.e2e
 
 FIVE_STEPS = ("one", "two", "three", "four", "five")
+MIXED_STEPS = ("one", "left", "right", "last")
 #: Runs of the many-runs test; the closing figures were measured with 1000.
 MANY_RUNS = int(os.environ.get("WF_E2E_RUNS", "200"))
 KEY = DEV_IDENTITY["QSTASH_CURRENT_SIGNING_KEY"]
@@ -94,6 +95,24 @@ class Stack:
         }
         return self.direct.post(url, content=body, headers=headers)
 
+    def notify(self, runs: list[str]) -> None:
+        """Publish each run's event (``confirm:<run>``) through the dev server."""
+        batch = [
+            {
+                "destination": f"{self.app_url}/api/workflows/events/confirm:{run_id}",
+                "headers": {"Content-Type": "application/json"},
+                "body": json.dumps({"ok": run_id}),
+            }
+            for run_id in runs
+        ]
+        response = self.api.post("/v2/batch", json=batch)
+        assert response.status_code in (200, 201), response.text
+
+    def output(self, run_id: str) -> Any:
+        query = text("SELECT output FROM workflow_runs WHERE id = :r")
+        with self.db.connect() as conn:
+            return json.loads(conn.execute(query, {"r": run_id}).scalar_one())
+
     def lines(self) -> list[dict[str, Any]]:
         """Every begin and effect line written so far."""
         if not self.effects.exists():
@@ -138,19 +157,23 @@ class Stack:
         with self.db.connect() as conn:
             return [tuple(row) for row in conn.execute(query, {"r": run_id})]
 
+    def due_soon(self) -> list[Any]:
+        """The dev server's messages due in the next 5 s (not an event wait's timeout)."""
+        return [m for m in self.dev.store.pending() if m.due < time.time() + 5]
+
     def wait_quiet(self, idle: Callable[[], bool], timeout: float = 30) -> None:
-        """Wait until the dev server has no message left and ``idle()`` held for 0.5 s."""
+        """Wait until no message is due soon and ``idle()`` held for 0.5 s."""
         deadline = time.monotonic() + timeout
         quiet_since: float | None = None
         while time.monotonic() < deadline:
-            if not self.dev.store.pending() and idle():
+            if not self.due_soon() and idle():
                 quiet_since = quiet_since or time.monotonic()
                 if time.monotonic() - quiet_since >= 0.5:
                     return
             else:
                 quiet_since = None
             time.sleep(0.05)
-        raise AssertionError(f"still busy after {timeout} s: {self.dev.store.pending()[:3]}")
+        raise AssertionError(f"still busy after {timeout} s: {self.due_soon()[:3]}")
 
     def wait_line(self, run_id: str, step: str, phase: str, timeout: float = 30) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -210,12 +233,17 @@ def workers_of(server: Server) -> set[int]:
 
 @pytest.mark.parametrize("budget", ["0", "2"])
 def test_duplicate_deliveries_and_concurrent_pokes_run_each_step_once(
-    tmp_path: Path, database_url: str, budget: str
+    tmp_path: Path, database_url: str, budget: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Every message delivered again, starts sent 4 times at once, pokes racing: once each.
 
-    With WORKFLOW_STEP_BUDGET 0 each step has a delivery of its own (the most hand-offs to
-    race); with 2 the steps before and after the sleep run inline in one delivery.
+    ``wf-mixed`` has every kind of step (run, parallel, sleep, wait_for_event). Each run's
+    start is one message sent four times at once; every delivery of the dev server is sent
+    again with the same message id; pokes at random positions and branches, each sent
+    twice at once, and the run's event notified three times (through the dev server,
+    before and after the run reaches its wait) race with the deliveries. With
+    WORKFLOW_STEP_BUDGET 0 each step has a delivery of its own (the most hand-offs to race);
+    with 2 consecutive steps run inline in one delivery.
     """
     runs = [f"dup-{n}-{uuid.uuid4().hex[:8]}" for n in range(12)]
     answers: Counter[str] = Counter()
@@ -244,39 +272,44 @@ def test_duplicate_deliveries_and_concurrent_pokes_run_each_step_once(
             resends.submit(send)
 
         s.dev.on_attempt(deliver_again)
-        body = json.dumps({"sleep": 1}).encode()
         with ThreadPoolExecutor(16) as pool:
-            # Each run's start: one message delivered four times at once.
             for run_id in runs:
                 message_id = f"msg_start_{run_id}"
                 for _ in range(4):
-                    pool.submit(s.deliver, f"/api/jobs/wf-five?run={run_id}", body, message_id)
-            # Pokes at every position while the runs go on, each one sent twice at once.
+                    pool.submit(s.deliver, f"/api/jobs/wf-mixed?run={run_id}", b"{}", message_id)
             rng = random.Random(16)
-            for _ in range(6):
+            for round_ in range(8):
                 time.sleep(0.25)
+                if round_ in (2, 6, 7):
+                    s.notify(runs)
                 for run_id in runs:
                     message_id = f"msg_poke_{uuid.uuid4().hex}"
-                    path = f"/api/jobs/wf-five?run={run_id}&step={rng.randrange(7)}"
+                    path = f"/api/jobs/wf-mixed?run={run_id}&step={rng.randrange(6)}"
+                    if rng.random() < 0.3:
+                        path = f"/api/jobs/wf-mixed?run={run_id}&step=1&branch={rng.randrange(2)}"
                     for _ in range(2):
                         pool.submit(s.deliver, path, b"", message_id)
-        s.wait_completed("wf-five", len(runs), timeout=90)
+        s.wait_completed("wf-mixed", len(runs), timeout=90)
         # Then until every message (extra timers of the pokes too) and every copy is done.
         s.wait_quiet(lambda: in_flight[0] == 0)
-        expected = Counter({(run_id, step): 1 for run_id in runs for step in FIVE_STEPS})
+        expected = Counter({(run_id, step): 1 for run_id in runs for step in MIXED_STEPS})
         assert s.count("effect") == expected
         assert s.count("begin") == expected
         for run_id in runs:
-            recorded = s.steps(run_id)
-            assert [(p, name, st) for p, _, name, st, _ in recorded] == [
-                (0, "one", "done"),
-                (1, "two", "done"),
-                (2, "nap", "done"),
-                (3, "three", "done"),
-                (4, "four", "done"),
-                (5, "five", "done"),
+            assert [(p, b, name, st) for p, b, name, st, _ in s.steps(run_id)] == [
+                (0, -1, "one", "done"),
+                (1, -1, "left + right", "done"),
+                (1, 0, "left", "done"),
+                (1, 1, "right", "done"),
+                (2, -1, "nap", "done"),
+                (3, -1, "confirm", "done"),
+                (4, -1, "last", "done"),
             ]
+            assert s.output(run_id) == {"event": {"ok": run_id}}
+        statuses = Counter(line.split()[2] for line in s.attempts)
     resends.shutdown()
+    with capsys.disabled():
+        print(f"\ndev server deliveries: {dict(statuses)}; sent again: {dict(answers)}")
     # The guard answered the deliveries sent again, without running the handler.
     assert answers["200 replayed"] > 0, answers
 

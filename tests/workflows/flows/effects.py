@@ -89,3 +89,22 @@ def crash_branch(ctx: Context, payload: Any) -> dict[str, Any]:
     )
     ctx.run("after", effect, ctx.run_id, "after")
     return {"left": a["step"], "right": b["step"]}
+
+
+#: The steps of ``wf-mixed`` with an effect, and the event each run waits for.
+MIXED_STEPS = ("one", "left", "right", "last")
+
+
+def confirm_event(run_id: str) -> str:
+    return f"confirm:{run_id}"
+
+
+@workflow("wf-mixed", retries=20, retry_delay="200")
+def mixed(ctx: Context, payload: Any) -> dict[str, Any]:
+    """Every kind of step: run, parallel, sleep, wait_for_event, run."""
+    ctx.run("one", effect, ctx.run_id, "one")
+    ctx.parallel(("left", effect, ctx.run_id, "left"), ("right", effect, ctx.run_id, "right"))
+    ctx.sleep("nap", 1)
+    event = ctx.wait_for_event("confirm", confirm_event(ctx.run_id), timeout="60s")
+    ctx.run("last", effect, ctx.run_id, "last")
+    return {"event": event}

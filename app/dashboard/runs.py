@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 #: Runs per page.
 PAGE = 100
-#: Step rows per page of a run's timeline.
+#: Step rows per page of a run's timeline: more than one position's rows (a parallel
+#: step and its MAX_BRANCHES branches), which a page never splits.
 STEP_PAGE = 500
 #: How much of a result, an input or an output is shown.
 RESULT_CHARS = 300
@@ -148,11 +149,13 @@ def bars(views: list[StepView], start_ms: int, end_ms: int) -> list[Bar]:
     laid = []
     for view in views:
         step = view.step
-        finish = step.finished_ms if step.finished_ms is not None else end_ms
-        x = min(max(step.started_ms - start_ms, 0) / span, 1.0) * BAR_WIDTH
-        width = max((finish - max(step.started_ms, start_ms)) / span * BAR_WIDTH, 2.0)
-        laid.append(Bar(round(min(x, BAR_WIDTH - 2), 1), round(min(width, BAR_WIDTH - x), 1),
-                        step.finished_ms is None))  # fmt: skip
+        # Clamped: hosts' clocks differ a little, so a step may seem to start before its
+        # run or end after the page's "now".
+        begin = min(max(step.started_ms, start_ms), end_ms)
+        finish = min(max(step.finished_ms or end_ms, begin), end_ms)
+        x = min((begin - start_ms) / span * BAR_WIDTH, BAR_WIDTH - 2.0)
+        width = min(max((finish - begin) / span * BAR_WIDTH, 2.0), BAR_WIDTH - x)
+        laid.append(Bar(round(x, 1), round(width, 1), step.finished_ms is None))
     return laid
 
 

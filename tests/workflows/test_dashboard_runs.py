@@ -15,6 +15,8 @@ from app.jobs import JobRegistry
 from app.store import get_store
 from app.testing import StubQueue
 from app.workflows import notify, state, workflow
+from app.workflows.context import MAX_BRANCHES
+from app.workflows.display import StepView
 from tests.workflows.runs import declare, deliver_due
 
 TOKEN = "a-dashboard-token-of-some-length"
@@ -252,3 +254,34 @@ def test_with_the_store_off_the_runs_page_says_so(
     flask_app, _ = make_app(DASHBOARD_TOKEN=TOKEN, DELIVERY_LOG=False, DUPLICATE_GUARD=False)
     assert "The store is off" in page(flask_app, "/dashboard/runs")
     assert get(flask_app, "/dashboard/runs/wfr_x").status_code == 404
+
+
+def _view(started_ms: int, finished_ms: int | None) -> StepView:
+    step = state.Step(0, state.MAIN, "s", "run", "done", None, started_ms, finished_ms,
+                      None, None, 1)  # fmt: skip
+    took = None if finished_ms is None else finished_ms - started_ms
+    return StepView(step, "0", False, took, "")
+
+
+@pytest.mark.parametrize(
+    ("started", "finished", "x", "width"),
+    [
+        (1000, 1500, 0.0, 120.0),  # the first half
+        (1500, None, 120.0, 120.0),  # still running: reaches the end
+        (2000, 2000, 238.0, 2.0),  # at the very end, instant: still 2 units wide
+        (900, 1100, 0.0, 24.0),  # started "before" its run (another host's clock)
+        (1900, 2600, 216.0, 24.0),  # finished "after" now
+    ],
+)
+def test_timeline_bars_stay_inside_the_axis(
+    started: int, finished: int | None, x: float, width: float
+) -> None:
+    """Each bar is at least 2 units wide and never leaves the axis, whatever the clocks."""
+    [bar] = runs_page.bars([_view(started, finished)], 1000, 2000)
+    assert (bar.x, bar.width) == (x, width)
+    assert bar.x >= 0 and bar.x + bar.width <= runs_page.BAR_WIDTH
+
+
+def test_a_step_page_holds_a_whole_parallel_step() -> None:
+    """A page never splits a position, so it must hold a parallel step with every branch."""
+    assert runs_page.STEP_PAGE > MAX_BRANCHES + 1

@@ -37,6 +37,7 @@ from app.workflows import (
     resume,
 )
 from app.workflows.display import abbreviate, at, duration, step_views
+from app.workflows.endpoints import check_event_id
 from app.workflows.state import FINISHED, LIVE
 
 if TYPE_CHECKING:
@@ -386,6 +387,7 @@ def workflows_cancel(run_id: str) -> None:
 def workflows_notify(event_id: str, data: str | None) -> None:
     """Notify EVENT_ID with DATA (JSON; none: the waits get {}): print each run it resumes."""
     value = None if data is None else _json_argument(data, "DATA")
+    check_event_id(event_id)  # the HTTP endpoint's rule and message
     _needs_app_url()
     resumed = notify(event_id) if data is None else notify(event_id, value)
     for run_id in resumed:

@@ -191,8 +191,9 @@ def test_notify_without_a_waiting_run_says_the_event_is_kept(app: App) -> None:
     ("args", "message"),
     [
         (["paid:o-1", "{oops"], "DATA is not valid JSON"),
-        (["", "{}"], "event id"),
-        (["x" * 201, "{}"], "event id"),
+        (["", "{}"], "an event id is 1 to 200 printable characters, not ''"),
+        (["x" * 201, "{}"], "an event id is 1 to 200 printable characters"),
+        (["a\tb"], "an event id is 1 to 200 printable characters, not 'a\\tb'"),
     ],
 )
 def test_notify_errors_are_one_line(app: App, args: list[str], message: str) -> None:

@@ -626,7 +626,9 @@ def cancel(run_id: str) -> bool:
 
 
 def resume(run_id: str) -> str:
-    """Publish a delivery that drives ``run_id`` on (a stuck run, after fixing its cause)."""
+    """Publish a delivery that drives ``run_id`` on (a stuck run, after fixing its cause),
+    and one per branch not done of the parallel step it waits for; return the driving
+    delivery's message id."""
     engine = store_engine()
     run = state.get(engine, run_id, with_steps=False)
     if run is None:
@@ -635,4 +637,11 @@ def resume(run_id: str) -> str:
     # A waiting run's position is the step after its wait: poke the wait itself, so that
     # its timer (a sleep's end, an event's timeout) is published again if it was lost.
     step = run.position - 1 if run.state == "waiting" and run.position > 0 else run.position
-    return _publish(registry[run.workflow], {"run": run_id, "step": step})
+    workflow = registry[run.workflow]
+    if run.state == "waiting":
+        # Branches not done are delivered again (no dedup id: their lost messages' ids
+        # would drop these); a branch is claimed once, a duplicate of a running one is busy.
+        for branch in state.branches(engine, run_id, step):
+            if branch.state != "done":
+                _publish(workflow, {"run": run_id, "step": step, "branch": branch.branch})
+    return _publish(workflow, {"run": run_id, "step": step})

@@ -12,7 +12,7 @@ from flask import Flask
 
 from app.cli import workflows
 from app.jobs import JobRegistry
-from app.testing import StubQueue
+from app.testing import DeliveryClient, StubQueue
 from app.workflows import get_run
 from tests.workflows.runs import declare, deliver_due
 
@@ -224,6 +224,27 @@ def test_resume_wakes_a_sleep_whose_timer_was_lost(app: App) -> None:
     deliver_due(flask_app, queue)
     deliver_due(flask_app, queue, advance=3601)
     assert run_of(app, run_id).waiting_for.startswith("event paid:o-1")
+
+
+def test_resume_republishes_lost_parallel_branches(app: App) -> None:
+    """A run waiting for branches whose messages are gone finishes after resume."""
+    flask_app, queue = app
+    run_id = started(app, advance=3601)
+    assert cli(flask_app, "notify", "paid:o-1").exit_code == 0
+    step = [m for m in queue.pending if m.due <= queue.clock]
+    [poke] = step
+    _, _, query = poke.message.destination.partition("?")
+    DeliveryClient(flask_app).deliver("order", message_id=poke.message_id, query=query)
+    poke.state = "delivered"
+    branches = [m for m in queue.pending if "branch=" in m.message.destination]
+    assert len(branches) == 2
+    for message in branches:
+        message.state = "failed"  # the branch messages are lost
+    deliver_due(flask_app, queue, advance=600)
+    assert run_of(app, run_id).state == "waiting"
+    assert cli(flask_app, "resume", run_id).exit_code == 0
+    deliver_due(flask_app, queue)
+    assert run_of(app, run_id).state == "completed"
 
 
 def test_resume_refuses_unknown_and_finished_runs(app: App) -> None:

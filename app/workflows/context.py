@@ -18,7 +18,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from app.errors import NonRetryableError
@@ -101,10 +101,15 @@ def encode(value: Any, what: str, limit: int) -> str:
     return text
 
 
-def _check_name(name: Any, kind: str) -> str:
-    if not isinstance(name, str) or not name or len(name) > NAME_LIMIT:
+def _check_name(name: Any, what: str) -> str:
+    """Return ``name`` if it can name a step or event, in the store of any database."""
+    if (
+        not isinstance(name, str)
+        or not 0 < len(name) <= NAME_LIMIT
+        or any(c < " " or c == "\x7f" or "\ud800" <= c <= "\udfff" for c in name)
+    ):
         raise NonRetryableError(
-            f"a {kind} step needs a name: a non-empty string of at most {NAME_LIMIT}"
+            f"{what} must be a string of 1 to {NAME_LIMIT} characters without control"
             f" characters, not {name!r:.60}",
             code="workflow_bad_step",
         )
@@ -130,7 +135,7 @@ class Context:
         An exception retries the step with the workflow's retry policy;
         ``NonRetryableError`` fails the run.
         """
-        recorded = self._recorded(_check_name(name, "run"), "run")
+        recorded = self._recorded(_check_name(name, "a step's name"), "run")
         if recorded is not None:
             return _decode(recorded.result)
         return self._execution.execute(self._position - 1, name, "run", lambda: fn(*args, **kwargs))
@@ -150,7 +155,7 @@ class Context:
         ``WEBHOOK_MAX_RESPONSE_BYTES``); ``body`` other than bytes/str is sent as JSON.
         Any answer, even a 500, is the step's result; a network error retries the step.
         """
-        recorded = self._recorded(_check_name(name, "call"), "call")
+        recorded = self._recorded(_check_name(name, "a step's name"), "call")
         if recorded is not None:
             return dict(_decode(recorded.result))
         from app.workflows.calls import request
@@ -163,19 +168,19 @@ class Context:
     def sleep(self, name: str, duration: Duration) -> None:
         """Wait ``duration`` (``"3d"``, seconds…) with no worker waiting."""
         seconds = duration_seconds(duration, name="duration")
-        self._sleep(_check_name(name, "sleep"), self._execution.now() + seconds)
+        self._sleep(_check_name(name, "a step's name"), self._execution.now() + seconds)
 
     def sleep_until(self, name: str, when: datetime | int | float) -> None:
         """Wait until ``when`` (an aware datetime or epoch seconds)."""
-        self._sleep(_check_name(name, "sleep"), float(unix_seconds(when)))
+        self._sleep(_check_name(name, "a step's name"), float(unix_seconds(when)))
 
     def wait_for_event(self, name: str, event_id: str, *, timeout: Duration = "7d") -> Any:
         """Wait until ``notify(event_id, data)``; return ``data``, or None after ``timeout``.
 
         An event notified after the run started and before it reached this wait counts.
         """
-        _check_name(name, "wait_for_event")
-        _check_name(event_id, "event id")
+        _check_name(name, "a step's name")
+        _check_name(event_id, "an event id")
         timeout_s = duration_seconds(timeout, name="timeout")
         recorded = self._recorded(name, "event")
         position = self._position - 1
@@ -198,7 +203,7 @@ class Context:
         wake_ms = recorded.wake_ms or 0
         if execution.now() * 1000 >= wake_ms - slack_ms:
             return self._resolved(position, '{"timeout":true}')
-        until = datetime.fromtimestamp(wake_ms / 1000).isoformat(timespec="seconds")
+        until = _utc(wake_ms)
         raise Suspend(Wait(position, f"event {event_id} (until {until})", wake_ms / 1000))
 
     def parallel(self, *branches: Sequence[Any]) -> list[Any]:
@@ -218,7 +223,7 @@ class Context:
                 raise NonRetryableError(
                     "each parallel branch is a tuple (name, fn, *args)", code="workflow_bad_step"
                 )
-            names.append(_check_name(branch[0], "parallel branch"))
+            names.append(_check_name(branch[0], "a branch's name"))
         if len(set(names)) != len(names):
             raise NonRetryableError(
                 f"parallel branch names must differ: {names}", code="workflow_bad_step"
@@ -307,7 +312,7 @@ class Context:
             if execution.now() * 1000 >= wake_ms - CLOCK_SLACK_MS:
                 self._resolved(position, None)
                 return
-        until = datetime.fromtimestamp(wake_ms / 1000).isoformat(timespec="seconds")
+        until = _utc(wake_ms)
         raise Suspend(Wait(position, f"sleep {name} (until {until})", wake_ms / 1000))
 
     def _resolved_text(self, position: int, result: str | None) -> str | None:
@@ -322,6 +327,10 @@ class Context:
 
     def _resolved(self, position: int, result: str | None) -> Any:
         return _event_value(self._resolved_text(position, result))
+
+
+def _utc(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _decode(text: str | None) -> Any:

@@ -594,7 +594,7 @@ def notify(event_id: str, data: Any = NO_DATA) -> list[str]:
 
     if data is NO_DATA:
         data = {}
-    _check_name(event_id, "event id")
+    _check_name(event_id, "an event id")
     engine = store_engine()
     text = encode(data, "the event's data", int(_config("WORKFLOW_MAX_RESULT_BYTES")))
     keep_ms = int(float(_config("WORKFLOW_EVENT_RETENTION_DAYS")) * 86_400_000)

@@ -569,3 +569,22 @@ def test_branches_lost_to_a_failed_publish_are_published_by_the_retry(
     assert run.state == "completed", run.error
     assert run.output == "[0,1,2]"
     assert effects.counts() == {"b0": 1, "b1": 1, "b2": 1}
+
+
+@pytest.mark.parametrize("name", ["", "a\x00b", "tab\there", "x" * 201, "\ud800", 7])
+def test_names_the_store_cannot_keep_fail_the_run_clearly(
+    make_app: Any, registry: JobRegistry, name: Any
+) -> None:
+    @workflow("named", registry=registry)
+    def named(ctx: Any, payload: Any) -> None:
+        ctx.run(name, lambda: 1)
+
+    app, queue = make_app()
+    with app.app_context():
+        run_id = named.start()
+        queue.drain()
+        run = get_run(run_id)
+        assert run.state == "failed"
+        assert "a step's name must be a string of 1 to 200 characters" in (run.error or "")
+        with pytest.raises(NonRetryableError, match="an event id must be"):
+            notify(name)

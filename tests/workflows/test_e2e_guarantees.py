@@ -338,19 +338,24 @@ def test_a_worker_killed_mid_step_reruns_only_that_step(tmp_path: Path, database
         effects = s.count("effect")
     # "before" completed (recorded) before "blocked" began: it never runs again.
     assert [r["step"] for r in begins] == ["before", "blocked", "blocked", "after-1", "after-2"]
-    blocked = [r["pid"] for r in begins if r["step"] == "blocked"]
-    assert blocked[0] == killed and blocked[1] != killed
+    first, again = (r for r in begins if r["step"] == "blocked")
+    assert first["pid"] == killed and again["pid"] != killed
+    # Not before the lease ran out (2 s from recording "before", just before "blocked"
+    # began; without it, the retry 0.2 s after the kill would have run it at once).
+    assert again["at"] - first["at"] >= 1.5
     # The killed step had its effect but never completed: it ran again, effect and all.
     assert effects == Counter(
         {(run_id, "before"): 1, (run_id, "blocked"): 2, (run_id, "after-1"): 1,
          (run_id, "after-2"): 1}
     )  # fmt: skip
-    assert [(p, name, st) for p, _, name, st, _ in s.steps(run_id)] == [
+    steps = s.steps(run_id)
+    assert [(p, name, st) for p, _, name, st, _ in steps] == [
         (0, "before", "done"),
         (1, "blocked", "done"),
         (2, "after-1", "done"),
         (3, "after-2", "done"),
     ]
+    assert steps[0][4] == 1 and steps[1][4] > 1  # "blocked" was recorded by a retry
 
 
 def test_a_worker_killed_mid_branch_reruns_only_that_branch(
@@ -364,9 +369,10 @@ def test_a_worker_killed_mid_branch_reruns_only_that_branch(
         s.wait_completed("wf-crash-branch", 1, timeout=60)
         begins = Counter(r["step"] for r in s.lines() if r["phase"] == "begin")
         effects = s.count("effect")
-        pids = [r["pid"] for r in s.lines() if r["step"] == "right" and r["phase"] == "begin"]
+        first, again = (r for r in s.lines() if r["step"] == "right" and r["phase"] == "begin")
     assert begins == Counter({"before": 1, "left": 1, "right": 2, "after": 1})
-    assert pids[0] == killed and pids[1] != killed
+    assert first["pid"] == killed and again["pid"] != killed
+    assert again["at"] - first["at"] >= 1.5  # the branch's lease: 2 s from its claim
     assert effects == Counter(
         {(run_id, "before"): 1, (run_id, "left"): 1, (run_id, "right"): 2, (run_id, "after"): 1}
     )

@@ -25,8 +25,9 @@ GATE_TIMEOUT_S = 60.0
 
 
 def append(run_id: str, step: str, phase: str) -> None:
-    """Append one line ``{"run", "step", "phase", "pid"}`` to ``$WF_EFFECTS``."""
-    line = json.dumps({"run": run_id, "step": step, "phase": phase, "pid": os.getpid()})
+    """Append one line ``{"run", "step", "phase", "pid", "at"}`` to ``$WF_EFFECTS``."""
+    fields = {"run": run_id, "step": step, "phase": phase, "pid": os.getpid(), "at": time.time()}
+    line = json.dumps(fields)
     fd = os.open(os.environ["WF_EFFECTS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, (line + "\n").encode())

@@ -204,7 +204,8 @@ def jobs_list() -> None:
     """List every job: name, URL, payload fields, defaults and schedule."""
     app_url = current_app.config.get("APP_URL") or ""
     for job in _registry():
-        click.echo(f"{job.name}  {job.url(app_url) if app_url else job.path}")
+        kind = "  (workflow: flask workflows --help)" if isinstance(job, Workflow) else ""
+        click.echo(f"{job.name}  {job.url(app_url) if app_url else job.path}{kind}")
         if job.description:
             click.echo(f"  {job.description}")
         click.echo(f"  payload: {schema_fields(job)}")

@@ -57,10 +57,11 @@ class OutboxEmail:
 
 def schema_fields(job: Job) -> str:
     """Describe the payload ``job`` takes: each field's wire name, type and if required."""
-    if job.schema is None:
+    schema = job.payload_schema
+    if schema is None:
         return "any JSON (no schema)"
     parts = []
-    for name, declared in job.schema.load_fields.items():
+    for name, declared in schema.load_fields.items():
         required = ", required" if declared.required else ""
         parts.append(f"{declared.data_key or name} ({type(declared).__name__}{required})")
     return ", ".join(parts) or "{} (no fields)"

@@ -74,6 +74,11 @@ class Job:
         return None if self.timeout is None else duration_seconds(self.timeout, name="timeout")
 
     @property
+    def payload_schema(self) -> Schema | None:
+        """The schema of what a publisher sends (a workflow's: its input's)."""
+        return self.schema
+
+    @property
     def path(self) -> str:
         """The URL path QStash calls, relative to ``APP_URL``."""
         return job_path(self.name)

@@ -55,6 +55,11 @@ class Workflow(Job):
     def __post_init__(self) -> None:
         self.handler = self._deliver
 
+    @property
+    def payload_schema(self) -> Schema | None:
+        """The input's schema (the endpoint itself takes start inputs and empty pokes)."""
+        return self.input_schema
+
     def _deliver(self, payload: Any, delivery: Delivery) -> Any:
         from app.workflows import engine
 

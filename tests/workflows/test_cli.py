@@ -263,3 +263,15 @@ def test_without_the_store_every_command_says_why(
     flask_app, _ = make_app(DELIVERY_LOG=False, DUPLICATE_GUARD=False)
     for args in (["list"], ["show", "wfr_x"], ["cancel", "wfr_x"], ["notify", "e"]):
         assert "set DATABASE_URL" in one_error_line(cli(flask_app, *args))
+
+
+def test_jobs_list_shows_a_workflow_and_its_input_fields(app: App) -> None:
+    """`flask jobs list` names a workflow as one and lists its input's fields, not 'any JSON'."""
+    from app.cli import jobs
+
+    result = app[0].test_cli_runner().invoke(jobs, ["list"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("order "))
+    assert "(workflow" in lines[at]
+    assert any("payload: order (String, required)" in line for line in lines[at : at + 4])

@@ -29,7 +29,7 @@ from app.payload import load_payload
 from app.qstash.protocol import public_url
 from app.receiver import with_qstash
 from app.workflows.context import NAME_LIMIT
-from app.workflows.engine import notify
+from app.workflows.engine import NotifyIncomplete, notify
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -64,7 +64,12 @@ def check_event_id(event_id: str) -> str:
 def _notified(event_id: str, body: bytes) -> dict[str, Any]:
     data = load_payload(body, None)  # strict JSON, or NonRetryableError
     check_event_id(event_id)
-    resumed = notify(event_id, data) if body.strip() else notify(event_id)
+    try:
+        resumed = notify(event_id, data) if body.strip() else notify(event_id)
+    except NotifyIncomplete as exc:
+        # Every wait got the event (a retry would change nothing): say which runs go on
+        # only at their timeout, or after `flask workflows resume`.
+        return {"event": event_id, "resumed": exc.resumed, "unpublished": exc.unpublished}
     return {"event": event_id, "resumed": resumed}
 
 

@@ -32,7 +32,7 @@ from flask import current_app
 from marshmallow import ValidationError
 from sqlalchemy import Engine
 
-from app.errors import ConfigurationError, NonRetryableError, RetryLater
+from app.errors import ConfigurationError, NonRetryableError, QStashJobsError, RetryLater
 from app.payload import schema_error
 from app.publishing.client import current_publisher
 from app.publishing.jobs import _app_url, validate_payload
@@ -602,17 +602,39 @@ def notify(event_id: str, data: Any = NO_DATA) -> list[str]:
     # its waiting row before it looks for this event (Context.wait_for_event).
     state.add_event(engine, event_id, text, keep_ms=keep_ms)
     registry = current_app.extensions["qstash_jobs"]
-    resumed = []
+    resumed: list[str] = []
+    unpublished: list[str] = []
     for run_id, position in list(state.waiting_for_event(engine, event_id)):
         if not state.resolve(engine, run_id, position, '{"event":' + text + "}", kind="event"):
             continue
+        resumed.append(run_id)
         run = state.get(engine, run_id, with_steps=False)
         if run is None or run.workflow not in registry:
             continue
-        _publish(registry[run.workflow], {"run": run_id, "step": position},
-                 dedup=f"wf.{run_id}.{position}.event")  # fmt: skip
-        resumed.append(run_id)
+        try:
+            _publish(registry[run.workflow], {"run": run_id, "step": position},
+                     dedup=f"wf.{run_id}.{position}.event")  # fmt: skip
+        except Exception:
+            # The wait has ended in the store: the run goes on at its timeout's delivery
+            # at the latest, or at once with resume(). The other runs are still resumed.
+            logger.exception("notify %s: could not publish the resume of run %s", event_id, run_id)
+            unpublished.append(run_id)
+    if unpublished:
+        raise NotifyIncomplete(resumed, unpublished)
     return resumed
+
+
+class NotifyIncomplete(QStashJobsError):
+    """Every waiting run got the event, but some resume deliveries could not be published."""
+
+    def __init__(self, resumed: list[str], unpublished: list[str]) -> None:
+        super().__init__(
+            f"{len(resumed)} run(s) got the event, but QStash refused to deliver the resume of"
+            f" {', '.join(unpublished[:10])}{' …' if len(unpublished) > 10 else ''}: they go on"
+            " at their wait's timeout, or at once with `flask workflows resume RUN_ID`"
+        )
+        self.resumed = resumed
+        self.unpublished = unpublished
 
 
 def cancel(run_id: str) -> bool:

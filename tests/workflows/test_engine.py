@@ -588,3 +588,36 @@ def test_names_the_store_cannot_keep_fail_the_run_clearly(
         assert "a step's name must be a string of 1 to 200 characters" in (run.error or "")
         with pytest.raises(NonRetryableError, match="an event id must be"):
             notify(name)
+
+
+def test_a_resume_that_cannot_be_published_still_resumes_the_other_runs(
+    make_app: Any, registry: JobRegistry
+) -> None:
+    from app.workflows.engine import NotifyIncomplete
+
+    @workflow("waits", registry=registry)
+    def waits(ctx: Any, payload: Any) -> Any:
+        return ctx.wait_for_event("wait", "go", timeout="1d")
+
+    app, queue = make_app()
+    send = queue.send
+    refused = iter([True])
+
+    def flaky_send(message: Any) -> Any:
+        if "step=0" in message.destination and next(refused, False):
+            raise ConnectionError("QStash unreachable")
+        return send(message)
+
+    with app.app_context():
+        ids = [waits.start(n) for n in range(3)]
+        deliver_due(queue)
+        queue.send = flaky_send  # type: ignore[method-assign]
+        with pytest.raises(NotifyIncomplete) as raised:
+            notify("go", 1)
+        assert sorted(raised.value.resumed) == sorted(ids)
+        assert len(raised.value.unpublished) == 1
+        deliver_due(queue)  # the two published resumes
+        states = sorted(get_run(i).state for i in ids)
+        assert states == ["completed", "completed", "waiting"]
+        queue.drain(fail_fast=True)  # the third goes on at its timeout's delivery, with the event
+        assert [get_run(i).output for i in ids] == ["1", "1", "1"]

@@ -400,3 +400,33 @@ def test_many_concurrent_runs_complete_with_each_step_once(
             f" {published - started:.2f} s, all completed in {finished - started:.2f} s;"
             f" deliveries by answer: {dict(statuses)}"
         )
+
+
+def test_workers_killed_at_random_lose_no_run_and_rerun_only_killed_steps(
+    tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Workers SIGKILLed at random moments: every run completes; a step ran more than once
+    only where every attempt but the last was in a killed worker (it never completed)."""
+    runs = [f"chaos-{n:03d}-{uuid.uuid4().hex[:6]}" for n in range(100)]
+    killed: set[int] = set()
+    rng = random.Random(7)
+    with stack(tmp_path, database_url, DUPLICATE_LEASE_SECONDS="2") as s:
+        s.start("wf-five", runs, {"sleep": 1})
+        for _ in range(4):
+            time.sleep(rng.uniform(0.3, 0.9))
+            pid = rng.choice(sorted(workers_of(s.app)))
+            os.kill(pid, signal.SIGKILL)
+            killed.add(pid)
+        s.wait_completed("wf-five", len(runs), timeout=120)
+        begins: dict[tuple[str, str], list[int]] = {}
+        for line in s.lines():
+            if line["phase"] == "begin":
+                begins.setdefault((line["run"], line["step"]), []).append(line["pid"])
+        effects = s.count("effect")
+    assert set(begins) == {(run_id, step) for run_id in runs for step in FIVE_STEPS}
+    for key, pids in begins.items():
+        assert all(pid in killed for pid in pids[:-1]), (key, pids, killed)
+        assert 1 <= effects[key] <= len(pids)  # a worker may die between begin and effect
+    again = sum(len(pids) - 1 for pids in begins.values())
+    with capsys.disabled():
+        print(f"\n{len(killed)} workers killed: {again} step attempts ran again")

@@ -23,7 +23,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, PoolProxiedConnection, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
@@ -186,17 +186,12 @@ def _forget_after_fork(engine: Engine) -> None:
     os.register_at_fork(after_in_child=_after_fork)
 
 
-def checkpoint(engine: Engine) -> None:
+def checkpoint(connection: PoolProxiedConnection) -> None:
     """Copy SQLite's write-ahead log back into the database, without blocking writers.
 
-    Every connection has ``wal_autocheckpoint=0``: otherwise the commit that crosses
-    1000 log pages copies them and fsyncs, a claim on a request's path, while holding
-    the write lock of every worker. Does nothing on other databases.
+    ``connection``: a raw connection of a SQLite engine (the store writer's thread keeps
+    one for this). Every connection has ``wal_autocheckpoint=0``: otherwise the commit
+    that crosses 1000 log pages copies them and fsyncs, a claim on a request's path,
+    while holding the write lock of every worker.
     """
-    if engine.dialect.name != "sqlite":
-        return
-    connection = engine.raw_connection()
-    try:
-        connection.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]
-    finally:
-        connection.close()
+    connection.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]

@@ -4,7 +4,11 @@ A delivery only queues: its log row, and its claim's completion (done, with the 
 or release. A thread of each process writes the queue every ``delay`` seconds: the
 claims in one transaction, then the log rows in another, so that a log that cannot be
 written never holds the claims back. No delivery waits for these writes. On SQLite the
-thread also checkpoints the write-ahead log (:func:`app.store.engine.checkpoint`).
+thread also checkpoints the write-ahead log (:func:`app.store.engine.checkpoint`) on a
+connection of its own, opened at its first tick (``delay`` after the process queued its
+first write) and closed as it stops. Taken from the engine's pool, a checkpoint meeting a
+request's write opened a second pooled connection at any moment of a worker's life,
+which its open descriptors showed (tests/test_soak.py).
 
 On SQLite the request whose answer fills a batch (``batch`` items) writes it instead, once
 the answer has gone out (``after_answer``), and the thread only writes what has waited
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import os
 import threading
 import time
@@ -90,7 +95,7 @@ class Writer:
         self._lock = threading.Lock()  # the two queues
         self._writing = threading.Lock()  # one write at a time
         self._stop = threading.Event()
-        self._started = False
+        self._thread: threading.Thread | None = None
         self._warned_at = 0.0
 
     def submit(self, row: dict[str, Any]) -> bool:
@@ -135,36 +140,48 @@ class Writer:
         return True
 
     def close(self) -> None:
-        """Stop this process's thread and write what is queued."""
+        """Stop this process's thread (its connection closed) and write what is queued."""
         self._stop.set()
         atexit.unregister(self.close)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
         self.flush()
 
     def _arrived(self) -> None:
         """Note an item queued now (under ``_lock``); start this process's thread."""
         if not (self._rows or self._claims):
             self._oldest = time.monotonic()
-        if not self._started:
-            self._started = True
-            threading.Thread(target=self._run, name="store-writer", daemon=True).start()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+            self._thread.start()
             atexit.register(self.close)
 
     def _due(self) -> bool:
         return self.after_answer and len(self._rows) + len(self._claims) >= self.batch
 
     def _run(self) -> None:
-        checkpointed = time.monotonic()
-        while not self._stop.wait(self.delay):
-            now = time.monotonic()
-            quiet = now - self._oldest >= self.delay  # SQLite: no request will write it
-            if (self._rows or self._claims) and (quiet or not self.after_answer):
-                self.flush()
-            if now - checkpointed >= CHECKPOINT_EVERY:
-                checkpointed = now
-                try:
-                    checkpoint(self.engine)
-                except Exception as exc:
-                    self._warn(f"the store could not checkpoint SQLite's log ({exc})")
+        # SQLite: checkpoints go through a pool of their own (the engine's connect settings),
+        # so they never take, or add, a connection of the pool the writes use. Its one
+        # connection opens at the first tick and closes as the thread stops.
+        sqlite = self.engine.dialect.name == "sqlite"  # others checkpoint on their own
+        checkpoints = self.engine.pool.recreate() if sqlite else None
+        checkpointed = -math.inf  # the first tick checkpoints
+        try:
+            while not self._stop.wait(self.delay):
+                now = time.monotonic()
+                quiet = now - self._oldest >= self.delay  # SQLite: no request will write it
+                if (self._rows or self._claims) and (quiet or not self.after_answer):
+                    self.flush()
+                if checkpoints is not None and now - checkpointed >= CHECKPOINT_EVERY:
+                    checkpointed = now
+                    try:
+                        with checkpoints.connect() as connection:
+                            checkpoint(connection)
+                    except Exception as exc:
+                        self._warn(f"the store could not checkpoint SQLite's log ({exc})")
+        finally:
+            if checkpoints is not None:
+                checkpoints.dispose()
 
     def _write_claims(self, queued: dict[Key, Pending]) -> None:
         done = [pending.params for pending in queued.values() if pending.answer is not None]

@@ -154,9 +154,9 @@ def test_sqlite_checkpoints_come_from_the_writers_thread(
     threads: list[str] = []
     real = writer_module.checkpoint
 
-    def checkpoint(engine: Engine) -> None:
+    def checkpoint(connection: Any) -> None:
         threads.append(threading.current_thread().name)
-        real(engine)
+        real(connection)
 
     monkeypatch.setattr(writer_module, "checkpoint", checkpoint)
     monkeypatch.setattr(writer_module, "CHECKPOINT_EVERY", 0)  # read by the thread

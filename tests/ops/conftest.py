@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 
 from app import create_app
 from app.store import Store, get_store
+from app.store.schema import metadata
 from app.testing import DeliveryClient
 from tests.conftest import TEST_CONFIG, Calls, make_registry
 
@@ -66,7 +67,10 @@ def reset_postgres(url: str) -> None:
     """Drop this project's tables so the next test starts from an empty database."""
     engine = create_engine(url)
     with engine.begin() as conn:
-        conn.execute(text("DROP TABLE IF EXISTS deliveries, claims, schema_version"))
+        # Every table the migrations create (read from the schema, so a new one is not
+        # forgotten: a table left behind makes the next test's migration fail).
+        names = ", ".join(table.name for table in metadata.sorted_tables)
+        conn.execute(text(f"DROP TABLE IF EXISTS {names}"))
     engine.dispose()
 
 

@@ -128,6 +128,13 @@ class Stack:
         with self.db.connect() as conn:
             return {state: int(n) for state, n in conn.execute(query, {"w": workflow})}
 
+    def wait_created(self, workflow: str, runs: int, timeout: float = 60) -> None:
+        """Wait until ``runs`` runs of ``workflow`` exist."""
+        deadline = time.monotonic() + timeout
+        while sum(self.states(workflow).values()) < runs:
+            assert time.monotonic() < deadline, self.states(workflow)
+            time.sleep(0.05)
+
     def wait_completed(self, workflow: str, runs: int, timeout: float) -> float:
         """Wait until ``runs`` runs of ``workflow`` completed; return when (monotonic)."""
         deadline = time.monotonic() + timeout
@@ -405,30 +412,37 @@ def test_many_concurrent_runs_complete_with_each_step_once(
 def test_workers_killed_at_random_lose_no_run_and_rerun_only_killed_steps(
     tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Workers SIGKILLed at random moments: every run completes; a step ran more than once
-    only where every attempt but the last was in a killed worker (it never completed)."""
+    """Workers SIGKILLed at random moments of 100 ``wf-mixed`` runs (each notified once,
+    through the dev server, while the kills go on): every run completes with its event; a
+    step ran more than once only where every attempt but the last was in a killed worker
+    (it never completed)."""
     runs = [f"chaos-{n:03d}-{uuid.uuid4().hex[:6]}" for n in range(100)]
     killed: set[int] = set()
     rng = random.Random(7)
     with stack(tmp_path, database_url, DUPLICATE_LEASE_SECONDS="2") as s:
-        s.start("wf-five", runs, {"sleep": 1})
-        for _ in range(4):
+        s.start("wf-mixed", runs, {})
+        for kill in range(4):
             time.sleep(rng.uniform(0.3, 0.9))
             alive = sorted(workers_of(s.app))
             if alive:  # else gunicorn has not replaced the last one killed yet
                 pid = rng.choice(alive)
                 os.kill(pid, signal.SIGKILL)
                 killed.add(pid)
-        s.wait_completed("wf-five", len(runs), timeout=120)
+            if kill == 1:  # an event notified before its run started would not count
+                s.wait_created("wf-mixed", len(runs))
+                s.notify(runs)
+        s.wait_completed("wf-mixed", len(runs), timeout=120)
         begins: dict[tuple[str, str], list[int]] = {}
         for line in s.lines():
             if line["phase"] == "begin":
                 begins.setdefault((line["run"], line["step"]), []).append(line["pid"])
         effects = s.count("effect")
-    assert set(begins) == {(run_id, step) for run_id in runs for step in FIVE_STEPS}
+        outputs = {run_id: s.output(run_id) for run_id in runs}
+    assert set(begins) == {(run_id, step) for run_id in runs for step in MIXED_STEPS}
     for key, pids in begins.items():
         assert all(pid in killed for pid in pids[:-1]), (key, pids, killed)
         assert 1 <= effects[key] <= len(pids)  # a worker may die between begin and effect
+    assert outputs == {run_id: {"event": {"ok": run_id}} for run_id in runs}
     again = sum(len(pids) - 1 for pids in begins.values())
     with capsys.disabled():
         print(f"\n{len(killed)} workers killed: {again} step attempts ran again")

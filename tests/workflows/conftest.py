@@ -67,6 +67,10 @@ def make_app(
 
     yield make
     for app in apps:
+        # ctx.call's pooled client, so no kept-alive socket outlives the test.
+        client = app.extensions.get("qstash_jobs.workflow_client")
+        if client is not None:
+            client[1].close()
         store = app.extensions.get("qstash_jobs.store")
         if store is not None:
             store.close()

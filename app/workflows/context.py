@@ -267,6 +267,10 @@ class Context:
     # -- replay -------------------------------------------------------------------------
 
     def _recorded(self, name: str, kind: str) -> Step | None:
+        if self._execution.failed is not None:
+            # A step failed (or the lease was lost) and the function caught it: nothing
+            # may be recorded after an unrecorded step, so the failure stops the run here.
+            raise self._execution.failed
         running = self._execution.current_step
         if running is not None:
             raise NonRetryableError(
@@ -322,7 +326,9 @@ class Context:
             return result
         row = state.step_row(engine, self.run_id, position)
         if row is None or row.state != "done":
-            raise state.LeaseLost(f"run {self.run_id}: step {position} changed under this replay")
+            lost = state.LeaseLost(f"run {self.run_id}: step {position} changed under this replay")
+            self._execution.failed = lost
+            raise lost
         return row.result
 
     def _resolved(self, position: int, result: str | None) -> Any:

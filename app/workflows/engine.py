@@ -183,6 +183,9 @@ class Execution:
         self.new_steps = 0
         self.created_wait: int | None = None
         self.current_step: str | None = None
+        #: What stopped this delivery inside a step (the step's error, a lost lease): the
+        #: workflow may catch it, but its next step call or its return raises it again.
+        self.failed: BaseException | None = None
         self._clock = _now()
         self._clock_at = time.monotonic()
 
@@ -210,18 +213,22 @@ class Execution:
         self._may_start_step(position)
         self.current_step = name
         started = state.now_ms()
-        text = encode(call(), f"the result of step {name!r}", self.result_limit)
-        step = {
-            "position": position,
-            "name": name,
-            "kind": kind,
-            "state": "done",
-            "result": text,
-            "started_ms": started,
-            "finished_ms": state.now_ms(),
-            "attempts": self.delivery.retried + 1,
-        }
-        state.record(self.engine, self.lease, step, position=position + 1)
+        try:
+            text = encode(call(), f"the result of step {name!r}", self.result_limit)
+            step = {
+                "position": position,
+                "name": name,
+                "kind": kind,
+                "state": "done",
+                "result": text,
+                "started_ms": started,
+                "finished_ms": state.now_ms(),
+                "attempts": self.delivery.retried + 1,
+            }
+            state.record(self.engine, self.lease, step, position=position + 1)
+        except BaseException as exc:
+            self.failed = exc
+            raise
         self.new_steps += 1
         self.current_step = None
         return json.loads(text)
@@ -247,7 +254,11 @@ class Execution:
             "wake_ms": wake_ms,
             "event_id": event_id,
         }
-        state.record(self.engine, self.lease, step, position=position + 1)
+        try:
+            state.record(self.engine, self.lease, step, position=position + 1)
+        except LeaseLost as exc:
+            self.failed = exc
+            raise
         if not done:
             self.created_wait = position
 
@@ -260,7 +271,11 @@ class Execution:
             "state": "waiting",
             "started_ms": state.now_ms(),
         }
-        state.record_parallel(self.engine, self.lease, parent, branches, position=position + 1)
+        try:
+            state.record_parallel(self.engine, self.lease, parent, branches, position=position + 1)
+        except LeaseLost as exc:
+            self.failed = exc
+            raise
         self.created_wait = position
 
 
@@ -385,6 +400,8 @@ def _replay(workflow: Workflow, execution: Execution, run: state.Run) -> Any:
         payload = _loaded_input(workflow, run)
         context = Context(execution, run)
         output = workflow.function(context, payload)  # type: ignore[misc]
+        if execution.failed is not None:  # the function caught it: it still stops here
+            raise execution.failed
         context.check_finished()
         text = encode(output, "the workflow's result", execution.result_limit)
     except Suspend as suspended:

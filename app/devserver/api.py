@@ -19,7 +19,7 @@ from urllib.parse import unquote
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
-from app.devserver import events, filters, flow, groups, views, workflows
+from app.devserver import events, filters, flow, groups, views, waiters, workflows
 from app.devserver.api_resources import (
     QUEUE_NAME,
     ResourceViews,
@@ -104,6 +104,8 @@ class API(ResourceViews):
         self.workflows = workflows.Runs()
         self.workflows.restore(server.store.pending())
         server.on_attempt(self.workflows.on_attempt)
+        self.waiters = waiters.Waiters(server, self.workflows, self._accept)
+        self.workflows.on_end.append(self.waiters.forget)
         topic = r"/v2/topics/(?P<name>[^/]+)"
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = [
             ("GET", re.compile(r"/v2/keys"), self.keys),
@@ -138,6 +140,14 @@ class API(ResourceViews):
                 re.compile(r"/v2/workflows/logs"),
                 partial(workflows.list_logs, self.workflows),
             ),
+            ("POST", re.compile(r"/v2/wait/(?P<event_id>[^/]+)"), self.waiters.wait),
+            (
+                "POST",
+                re.compile(r"/v2/notify/(?P<run_id>[^/]+)/(?P<event_id>[^/]+)"),
+                self.waiters.notify_run,
+            ),
+            ("POST", re.compile(r"/v2/notify/(?P<event_id>[^/]+)"), self.waiters.notify),
+            ("GET", re.compile(r"/v2/waiters/(?P<event_id>[^/]+)"), self.waiters.list_waiters),
             *(
                 ("GET|POST|PUT|PATCH|DELETE", re.compile(path), workflows.not_implemented)
                 for path in workflows.NOT_IMPLEMENTED

@@ -117,6 +117,7 @@ class DevServer:
         self._http.daemon_threads = True  # type: ignore[attr-defined]
         self.dispatcher.start()
         self.scheduler.start()
+        self.api.waiters.start()
         # A short poll interval keeps stop() (and each test using a server) fast.
         self._thread = threading.Thread(
             target=self._http.serve_forever, args=(0.05,), name="qstash-api", daemon=True
@@ -129,6 +130,7 @@ class DevServer:
             self._http.shutdown()
             self._http.server_close()
         self.scheduler.stop()
+        self.api.waiters.stop()
         self.dispatcher.stop()
         self.store.close()
         if self._tmp is not None:

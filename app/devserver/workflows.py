@@ -21,9 +21,15 @@ SDK posts one step per call and reads the run's history back from that array.
   ``workflowRunId`` (``callbacks.py``) for the SDK's ``failure_function``.
 * ``GET /v2/workflows/logs`` lists the runs in progress and the last ``KEEP_ENDED`` ended.
 
+* ``context.waitForEvent`` / notify: ``waiters.py``; a resumed wait is a step of its run.
+* Parallel steps (``Promise.all``) need nothing more: the SDK publishes one plan step per
+  branch in a batch, then each branch's result; each delivery's body is the history up to
+  and including its own message, which tells the SDK which branch to run.
+
 Runs live in memory; after a restart the runs in progress are rebuilt from the pending
-messages, whose bodies hold each run's history (ended runs are gone from the logs).
-Wait/notify and the other workflow endpoints answer 501.
+messages, whose bodies hold each run's history, and from the stored waiters (ended runs
+are gone from the logs). The other workflow endpoints (its DLQ, events, webhooks) answer
+501.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -54,12 +61,7 @@ DEFAULT_COUNT = 100
 #: The query parameters ``GET /v2/workflows/logs`` honours; any other answers 501.
 LOG_FILTERS = frozenset({"workflowRunId", "workflowUrl", "state", "count", "cursor"})
 #: Routes of the workflow API the dev server does not implement.
-NOT_IMPLEMENTED = (
-    r"/v2/workflows/.+",
-    r"/v2/wait/.+",
-    r"/v2/notify/.+",
-    r"/v2/waiters/.+",
-)
+NOT_IMPLEMENTED = (r"/v2/workflows/.+",)
 
 
 def delivery_headers(workflow: dict[str, Any]) -> dict[str, str]:
@@ -128,6 +130,8 @@ class Runs:
         self._runs: dict[str, Run] = {}
         self._ended: deque[Run] = deque(maxlen=keep)
         self._lock = threading.Lock()
+        #: Called with the ids of runs that ended (``waiters.Waiters.forget``).
+        self.on_end: list[Callable[[set[str]], None]] = []
 
     def get(self, run_id: str) -> Run | None:
         """Return the run ``run_id`` if it is in progress."""
@@ -145,11 +149,17 @@ class Runs:
                     entries = json.loads(message.body)
                 except ValueError:
                     continue
-                run = self._runs.get(workflow["runId"])
-                if run is None or len(run.entries) < len(entries):
-                    times = [message.spec["createdAt"]] * len(entries)
-                    run = Run(workflow["runId"], workflow["url"], entries, times)
-                    self._runs[run.id] = run
+                self._adopt(workflow["runId"], workflow["url"], entries, message.spec["createdAt"])
+
+    def adopt(self, run_id: str, url: str, entries: list[dict[str, str]], at: int) -> None:
+        """Rebuild run ``run_id`` from a stored history unless a longer one is known."""
+        with self._lock:
+            self._adopt(run_id, url, entries, at)
+
+    def _adopt(self, run_id: str, url: str, entries: list[dict[str, str]], at: int) -> None:
+        run = self._runs.get(run_id)
+        if run is None or len(run.entries) < len(entries):
+            self._runs[run_id] = Run(run_id, url, list(entries), [at] * len(entries))
 
     def prepare(self, messages: list[Message]) -> list[Message]:
         """Return ``messages`` as delivered: a step gets its run's history as its body.
@@ -210,7 +220,9 @@ class Runs:
                 return False
             run.state, run.completed = state, _ms(time.time())
             self._ended.append(run)
-            return True
+        for listener in self.on_end:
+            listener({run_id})
+        return True
 
     def in_progress(self) -> list[Run]:
         """Return the runs in progress."""
@@ -322,5 +334,5 @@ def not_implemented(request: Request, **_: str) -> Response:
     raise APIError(
         501,
         f"{request.method} {request.path}: the dev server does not implement this workflow"
-        " endpoint (waitForEvent/notify, the workflow DLQ)",
+        " endpoint (the workflow DLQ, workflow events, webhooks)",
     )

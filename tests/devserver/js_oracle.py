@@ -16,10 +16,11 @@ from app.devserver import DevServer
 JS = Path(__file__).parent / "js"
 
 
-def run_oracle(script: str, db: Path) -> dict[str, Any]:
-    """Run ``js/<script>`` with the official client against a dev server; return its JSON."""
+def run_oracle(script: str, db: Path, package: str = "qstash") -> dict[str, Any]:
+    """Run ``js/<script>`` with the official ``@upstash/<package>`` against a dev server;
+    return its JSON."""
     node = shutil.which("node")
-    if node is None or not (JS / "node_modules" / "@upstash" / "qstash").is_dir():
+    if node is None or not (JS / "node_modules" / "@upstash" / package).is_dir():
         message = "the JS oracle needs Node.js and `npm ci --prefix tests/devserver/js`"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message + " (.ci/run installs both)")

@@ -363,9 +363,8 @@ def test_workflow_logs_list_runs_newest_first_in_pages(
     [
         ("GET", "/v2/workflows/logs?label=a"),
         ("DELETE", "/v2/workflows/runs?label=a"),
-        ("POST", "/v2/notify/event-1"),
-        ("POST", "/v2/wait/event-1"),
-        ("GET", "/v2/waiters/event-1"),
+        ("GET", "/v2/workflows/events"),
+        ("POST", "/v2/workflows/dlq/resume"),
     ],
 )
 def test_workflow_endpoints_the_dev_server_lacks_answer_501(

@@ -1,0 +1,150 @@
+// The official @upstash/workflow SDK against the dev server: workflows served by its `serve`
+// on a loopback Node endpoint, started and notified with its Client, one section per feature.
+// Env: QSTASH_URL, QSTASH_TOKEN, QSTASH_CURRENT_SIGNING_KEY, QSTASH_NEXT_SIGNING_KEY.
+import http from "node:http";
+import { Client, serve } from "@upstash/workflow";
+import { sleep, until } from "./poll.mjs";
+
+const client = new Client({ baseUrl: process.env.QSTASH_URL, token: process.env.QSTASH_TOKEN });
+const trace = {}; // run id → what its workflow saw, filled by the route functions below
+const note = (context, key, value) => {
+  trace[context.workflowRunId] ??= { ran: {} };
+  trace[context.workflowRunId][key] = value;
+};
+const ran = (context, name) => {
+  trace[context.workflowRunId] ??= { ran: {} };
+  const counts = trace[context.workflowRunId].ran;
+  counts[name] = (counts[name] ?? 0) + 1;
+};
+
+const workflows = {
+  // run → waitForEvent → run: the event's data reaches the step after the wait.
+  wait: async (context) => {
+    const eventId = await context.run("event-id", () => `evt-${context.requestPayload.n}`);
+    const { eventData, timeout } = await context.waitForEvent("wait", eventId, { timeout: "1d" });
+    await context.run("after", () => ran(context, "after"));
+    note(context, "result", { eventData, timeout });
+  },
+  // A wait nobody notifies: it times out (10 s of QStash time, 0.1 s at the test's scale).
+  timeout: async (context) => {
+    const { eventData, timeout } = await context.waitForEvent("wait", "evt-never", { timeout: 10 });
+    note(context, "result", { eventData: eventData ?? null, timeout });
+  },
+  // Promise.all of context.run: each branch once, results in order, then the next step.
+  parallel: async (context) => {
+    const branch = (name, value) => context.run(name, () => (ran(context, name), value));
+    const results = await Promise.all([branch("a", 1), branch("b", 2), branch("c", 3)]);
+    const sum = await context.run("sum", () => (ran(context, "sum"), results[0] + results[1] + results[2]));
+    note(context, "result", { results, sum });
+  },
+  // A wait and a run in parallel, then a sleep: the run goes on only when both are done.
+  mixed: async (context) => {
+    const [event, value] = await Promise.all([
+      context.waitForEvent("wait", `mixed-${context.requestPayload.n}`, { timeout: "1d" }),
+      context.run("work", () => (ran(context, "work"), "done")),
+    ]);
+    await context.sleep("pause", 1);
+    note(context, "result", { eventData: event.eventData, timeout: event.timeout, value });
+  },
+  // context.notify from inside a workflow: it resumes the run waiting in `wait`.
+  notifier: async (context) => {
+    const { eventId, eventData, notifyResponse } = await context.notify(
+      "notify",
+      context.requestPayload.eventId,
+      { from: "notifier" },
+    );
+    note(context, "result", { eventId, eventData, notified: notifyResponse.length });
+  },
+};
+
+const server = http.createServer((req, res) => {
+  const chunks = [];
+  req.on("data", (chunk) => chunks.push(chunk));
+  req.on("end", async () => {
+    const name = req.url.split("/").pop();
+    const headers = new Headers();
+    for (const [key, value] of Object.entries(req.headers)) headers.set(key, String(value));
+    const body = Buffer.concat(chunks);
+    const request = new Request(`${base}${req.url}`, {
+      method: req.method,
+      headers,
+      body: req.method === "GET" || req.method === "HEAD" ? undefined : body,
+    });
+    const response = await handlers[name](request);
+    res.writeHead(response.status, Object.fromEntries(response.headers.entries()));
+    res.end(Buffer.from(await response.arrayBuffer()));
+  });
+});
+await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+const base = `http://127.0.0.1:${server.address().port}`;
+const handlers = Object.fromEntries(
+  Object.entries(workflows).map(([name, fn]) => [name, serve(fn, { url: `${base}/wf/${name}` }).handler]),
+);
+
+const finished = (runId, what) => until(() => trace[runId]?.result, what, 15000);
+const start = async (name, body) => (await client.trigger({ url: `${base}/wf/${name}`, body })).workflowRunId;
+const waitersOf = (eventId) => until(async () => {
+  const waiters = await client.getWaiters({ eventId });
+  return waiters.length ? waiters : null;
+}, `a waiter for ${eventId}`);
+
+const out = {};
+async function section(name, body) {
+  try {
+    out[name] = await body();
+  } catch (error) {
+    out[name] = { error: String(error.stack || error.message || error) };
+  }
+}
+
+await section("waitForEvent", async () => {
+  const runId = await start("wait", { n: 1 });
+  const [waiter] = await waitersOf("evt-1");
+  const notified = await client.notify({ eventId: "evt-1", eventData: { paid: true } });
+  const result = await finished(runId, "the waiting run");
+  const again = await client.notify({ eventId: "evt-1", eventData: {} });
+  return {
+    result,
+    ran: trace[runId].ran,
+    waiter: { url: waiter.url, deadlineInSeconds: waiter.deadline < 1e11, runId: waiter.headers["Upstash-Workflow-Runid"] },
+    notified: notified.map((n) => ({ runId: n.waiter.headers["Upstash-Workflow-Runid"]?.[0], hasMessageId: typeof n.messageId === "string" })),
+    afterwards: { waiters: (await client.getWaiters({ eventId: "evt-1" })).length, notified: again.length },
+  };
+});
+
+await section("timeout", async () => {
+  const runId = await start("timeout", {});
+  return { result: await finished(runId, "the timed-out run"), waiters: (await client.getWaiters({ eventId: "evt-never" })).length };
+});
+
+await section("parallel", async () => {
+  const runId = await start("parallel", {});
+  const result = await finished(runId, "the parallel run");
+  await sleep(200); // a branch delivered twice would show here
+  return { result, ran: trace[runId].ran };
+});
+
+await section("mixed", async () => {
+  const runId = await start("mixed", { n: 7 });
+  await waitersOf("mixed-7");
+  await client.notify({ eventId: "mixed-7", eventData: "go" });
+  return { result: await finished(runId, "the mixed run"), ran: trace[runId].ran };
+});
+
+await section("contextNotify", async () => {
+  const waiting = await start("wait", { n: 2 });
+  await waitersOf("evt-2");
+  const notifier = await start("notifier", { eventId: "evt-2" });
+  return { notifier: await finished(notifier, "the notifier"), waiting: await finished(waiting, "the notified run") };
+});
+
+await section("lookback", async () => {
+  const id = `lookback-${Date.now()}`;
+  const runId = `wfr_${id}`;
+  const early = await client.notify({ eventId: "evt-3", eventData: "early", workflowRunId: runId });
+  await client.trigger({ url: `${base}/wf/wait`, body: { n: 3 }, workflowRunId: id });
+  return { early: typeof early, result: await finished(runId, "the run notified before it waited") };
+});
+
+server.close();
+console.log(JSON.stringify(out));

@@ -1,0 +1,71 @@
+"""The official npm ``@upstash/workflow`` SDK running workflows on the dev server end to end.
+
+``js/workflow.mjs`` serves workflows with the SDK's ``serve`` on a loopback Node endpoint,
+starts them with its ``Client.trigger`` and notifies them with ``Client.notify`` (the
+Python SDK, ``upstash-workflow`` 2.0, has no wait-for-event, notify or parallel steps).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.devserver.js_oracle import run_oracle
+
+
+@pytest.fixture(scope="module")
+def observed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    db = tmp_path_factory.mktemp("js-workflow") / "qstash.db"
+    return run_oracle("workflow.mjs", db, package="workflow")
+
+
+def test_wait_for_event_resumes_with_the_notified_data(observed: dict[str, Any]) -> None:
+    """waitForEvent → client.notify: the run goes on once with the event's data; the waiter
+    was listed with its run and a deadline in unix seconds, and is gone after the notify."""
+    section = observed["waitForEvent"]
+    assert section["result"] == {"eventData": {"paid": True}, "timeout": False}, section
+    assert section["ran"] == {"after": 1}
+    assert section["waiter"]["url"].endswith("/wf/wait")
+    assert section["waiter"]["deadlineInSeconds"] is True
+    (run_id,) = section["waiter"]["runId"]
+    assert section["notified"] == [{"runId": run_id, "hasMessageId": True}]
+    assert section["afterwards"] == {"waiters": 0, "notified": 0}
+
+
+def test_a_wait_nobody_notifies_times_out(observed: dict[str, Any]) -> None:
+    """waitForEvent with a timeout and no notify: the run goes on with ``timeout: true``."""
+    assert observed["timeout"] == {"result": {"eventData": None, "timeout": True}, "waiters": 0}
+
+
+def test_parallel_runs_each_branch_once(observed: dict[str, Any]) -> None:
+    """Promise.all of three context.run: plan and result steps, results in order, each
+    branch and the step after them run once."""
+    assert observed["parallel"] == {
+        "result": {"results": [1, 2, 3], "sum": 6},
+        "ran": {"a": 1, "b": 1, "c": 1, "sum": 1},
+    }
+
+
+def test_a_wait_in_parallel_with_a_run(observed: dict[str, Any]) -> None:
+    """Promise.all of waitForEvent and run, then a sleep: both results reach the run."""
+    assert observed["mixed"] == {
+        "result": {"eventData": "go", "timeout": False, "value": "done"},
+        "ran": {"work": 1},
+    }
+
+
+def test_context_notify_resumes_another_run(observed: dict[str, Any]) -> None:
+    """context.notify inside one workflow resumes the run waiting for the event."""
+    assert observed["contextNotify"] == {
+        "notifier": {"eventId": "evt-2", "eventData": {"from": "notifier"}, "notified": 1},
+        "waiting": {"eventData": {"from": "notifier"}, "timeout": False},
+    }
+
+
+def test_a_run_scoped_notify_before_the_wait_is_kept(observed: dict[str, Any]) -> None:
+    """notify({workflowRunId}) before the run waits: its wait takes the kept event."""
+    assert observed["lookback"] == {
+        "early": "object",
+        "result": {"eventData": "early", "timeout": False},
+    }

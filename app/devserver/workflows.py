@@ -60,6 +60,8 @@ KEEP_ENDED = 1000
 DEFAULT_COUNT = 100
 #: The query parameters ``GET /v2/workflows/logs`` honours; any other answers 501.
 LOG_FILTERS = frozenset({"workflowRunId", "workflowUrl", "state", "count", "cursor"})
+#: The query parameters ``DELETE /v2/workflows/runs`` honours; any other answers 501.
+CANCEL_FILTERS = frozenset({"workflowRunIds", "workflowUrl", "workflowUrlExactMatch", "count"})
 #: Routes of the workflow API the dev server does not implement.
 NOT_IMPLEMENTED = (r"/v2/workflows/.+",)
 
@@ -248,18 +250,49 @@ def delete_run(server: DevServer, runs: Runs, request: Request, run_id: str) -> 
 
 
 def cancel_runs(server: DevServer, runs: Runs, request: Request) -> Response:
-    """``DELETE /v2/workflows/runs`` with a JSON body, as ``@upstash/workflow``'s ``cancel``.
+    """``DELETE /v2/workflows/runs``: ``@upstash/workflow``'s ``client.cancel``.
 
-    ``{"workflowRunIds": [...]}`` cancels those runs, ``{"workflowUrl": prefix}`` the runs
-    whose URL starts with it, ``{}`` every run in progress; answers ``{"cancelled": n}``.
+    Since 1.3 the SDK filters in the query: ``workflowRunIds`` (repeated) cancels those runs,
+    ``workflowUrl`` the runs whose URL starts with it (equals it with
+    ``workflowUrlExactMatch=true``), neither every run; ``count`` caps how many. Older SDKs
+    send a JSON body instead: ``{"workflowRunIds": [...]}``, ``{"workflowUrl": prefix}``
+    or ``{}``. Answers ``{"cancelled": n}``.
     """
     if request.args:
+        ids, prefix, exact, count = _cancel_query(request)
+    else:
+        ids, prefix, exact, count = _cancel_body(request)
+    chosen = [
+        run.id
+        for run in runs.in_progress()
+        if (ids is None or run.id in ids)
+        and (prefix is None or (run.url == prefix if exact else run.url.startswith(prefix)))
+    ][:count]
+    ended = {run_id for run_id in chosen if runs.end(run_id, "RUN_CANCELED")}
+    _cancel_pending(server, ended)
+    return json_response({"cancelled": len(ended)})
+
+
+CancelFilter = tuple[list[str] | None, str | None, bool, int | None]
+
+
+def _cancel_query(request: Request) -> CancelFilter:
+    unknown = sorted(set(request.args) - CANCEL_FILTERS)
+    if unknown:
         raise APIError(
             501,
             "DELETE /v2/workflows/runs: the dev server does not filter by"
-            f" {', '.join(sorted(request.args))}; send a JSON body"
-            ' {"workflowRunIds": [...]}, {"workflowUrl": "<prefix>"} or {} (all runs)',
+            f" {', '.join(unknown)} (only workflowRunIds, workflowUrl, workflowUrlExactMatch"
+            " and count)",
         )
+    ids = request.args.getlist("workflowRunIds") or None
+    prefix = request.args.get("workflowUrl")
+    exact = request.args.get("workflowUrlExactMatch", "false").strip().lower() == "true"
+    raw = request.args.get("count")
+    return ids, prefix, exact, None if raw is None else _natural(raw, "count")
+
+
+def _cancel_body(request: Request) -> CancelFilter:
     body = json_body(request)
     ids = body.get("workflowRunIds") if isinstance(body, dict) else None
     prefix = body.get("workflowUrl") if isinstance(body, dict) else None
@@ -275,14 +308,7 @@ def cancel_runs(server: DevServer, runs: Runs, request: Request) -> Response:
             400,
             'the body must be {"workflowRunIds": [...]}, {"workflowUrl": "<prefix>"} or {}',
         )
-    chosen = [
-        run.id
-        for run in runs.in_progress()
-        if (ids is None or run.id in ids) and (prefix is None or run.url.startswith(prefix))
-    ]
-    ended = {run_id for run_id in chosen if runs.end(run_id, "RUN_CANCELED")}
-    _cancel_pending(server, ended)
-    return json_response({"cancelled": len(ended)})
+    return ids, prefix, False, None
 
 
 def _cancel_pending(server: DevServer, run_ids: set[str]) -> None:

@@ -69,3 +69,22 @@ def test_a_run_scoped_notify_before_the_wait_is_kept(observed: dict[str, Any]) -
         "early": "object",
         "result": {"eventData": "early", "timeout": False},
     }
+
+
+def test_context_call_then_sleep(observed: dict[str, Any]) -> None:
+    """context.call reaches the third party once; its answer resumes the run after a sleep."""
+    assert observed["call"] == {
+        "result": {"status": 200, "body": {"doubled": 42}},
+        "ran": {"after": 1},
+        "thirdParty": [{"n": 21}],
+    }
+
+
+def test_client_cancel_by_ids_url_prefix_and_all(observed: dict[str, Any]) -> None:
+    """client.cancel (query filters since 1.3): by id, by URL prefix, all; waiters go too."""
+    assert observed["cancel"] == {
+        "byId": {"cancelled": 1},
+        "byUrl": {"cancelled": 2},
+        "all": "number",
+        "waiters": [0, 0, 0],
+    }

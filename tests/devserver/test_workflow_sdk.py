@@ -358,6 +358,30 @@ def test_workflow_logs_list_runs_newest_first_in_pages(
     assert "cursor" not in rest
 
 
+def test_bulk_cancel_with_the_query_filters_of_the_js_sdk_1_3(
+    dev_server: DevServer, endpoint: Endpoint, api: httpx.Client
+) -> None:
+    """``?workflowRunIds=`` (repeated), ``?workflowUrl=`` (prefix, or exact with
+    ``workflowUrlExactMatch=true``) and ``?count=`` alone (all, at most count)."""
+    for name in ("a1", "a2", "b1", "b2", "c1"):
+        headers = {"Upstash-Workflow-RunId": f"wfr_{name}", "Upstash-Workflow-Init": "true"}
+        url = endpoint.url(f"/{name[0]}/wf")
+        api.post("/v2/publish/" + url, headers=headers, content=b"{}").raise_for_status()
+
+    def cancel(query: str) -> Any:
+        answer = api.delete("/v2/workflows/runs?" + query)
+        assert answer.status_code == 200, answer.text
+        return answer.json()["cancelled"]
+
+    assert cancel("workflowRunIds=wfr_a1&workflowRunIds=wfr_b1&workflowRunIds=wfr_x") == 2
+    exact = "workflowUrlExactMatch=true&workflowUrl=" + endpoint.url("/a/")
+    assert cancel(exact) == 0
+    assert cancel("workflowUrl=" + endpoint.url("/a/")) == 1
+    assert cancel("count=1") == 1
+    assert cancel("count=100") == 1
+    assert cancel("count=100") == 0
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [

@@ -6,6 +6,7 @@ import { Client, serve } from "@upstash/workflow";
 import { sleep, until } from "./poll.mjs";
 
 const client = new Client({ baseUrl: process.env.QSTASH_URL, token: process.env.QSTASH_TOKEN });
+const thirdParty = []; // the bodies context.call sent to /third
 const trace = {}; // run id → what its workflow saw, filled by the route functions below
 const note = (context, key, value) => {
   trace[context.workflowRunId] ??= { ran: {} };
@@ -46,6 +47,13 @@ const workflows = {
     await context.sleep("pause", 1);
     note(context, "result", { eventData: event.eventData, timeout: event.timeout, value });
   },
+  // context.call to a third party (its answer comes back through a callback), then a sleep.
+  call: async (context) => {
+    const answer = await context.call("third", { url: `${base}/third`, method: "POST", body: JSON.stringify({ n: 21 }) });
+    await context.sleep("pause", 1);
+    await context.run("after", () => ran(context, "after"));
+    note(context, "result", { status: answer.status, body: answer.body });
+  },
   // context.notify from inside a workflow: it resumes the run waiting in `wait`.
   notifier: async (context) => {
     const { eventId, eventData, notifyResponse } = await context.notify(
@@ -61,6 +69,11 @@ const server = http.createServer((req, res) => {
   const chunks = [];
   req.on("data", (chunk) => chunks.push(chunk));
   req.on("end", async () => {
+    if (req.url === "/third") {
+      thirdParty.push(JSON.parse(Buffer.concat(chunks).toString()));
+      res.writeHead(200, { "content-type": "application/json" });
+      return res.end(JSON.stringify({ doubled: thirdParty.at(-1).n * 2 }));
+    }
     const name = req.url.split("/").pop();
     const headers = new Headers();
     for (const [key, value] of Object.entries(req.headers)) headers.set(key, String(value));
@@ -144,6 +157,25 @@ await section("lookback", async () => {
   const early = await client.notify({ eventId: "evt-3", eventData: "early", workflowRunId: runId });
   await client.trigger({ url: `${base}/wf/wait`, body: { n: 3 }, workflowRunId: id });
   return { early: typeof early, result: await finished(runId, "the run notified before it waited") };
+});
+
+await section("call", async () => {
+  const runId = await start("call", {});
+  return { result: await finished(runId, "the calling run"), ran: trace[runId].ran, thirdParty };
+});
+
+await section("cancel", async () => {
+  const ids = [];
+  for (const n of [10, 11, 12]) {
+    ids.push(await start("wait", { n }));
+    await waitersOf(`evt-${n}`);
+  }
+  const byId = await client.cancel({ ids: ids[0] });
+  const byUrl = await client.cancel({ urlStartingWith: `${base}/wf/wai` });
+  const all = await client.cancel({ all: true });
+  const waiters = [];
+  for (const n of [10, 11, 12]) waiters.push((await client.getWaiters({ eventId: `evt-${n}` })).length);
+  return { byId, byUrl, all: typeof all.cancelled, waiters };
 });
 
 server.close();

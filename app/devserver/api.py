@@ -126,6 +126,11 @@ class API(ResourceViews):
             ("GET", re.compile(topic), partial(groups.get_group, server)),
             ("DELETE", re.compile(topic), partial(groups.delete_group, server)),
             (
+                "GET",
+                re.compile(r"/v2/workflows/runs/(?P<run_id>[^/]+)"),
+                partial(workflows.run_steps, self.workflows),
+            ),
+            (
                 "DELETE",
                 re.compile(r"/v2/workflows/runs/(?P<run_id>[^/]+)"),
                 partial(workflows.delete_run, server, self.workflows),

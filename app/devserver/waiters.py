@@ -208,6 +208,12 @@ class Waiters:
         check_destination(url)
         check_destination(timeout_url)
         step = _step(body.get("step"))
+        if step["stepType"] != "Wait":
+            raise APIError(
+                501,
+                f"the dev server waits for notify only, not for a {step['stepType']} step"
+                " (workflow webhooks are not implemented)",
+            )
         timeout = body.get("timeout") or DEFAULT_TIMEOUT
         try:
             seconds = parse_duration(timeout if isinstance(timeout, str) else f"{timeout}s")

@@ -60,6 +60,8 @@ KEEP_ENDED = 1000
 DEFAULT_COUNT = 100
 #: The query parameters ``GET /v2/workflows/logs`` honours; any other answers 501.
 LOG_FILTERS = frozenset({"workflowRunId", "workflowUrl", "state", "count", "cursor"})
+#: The header (forwarded to the endpoint) by which a run started by ``context.invoke`` shows.
+INVOKE_COUNT = "upstash-workflow-invoke-count"
 #: The query parameters ``DELETE /v2/workflows/runs`` honours; any other answers 501.
 CANCEL_FILTERS = frozenset({"workflowRunIds", "workflowUrl", "workflowUrlExactMatch", "count"})
 #: Routes of the workflow API the dev server does not implement.
@@ -178,6 +180,10 @@ class Runs:
                     continue
                 run_id = workflow["runId"]
                 known = run_id in self._runs or run_id in starting
+                if workflow["init"] and _invoked(message):
+                    raise APIError(
+                        501, "context.invoke: the dev server does not run invoked workflows"
+                    )
                 if workflow["init"] and known:
                     raise APIError(409, f"workflow run {run_id} already exists")
                 if not workflow["init"] and not known:
@@ -237,6 +243,20 @@ class Runs:
             runs = [*self._ended, *self._runs.values()]
             runs.sort(key=lambda run: run.created, reverse=True)
             return [run.log() for run in runs]
+
+
+def _invoked(message: Message) -> bool:
+    """Whether a run's first message is ``context.invoke``'s (it forwards an invoke count)."""
+    return any(name.lower() == INVOKE_COUNT for name in message.spec["headers"])
+
+
+def run_steps(runs: Runs, request: Request, run_id: str) -> Response:
+    """``GET /v2/workflows/runs/{id}``: the run's history, as a step delivery's body holds
+    it (the SDK's "lazy fetch" of a delivery that came without one); 404 once it ended."""
+    run = runs.get(run_id)
+    if run is None:
+        raise APIError(404, f"workflow run {run_id} not found")
+    return json_response(list(run.entries))
 
 
 def delete_run(server: DevServer, runs: Runs, request: Request, run_id: str) -> Response:

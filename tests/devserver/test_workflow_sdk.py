@@ -382,6 +382,38 @@ def test_bulk_cancel_with_the_query_filters_of_the_js_sdk_1_3(
     assert cancel("count=100") == 0
 
 
+def test_a_runs_history_can_be_fetched_until_it_ends(
+    dev_server: DevServer, endpoint: Endpoint, api: httpx.Client
+) -> None:
+    """``GET /v2/workflows/runs/{id}`` (the SDK's lazy fetch): the entries a step delivery
+    carries; 404 once the run ended, which the SDK reads as "the run is over"."""
+    run = {"Upstash-Workflow-RunId": "wfr_fetch", "Upstash-Workflow-Url": endpoint.url("/wf")}
+    init = {**run, "Upstash-Workflow-Init": "true"}
+    api.post("/v2/publish/" + endpoint.url("/wf"), headers=init, content=b'{"n":1}')
+    step = api.post("/v2/publish/" + endpoint.url("/wf"), headers=run, content=b'{"stepId":1}')
+    (delivered,) = [d for d in endpoint.wait_for("/wf", 2) if len(json.loads(d.body)) == 2]
+    fetched = api.get("/v2/workflows/runs/wfr_fetch")
+    assert fetched.status_code == 200
+    assert fetched.json() == json.loads(delivered.body)
+    assert fetched.json()[1]["messageId"] == step.json()["messageId"]
+    assert api.delete("/v2/workflows/runs/wfr_fetch").status_code == 200
+    assert api.get("/v2/workflows/runs/wfr_fetch").status_code == 404
+
+
+def test_context_invoke_answers_501(endpoint: Endpoint, api: httpx.Client) -> None:
+    """A run started by context.invoke (it forwards an invoke count) would get the invoke
+    request as its payload and never answer its invoker: refused, not half done."""
+    headers = {
+        "Upstash-Workflow-RunId": "wfr_invoked",
+        "Upstash-Workflow-Init": "true",
+        "Upstash-Workflow-Invoke": "true",
+        "Upstash-Forward-Upstash-Workflow-Invoke-Count": "1",
+    }
+    answer = api.post("/v2/publish/" + endpoint.url("/other"), headers=headers, content=b"{}")
+    assert answer.status_code == 501
+    assert "context.invoke" in answer.json()["error"]
+
+
 @pytest.mark.parametrize(
     ("method", "path"),
     [

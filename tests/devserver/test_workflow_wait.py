@@ -177,3 +177,16 @@ def test_a_waiting_run_survives_a_restart(tmp_path: Path, endpoint: Endpoint) ->
 def _client(server: DevServer) -> httpx.Client:
     headers = {"Authorization": f"Bearer {server.token}"}
     return httpx.Client(base_url=server.url, headers=headers, timeout=10)
+
+
+def test_a_wait_for_a_webhook_answers_501(
+    dev_server: DevServer, endpoint: Endpoint, api: httpx.Client
+) -> None:
+    """waitForWebhook posts the same wait; without webhooks it would never resume right."""
+    url = endpoint.url("/wf")
+    _start(api, "wfr_h", url)
+    step = {**STEP, "stepType": "WaitForWebhook"}
+    body = {"url": url, "timeout": "1m", "step": step}
+    answer = api.post("/v2/wait/evt_h", headers=_run_headers("wfr_h", url), json=body)
+    assert answer.status_code == 501
+    assert "webhooks" in answer.json()["error"]

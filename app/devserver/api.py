@@ -142,7 +142,7 @@ class API(ResourceViews):
             ),
             (
                 "GET",
-                re.compile(r"/v2/workflows/logs"),
+                re.compile(r"/v2/workflows/(?:logs|events)"),
                 partial(workflows.list_logs, self.workflows),
             ),
             ("POST", re.compile(r"/v2/wait/(?P<event_id>[^/]+)"), self.waiters.wait),

@@ -59,7 +59,7 @@ URL = "Upstash-Workflow-Url"
 KEEP_ENDED = 1000
 DEFAULT_COUNT = 100
 #: The query parameters ``GET /v2/workflows/logs`` honours; any other answers 501.
-LOG_FILTERS = frozenset({"workflowRunId", "workflowUrl", "state", "count", "cursor"})
+LOG_FILTERS = frozenset({"workflowRunId", "workflowUrl", "state", "count", "cursor", "groupBy"})
 #: The header (forwarded to the endpoint) by which a run started by ``context.invoke`` shows.
 INVOKE_COUNT = "upstash-workflow-invoke-count"
 #: The query parameters ``DELETE /v2/workflows/runs`` honours; any other answers 501.
@@ -90,6 +90,8 @@ class Run:
     created: int = field(default_factory=lambda: _ms(time.time()))
     completed: int | None = None
     state: str = "RUN_STARTED"
+    #: What the SDK's closing ``DELETE`` sent: the route function's result, as JSON text.
+    response: str | None = None
 
     def log(self) -> dict[str, Any]:
         """Return the run as ``GET /v2/workflows/logs`` lists it."""
@@ -120,6 +122,8 @@ class Run:
         }
         if self.completed is not None:
             run["workflowRunCompletedAt"] = self.completed
+        if self.response is not None:
+            run["workflowRunResponse"] = self.response
         return run
 
 
@@ -220,13 +224,13 @@ class Runs:
             if run is not None:
                 run.state = "RUN_FAILED"
 
-    def end(self, run_id: str, state: str) -> bool:
+    def end(self, run_id: str, state: str, response: str | None = None) -> bool:
         """End run ``run_id`` in ``state``; return whether it was in progress."""
         with self._lock:
             run = self._runs.pop(run_id, None)
             if run is None:
                 return False
-            run.state, run.completed = state, _ms(time.time())
+            run.state, run.completed, run.response = state, _ms(time.time()), response
             self._ended.append(run)
         for listener in self.on_end:
             listener({run_id})
@@ -262,7 +266,10 @@ def run_steps(runs: Runs, request: Request, run_id: str) -> Response:
 def delete_run(server: DevServer, runs: Runs, request: Request, run_id: str) -> Response:
     """``DELETE /v2/workflows/runs/{id}[?cancel=true]``: end a run, or cancel it."""
     cancel = request.args.get("cancel", "false").strip().lower() == "true"
-    if not runs.end(run_id, "RUN_CANCELED" if cancel else "RUN_SUCCESS"):
+    response = (
+        None if cancel or not request.get_data() else request.get_data().decode("utf-8", "replace")
+    )
+    if not runs.end(run_id, "RUN_CANCELED" if cancel else "RUN_SUCCESS", response):
         raise APIError(404, f"workflow run {run_id} not found")
     if cancel:
         _cancel_pending(server, {run_id})
@@ -342,11 +349,14 @@ def _cancel_pending(server: DevServer, run_ids: set[str]) -> None:
 
 
 def list_logs(runs: Runs, request: Request) -> Response:
-    """``GET /v2/workflows/logs``: the runs, newest first, filtered and paged."""
+    """``GET /v2/workflows/logs`` (and ``/v2/workflows/events?groupBy=workflowRunId``, the
+    JS client's ``logs``): the runs, newest first, filtered and paged."""
     unknown = sorted(set(request.args) - LOG_FILTERS)
+    if request.args.get("groupBy", "workflowRunId") != "workflowRunId":
+        unknown.append("groupBy=" + request.args["groupBy"])
     if unknown:
         raise APIError(
-            501, f"GET /v2/workflows/logs: the dev server does not filter by {', '.join(unknown)}"
+            501, f"{request.path}: the dev server does not filter by {', '.join(unknown)}"
         )
     wanted = {
         name: request.args[name]

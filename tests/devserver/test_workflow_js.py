@@ -88,3 +88,12 @@ def test_client_cancel_by_ids_url_prefix_and_all(observed: dict[str, Any]) -> No
         "all": "number",
         "waiters": [0, 0, 0],
     }
+
+
+def test_client_logs_list_the_run_with_its_steps_and_response(observed: dict[str, Any]) -> None:
+    """client.logs (GET /v2/workflows/events?groupBy=workflowRunId): the ended call run,
+    its steps in order, and the route function's result the SDK sent when it ended."""
+    assert observed["logs"] == {
+        "steps": ["init:Initial", "third:Call", "pause:SleepFor", "after:Run"],
+        "response": '{"called":true}',
+    }

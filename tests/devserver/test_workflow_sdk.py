@@ -419,7 +419,7 @@ def test_context_invoke_answers_501(endpoint: Endpoint, api: httpx.Client) -> No
     [
         ("GET", "/v2/workflows/logs?label=a"),
         ("DELETE", "/v2/workflows/runs?label=a"),
-        ("GET", "/v2/workflows/events"),
+        ("GET", "/v2/workflows/events?groupBy=messageId"),
         ("POST", "/v2/workflows/dlq/resume"),
     ],
 )

@@ -53,6 +53,7 @@ const workflows = {
     await context.sleep("pause", 1);
     await context.run("after", () => ran(context, "after"));
     note(context, "result", { status: answer.status, body: answer.body });
+    return { called: true };
   },
   // context.notify from inside a workflow: it resumes the run waiting in `wait`.
   notifier: async (context) => {
@@ -162,6 +163,18 @@ await section("lookback", async () => {
 await section("call", async () => {
   const runId = await start("call", {});
   return { result: await finished(runId, "the calling run"), ran: trace[runId].ran, thirdParty };
+});
+
+await section("logs", async () => {
+  const runId = Object.keys(trace).find((id) => trace[id].result?.body?.doubled === 42);
+  const ended = await until(async () => {
+    const { runs } = await client.logs({ workflowRunId: runId });
+    return runs[0]?.workflowState === "RUN_SUCCESS" ? runs[0] : null;
+  }, "the call run's log");
+  return {
+    steps: ended.steps.map((group) => group.steps.map((step) => `${step.stepName}:${step.stepType}`).join("+")),
+    response: ended.workflowRunResponse,
+  };
 });
 
 await section("cancel", async () => {

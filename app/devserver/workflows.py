@@ -174,7 +174,9 @@ class Runs:
 
         Messages that are no workflow messages are returned unchanged. All or nothing: a
         step of a run not in progress (never started, ended or cancelled) is refused with
-        400, a second start of a run with 409, before any run changes.
+        400, and so is a second start of a run in progress (QStash's answer since its
+        singleton runs: the SDK's trigger throws, the running run goes on), before any run
+        changes. A run id whose run ended may start again.
         """
         with self._lock:
             starting: set[str] = set()
@@ -189,7 +191,7 @@ class Runs:
                         501, "context.invoke: the dev server does not run invoked workflows"
                     )
                 if workflow["init"] and known:
-                    raise APIError(409, f"workflow run {run_id} already exists")
+                    raise APIError(400, f"workflow run {run_id} is already in progress")
                 if not workflow["init"] and not known:
                     raise APIError(400, f"workflow run {run_id} is not in progress")
                 if workflow["init"]:

@@ -253,7 +253,11 @@ def test_a_batch_with_a_refused_step_changes_no_run(
     assert answer.status_code == 400
     assert dev_server.api.workflows.get("wfr_a") is None
     assert api.post("/v2/batch", json=batch[:1]).status_code == 201
-    assert api.post("/v2/batch", json=batch[:1]).status_code == 409
+    again = api.post("/v2/batch", json=batch[:1])
+    assert again.status_code == 400  # a run in progress: QStash refuses a second start
+    assert "already in progress" in again.json()["error"]
+    assert api.delete("/v2/workflows/runs/wfr_a").status_code == 200
+    assert api.post("/v2/batch", json=batch[:1]).status_code == 201  # ended: may start again
 
 
 def test_cancelling_a_run_cancels_its_pending_steps(

@@ -97,3 +97,22 @@ def test_client_logs_list_the_run_with_its_steps_and_response(observed: dict[str
         "steps": ["init:Initial", "third:Call", "pause:SleepFor", "after:Run"],
         "response": '{"called":true}',
     }
+
+
+def test_failure_function_after_a_failed_or_non_retryable_step(observed: dict[str, Any]) -> None:
+    """A step that throws with retries: 0 (500), and WorkflowNonRetryableError (489, no
+    retry): each is tried once and the run's failureFunction gets its payload and error."""
+    assert observed["failure"] == {
+        "thrown": {
+            "payload": {"final": False},
+            "failStatus": 500,
+            "failResponse": "the step broke",
+            "ran": {"boom": 1},
+        },
+        "final": {
+            "payload": {"final": True},
+            "failStatus": 489,
+            "failResponse": "no point retrying",
+            "ran": {"boom": 1},
+        },
+    }

@@ -2,7 +2,7 @@
 // on a loopback Node endpoint, started and notified with its Client, one section per feature.
 // Env: QSTASH_URL, QSTASH_TOKEN, QSTASH_CURRENT_SIGNING_KEY, QSTASH_NEXT_SIGNING_KEY.
 import http from "node:http";
-import { Client, serve } from "@upstash/workflow";
+import { Client, WorkflowNonRetryableError, serve } from "@upstash/workflow";
 import { sleep, until } from "./poll.mjs";
 
 const client = new Client({ baseUrl: process.env.QSTASH_URL, token: process.env.QSTASH_TOKEN });
@@ -55,6 +55,15 @@ const workflows = {
     note(context, "result", { status: answer.status, body: answer.body });
     return { called: true };
   },
+  // A step that throws with retries: 0, and one that throws WorkflowNonRetryableError with
+  // the default retries: each run's failureFunction gets the run and the error.
+  failing: async (context) => {
+    await context.run("boom", () => {
+      ran(context, "boom");
+      if (context.requestPayload.final) throw new WorkflowNonRetryableError("no point retrying");
+      throw new Error("the step broke");
+    });
+  },
   // context.notify from inside a workflow: it resumes the run waiting in `wait`.
   notifier: async (context) => {
     const { eventId, eventData, notifyResponse } = await context.notify(
@@ -91,8 +100,14 @@ const server = http.createServer((req, res) => {
 });
 await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
 const base = `http://127.0.0.1:${server.address().port}`;
+const failureFunction = async ({ context, failStatus, failResponse }) => {
+  note(context, "result", { payload: context.requestPayload, failStatus, failResponse });
+};
 const handlers = Object.fromEntries(
-  Object.entries(workflows).map(([name, fn]) => [name, serve(fn, { url: `${base}/wf/${name}` }).handler]),
+  Object.entries(workflows).map(([name, fn]) => [
+    name,
+    serve(fn, { url: `${base}/wf/${name}`, failureFunction }).handler,
+  ]),
 );
 
 const finished = (runId, what) => until(() => trace[runId]?.result, what, 15000);
@@ -163,6 +178,15 @@ await section("lookback", async () => {
 await section("call", async () => {
   const runId = await start("call", {});
   return { result: await finished(runId, "the calling run"), ran: trace[runId].ran, thirdParty };
+});
+
+await section("failure", async () => {
+  const { workflowRunId: thrown } = await client.trigger({ url: `${base}/wf/failing`, body: { final: false }, retries: 0 });
+  const { workflowRunId: final } = await client.trigger({ url: `${base}/wf/failing`, body: { final: true } });
+  return {
+    thrown: { ...(await finished(thrown, "the failed run's failure function")), ran: trace[thrown].ran },
+    final: { ...(await finished(final, "the non-retryable run's failure function")), ran: trace[final].ran },
+  };
 });
 
 await section("logs", async () => {

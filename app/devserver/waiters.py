@@ -249,6 +249,12 @@ class Waiters:
                 (run_id, event_id),
             ).fetchone()
             waiter_id = new_id("wtr")
+            # A wait step delivered again (its first answer was lost) waits once.
+            db.execute(
+                "DELETE FROM workflow_waiters WHERE run_id = ? AND event_id = ?"
+                " AND json_extract(waiter, '$.step.stepId') = ?",
+                (run_id, event_id, step["stepId"]),
+            )
             if kept is None:
                 db.execute(
                     "INSERT INTO workflow_waiters VALUES (?, ?, ?, ?, ?)",

@@ -190,3 +190,19 @@ def test_a_wait_for_a_webhook_answers_501(
     answer = api.post("/v2/wait/evt_h", headers=_run_headers("wfr_h", url), json=body)
     assert answer.status_code == 501
     assert "webhooks" in answer.json()["error"]
+
+
+def test_a_wait_posted_again_waits_once(
+    dev_server: DevServer, endpoint: Endpoint, api: httpx.Client
+) -> None:
+    """The SDK posts its wait again when the step's delivery is retried: one waiter, one
+    resumption; another step of the run waiting for the same event is another waiter."""
+    url = endpoint.url("/wf")
+    _start(api, "wfr_again", url)
+    assert _wait(api, "wfr_again", url, "twice").status_code == 200
+    assert _wait(api, "wfr_again", url, "twice").status_code == 200
+    assert len(api.get("/v2/waiters/twice").json()) == 1
+    body = {"url": url, "timeout": "1d", "step": {**STEP, "stepId": 2}}
+    other = api.post("/v2/wait/twice", headers=_run_headers("wfr_again", url), json=body)
+    assert other.status_code == 200
+    assert len(api.post("/v2/notify/twice", content=b"x").json()) == 2

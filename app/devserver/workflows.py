@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 
 RUN_ID = "Upstash-Workflow-RunId"
 URL = "Upstash-Workflow-Url"
+CREATED_AT = "Upstash-Workflow-CreatedAt"
 #: Ended runs the logs keep (the oldest are forgotten first).
 KEEP_ENDED = 1000
 DEFAULT_COUNT = 100
@@ -68,9 +69,10 @@ CANCEL_FILTERS = frozenset({"workflowRunIds", "workflowUrl", "workflowUrlExactMa
 NOT_IMPLEMENTED = (r"/v2/workflows/.+",)
 
 
-def delivery_headers(workflow: dict[str, Any]) -> dict[str, str]:
-    """Return the headers QStash adds to a delivery of a run's message."""
-    return {RUN_ID: workflow["runId"], URL: workflow["url"]}
+def delivery_headers(workflow: dict[str, Any], created: int) -> dict[str, str]:
+    """Return the headers QStash adds to a delivery of a run's step (``created``: when the
+    run started, unix ms: the JS SDK's ``context.workflowRunCreatedAt``)."""
+    return {RUN_ID: workflow["runId"], URL: workflow["url"], CREATED_AT: str(created)}
 
 
 def _entry(message_id: str, body: bytes, call_type: str) -> dict[str, str]:
@@ -160,14 +162,16 @@ class Runs:
                 self._adopt(workflow["runId"], workflow["url"], entries, message.spec["createdAt"])
 
     def adopt(self, run_id: str, url: str, entries: list[dict[str, str]], at: int) -> None:
-        """Rebuild run ``run_id`` from a stored history unless a longer one is known."""
+        """Rebuild run ``run_id`` from a stored history unless a longer one is known; ``at``
+        (unix ms) is when it started, or when the message holding the history was published
+        (after a restart, a run rebuilt from a pending step shows that as its start)."""
         with self._lock:
             self._adopt(run_id, url, entries, at)
 
     def _adopt(self, run_id: str, url: str, entries: list[dict[str, str]], at: int) -> None:
         run = self._runs.get(run_id)
         if run is None or len(run.entries) < len(entries):
-            self._runs[run_id] = Run(run_id, url, list(entries), [at] * len(entries))
+            self._runs[run_id] = Run(run_id, url, list(entries), [at] * len(entries), at)
 
     def prepare(self, messages: list[Message]) -> list[Message]:
         """Return ``messages`` as delivered: a step gets its run's history as its body.
@@ -213,7 +217,7 @@ class Runs:
         if call_type != "step":
             return message  # a context.call to a third party: its own body, no run headers
         body = json.dumps(run.entries, separators=(",", ":")).encode()
-        headers = {**message.spec["headers"], **delivery_headers(workflow)}
+        headers = {**message.spec["headers"], **delivery_headers(workflow, run.created)}
         return replace(message, spec={**message.spec, "headers": headers}, body=body)
 
     def on_attempt(self, event: AttemptEvent) -> None:

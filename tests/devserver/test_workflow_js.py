@@ -22,10 +22,12 @@ def observed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def test_wait_for_event_resumes_with_the_notified_data(observed: dict[str, Any]) -> None:
     """waitForEvent → client.notify: the run goes on once with the event's data; the waiter
-    was listed with its run and a deadline in unix seconds, and is gone after the notify."""
+    was listed with its run and a deadline in unix seconds, and is gone after the notify;
+    context.workflowRunCreatedAt is the run's start in unix ms."""
     section = observed["waitForEvent"]
     assert section["result"] == {"eventData": {"paid": True}, "timeout": False}, section
     assert section["ran"] == {"after": 1}
+    assert section["createdAtMs"] is True  # context.workflowRunCreatedAt: the run's start
     assert section["waiter"]["url"].endswith("/wf/wait")
     assert section["waiter"]["deadlineInSeconds"] is True
     (run_id,) = section["waiter"]["runId"]

@@ -22,6 +22,7 @@ const workflows = {
   // run → waitForEvent → run: the event's data reaches the step after the wait.
   wait: async (context) => {
     const eventId = await context.run("event-id", () => `evt-${context.requestPayload.n}`);
+    note(context, "createdAt", context.workflowRunCreatedAt);
     const { eventData, timeout } = await context.waitForEvent("wait", eventId, { timeout: "1d" });
     await context.run("after", () => ran(context, "after"));
     note(context, "result", { eventData, timeout });
@@ -127,6 +128,7 @@ async function section(name, body) {
 }
 
 await section("waitForEvent", async () => {
+  const started = Date.now();
   const runId = await start("wait", { n: 1 });
   const [waiter] = await waitersOf("evt-1");
   const notified = await client.notify({ eventId: "evt-1", eventData: { paid: true } });
@@ -135,6 +137,7 @@ await section("waitForEvent", async () => {
   return {
     result,
     ran: trace[runId].ran,
+    createdAtMs: Math.abs(trace[runId].createdAt - started) < 60000,
     waiter: { url: waiter.url, deadlineInSeconds: waiter.deadline < 1e11, runId: waiter.headers["Upstash-Workflow-Runid"] },
     notified: notified.map((n) => ({ runId: n.waiter.headers["Upstash-Workflow-Runid"]?.[0], hasMessageId: typeof n.messageId === "string" })),
     afterwards: { waiters: (await client.getWaiters({ eventId: "evt-1" })).length, notified: again.length },

@@ -396,5 +396,5 @@ def not_implemented(request: Request, **_: str) -> Response:
     raise APIError(
         501,
         f"{request.method} {request.path}: the dev server does not implement this workflow"
-        " endpoint (the workflow DLQ, workflow events, webhooks)",
+        " endpoint (the workflow DLQ, webhooks)",
     )

@@ -1,30 +1,14 @@
 // Walk through the dashboard in Debian's Chromium, as a person would, and report what
 // the page showed as JSON on stdout. Usage: node dashboard.mjs BASE_URL TOKEN OUT.png
-import { chromium } from "playwright-core";
+import { launch, watchedPage } from "./browser.mjs";
 
 const [base, token, screenshot] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-  timeout: 30000,
-});
+const browser = await launch();
 const report = { consoleErrors: [], failedResponses: [] };
 try {
-  const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
-  page.setDefaultTimeout(15000);
   // Responses >= 400 are listed apart (the wrong-token attempt is one); console errors
   // such as a CSP violation must not happen at all.
-  page.on("console", (m) => {
-    if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) {
-      report.consoleErrors.push(m.text());
-    }
-  });
-  page.on("response", (r) => {
-    if (r.status() >= 400) report.failedResponses.push([new URL(r.url()).pathname, r.status()]);
-  });
+  const page = await watchedPage(browser, report, 1200);
 
   await page.goto(`${base}/dashboard/`);
   report.redirectedToLogin = new URL(page.url()).pathname === "/dashboard/login";

@@ -1,29 +1,13 @@
 // Walk the dashboard's workflow pages in Debian's Chromium and report what they showed as
 // JSON on stdout. Usage: node runs.mjs BASE_URL TOKEN OUT.png
-import { chromium } from "playwright-core";
+import { launch, watchedPage } from "./browser.mjs";
 
 const [base, token, screenshot] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  ],
-  timeout: 30000,
-});
+const browser = await launch();
 const report = { consoleErrors: [], failedResponses: [] };
 try {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-  page.setDefaultTimeout(15000);
   // A CSP violation (an inline style, a script) is a console error: none may happen.
-  page.on("console", (m) => {
-    if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) {
-      report.consoleErrors.push(m.text());
-    }
-  });
-  page.on("response", (r) => {
-    if (r.status() >= 400) report.failedResponses.push([new URL(r.url()).pathname, r.status()]);
-  });
+  const page = await watchedPage(browser, report, 1400);
   const rows = (selector) => page.$$eval(`${selector} tbody tr`, (trs) =>
     trs.map((tr) => [...tr.querySelectorAll("td")].map((td) => td.innerText.trim())));
 

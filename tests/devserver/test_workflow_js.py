@@ -49,6 +49,16 @@ def test_parallel_runs_each_branch_once(observed: dict[str, Any]) -> None:
     }
 
 
+def test_parallel_sleep_call_and_run(observed: dict[str, Any]) -> None:
+    """Promise.all of sleep, call and run: the call reaches the third party once, its
+    answer and the run's result come back, the step after them runs once."""
+    assert observed["parallelKinds"] == {
+        "result": {"status": 200, "body": {"doubled": 10}, "value": "done"},
+        "ran": {"work": 1, "after": 1},
+        "calls": 1,
+    }
+
+
 def test_a_wait_in_parallel_with_a_run(observed: dict[str, Any]) -> None:
     """Promise.all of waitForEvent and run, then a sleep: both results reach the run."""
     assert observed["mixed"] == {

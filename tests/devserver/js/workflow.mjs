@@ -39,6 +39,17 @@ const workflows = {
     const sum = await context.run("sum", () => (ran(context, "sum"), results[0] + results[1] + results[2]));
     note(context, "result", { results, sum });
   },
+  // A sleep, a call and a run in parallel: the sleep's plan step is delayed, the call's
+  // result comes back through its callback as the branch's result.
+  parallelKinds: async (context) => {
+    const [, answer, value] = await Promise.all([
+      context.sleep("nap", 2),
+      context.call("ask", { url: `${base}/third`, method: "POST", body: JSON.stringify({ n: 5 }) }),
+      context.run("work", () => (ran(context, "work"), "done")),
+    ]);
+    await context.run("after", () => ran(context, "after"));
+    note(context, "result", { status: answer.status, body: answer.body, value });
+  },
   // A wait and a run in parallel, then a sleep: the run goes on only when both are done.
   mixed: async (context) => {
     const [event, value] = await Promise.all([
@@ -156,6 +167,13 @@ await section("parallel", async () => {
   return { result, ran: trace[runId].ran };
 });
 
+await section("parallelKinds", async () => {
+  const runId = await start("parallelKinds", {});
+  const result = await finished(runId, "the parallel sleep/call/run");
+  await sleep(200);
+  return { result, ran: trace[runId].ran, calls: thirdParty.filter((body) => body.n === 5).length };
+});
+
 await section("mixed", async () => {
   const runId = await start("mixed", { n: 7 });
   await waitersOf("mixed-7");
@@ -180,7 +198,8 @@ await section("lookback", async () => {
 
 await section("call", async () => {
   const runId = await start("call", {});
-  return { result: await finished(runId, "the calling run"), ran: trace[runId].ran, thirdParty };
+  const result = await finished(runId, "the calling run");
+  return { result, ran: trace[runId].ran, thirdParty: thirdParty.filter((body) => body.n === 21) };
 });
 
 await section("failure", async () => {

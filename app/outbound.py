@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpcore
 import httpx
@@ -47,6 +47,9 @@ from werkzeug.exceptions import BadGateway
 
 from app.errors import ConfigurationError
 from app.qstash.redact import scrub
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -459,3 +462,27 @@ def read_capped(response: httpx.Response, limit: int) -> tuple[int, bool]:
         if read > limit:
             return limit, True
     return read, False
+
+
+#: Where an app keeps its configured client (with the pid that made it: a forked worker
+#: must not share its parent's pooled sockets).
+CLIENT_EXTENSION = "qstash_jobs.webhook_client"
+
+
+def configured_client(app: Flask) -> httpx.Client:
+    """Return this process's pooled, SSRF-safe client for ``app``'s ``WEBHOOK_*`` settings.
+
+    deliver-webhook and a workflow's ``ctx.call`` share it.
+    """
+    cached = app.extensions.get(CLIENT_EXTENSION)
+    if cached is not None and cached[0] == os.getpid():
+        client: httpx.Client = cached[1]
+        return client
+    config = app.config
+    client = safe_client(
+        AddressPolicy(config["WEBHOOK_ALLOWED_NETWORKS"]),
+        connect_timeout=config["WEBHOOK_CONNECT_TIMEOUT"],
+        timeout=config["WEBHOOK_TIMEOUT"],
+    )
+    app.extensions[CLIENT_EXTENSION] = (os.getpid(), client)
+    return client

@@ -38,7 +38,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,9 +55,9 @@ from app.outbound import (
     AddressPolicy,
     blocked_cause,
     check_url,
+    configured_client,
     deadline,
     read_capped,
-    safe_client,
     split_credentials,
 )
 from app.qstash.callbacks import Callback, CallbackSchema
@@ -133,18 +132,7 @@ def init_app(app: Flask) -> None:
 
 def webhook_client(app: Flask) -> httpx.Client:
     """Return this process's pooled, SSRF-safe client for the app's settings."""
-    cached = app.extensions.get("qstash_jobs.webhook_client")
-    if cached is not None and cached[0] == os.getpid():
-        client: httpx.Client = cached[1]
-        return client
-    config = app.config
-    client = safe_client(
-        AddressPolicy(config["WEBHOOK_ALLOWED_NETWORKS"]),
-        connect_timeout=config["WEBHOOK_CONNECT_TIMEOUT"],
-        timeout=config["WEBHOOK_TIMEOUT"],
-    )
-    app.extensions["qstash_jobs.webhook_client"] = (os.getpid(), client)
-    return client
+    return configured_client(app)
 
 
 @dataclass(frozen=True)

@@ -9,32 +9,15 @@ kept, never decompressed.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import httpx
 from flask import current_app
 
 from app.errors import NonRetryableError
-from app.outbound import AddressPolicy, blocked_cause, deadline, safe_client, split_credentials
+from app.outbound import blocked_cause, configured_client, deadline, split_credentials
 
-_CLIENT = "qstash_jobs.workflow_client"
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"})
-
-
-def _client() -> httpx.Client:
-    cached = current_app.extensions.get(_CLIENT)
-    if cached is not None and cached[0] == os.getpid():
-        client: httpx.Client = cached[1]
-        return client
-    config = current_app.config
-    client = safe_client(
-        AddressPolicy(config["WEBHOOK_ALLOWED_NETWORKS"]),
-        connect_timeout=config["WEBHOOK_CONNECT_TIMEOUT"],
-        timeout=config["WEBHOOK_TIMEOUT"],
-    )
-    current_app.extensions[_CLIENT] = (os.getpid(), client)
-    return client
 
 
 def _content(body: Any, headers: dict[str, str]) -> bytes | None:
@@ -63,7 +46,9 @@ def request(method: str, url: str, *, body: Any, headers: dict[str, str]) -> dic
         content = _content(body, headers)
         with (
             deadline(config["WEBHOOK_TIMEOUT"]),
-            _client().stream(method, target, content=content, headers=headers, auth=auth) as answer,
+            configured_client(current_app).stream(
+                method, target, content=content, headers=headers, auth=auth
+            ) as answer,
         ):
             kept = bytearray()
             truncated = False

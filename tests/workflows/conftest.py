@@ -68,7 +68,7 @@ def make_app(
     yield make
     for app in apps:
         # ctx.call's pooled client, so no kept-alive socket outlives the test.
-        client = app.extensions.get("qstash_jobs.workflow_client")
+        client = app.extensions.get("qstash_jobs.webhook_client")
         if client is not None:
             client[1].close()
         store = app.extensions.get("qstash_jobs.store")

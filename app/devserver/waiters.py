@@ -1,19 +1,19 @@
 """Upstash Workflow's wait-for-event and notify: what QStash does for ``context.waitForEvent``.
 
-| call                                        | what the dev server does                       |
-|---------------------------------------------|------------------------------------------------|
-| ``POST /v2/wait/{eventId}``                 | the SDK's wait step: stores a waiter for the   |
-|                                             | run (``{"url", "step", "timeout",              |
-|                                             | "timeoutUrl", "timeoutHeaders"}`` + the run's  |
-|                                             | headers); answers ``{}``                       |
-| ``POST /v2/notify/{eventId}``               | resumes every waiter of the event with the     |
-|                                             | body as event data; answers one                |
-|                                             | ``{"waiter", "messageId", "workflowRunId",     |
-|                                             | "workflowCreatedAt"}`` per waiter (``[]``: none)|
-| ``POST /v2/notify/{runId}/{eventId}``       | the same for that run's waiter; with none yet, |
-|                                             | the event is kept and the run's next wait for  |
-|                                             | it resumes at once ("lookback")                |
-| ``GET /v2/waiters/{eventId}``               | the event's waiters                            |
+| call                            | what the dev server does                                |
+|---------------------------------|---------------------------------------------------------|
+| ``POST /v2/wait/{eventId}``     | the SDK's wait step: stores a waiter for the run (body  |
+|                                 | ``{"url", "step", "timeout", "timeoutUrl",              |
+|                                 | "timeoutHeaders"}``, headers: the run's); answers ``{}``|
+| ``POST /v2/notify/{eventId}``   | resumes every waiter of the event with the body as its  |
+|                                 | data; answers ``[{"waiter", "messageId",                |
+|                                 | "workflowRunId", "workflowCreatedAt"}]`` (``[]``: none) |
+| ``POST /v2/notify/{runId}/      | the same for that run's waiter (one object); with none  |
+| {eventId}``                     | yet, the event is kept and the run's next wait for it   |
+|                                 | resumes at once ("lookback"): ``{"workflowRunId"}``     |
+| ``GET /v2/waiters/{eventId}``   | the event's waiters: ``url``, ``headers`` (QStash's     |
+|                                 | names: ``Upstash-Workflow-Runid``), ``deadline`` (unix  |
+|                                 | seconds), ``timeoutUrl``, ``timeoutHeaders``            |
 
 A resumed waiter is a step of its run: a ``Wait`` step (the wait's ``step`` plus
 ``waitEventId``, ``timeout``, ``waitTimeout`` and, when notified, ``out``: the event data in
@@ -21,10 +21,14 @@ base64) published to the waiter's URL with the run's headers, its body built fro
 history at that moment (``workflows.Runs``), as the SDK parses it. A waiter not notified
 before its deadline (``timeout``, time-scaled) resumes the same way with ``waitTimeout:
 true`` and no ``out``, at ``timeoutUrl`` with ``timeoutHeaders``. A waiter resumes once:
-notify and timeout both take it from the store in one transaction.
+notify and timeout both take it from the store in one transaction, and a wait posted again
+(its step's delivery retried) replaces the run's waiter for that step. A ``WaitForWebhook``
+wait and a ``timeoutBody`` answer 501.
 
 Waiters and kept events live in SQLite next to the messages, each waiter with its run's
-history, so a restart loses neither a waiting run nor its deadline.
+history, so a restart loses neither a waiting run nor its deadline. A run that ends or is
+cancelled drops its waiters and kept events; at most ``MAX_KEPT`` events are kept (the
+oldest go first).
 """
 
 from __future__ import annotations

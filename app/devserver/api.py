@@ -182,7 +182,7 @@ class API(ResourceViews):
             ),
             ("GET", re.compile(r"/v2/queues/(?P<name>[^/]+)"), self.get_queue),
             ("DELETE", re.compile(r"/v2/queues/(?P<name>[^/]+)"), self.delete_queue),
-            ("GET", re.compile(r"/v2/dlq/?"), self.list_dlq),
+            ("GET", re.compile(r"/v2/dlq/?"), partial(workflows.dlq_list, self.list_dlq)),
             ("DELETE", re.compile(r"/v2/dlq/?"), self.delete_dlq_many),
             ("POST", re.compile(r"/v2/dlq/retry/?"), self.retry_dlq_many),
             ("POST", re.compile(r"/v2/dlq/retry/(?P<id>[^/]+)"), self.retry_dlq),

@@ -391,6 +391,18 @@ def _natural(raw: str, name: str) -> int:
     return int(raw)
 
 
+def dlq_list(plain: Callable[[Request], Response], request: Request) -> Response:
+    """``GET /v2/dlq``: ``plain`` unless ``source=workflow`` asks for the workflow DLQ
+    (``@upstash/workflow``'s ``client.dlq.list``), which the dev server does not keep."""
+    if "source" in request.args:
+        raise APIError(
+            501,
+            "GET /v2/dlq?source=...: the dev server does not keep a workflow DLQ (list the"
+            " DLQ without source: a workflow's failed steps are in it as messages)",
+        )
+    return plain(request)
+
+
 def not_implemented(request: Request, **_: str) -> Response:
     """Answer 501 for the workflow endpoints the dev server lacks."""
     raise APIError(

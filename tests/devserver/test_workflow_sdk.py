@@ -425,6 +425,7 @@ def test_context_invoke_answers_501(endpoint: Endpoint, api: httpx.Client) -> No
         ("DELETE", "/v2/workflows/runs?label=a"),
         ("GET", "/v2/workflows/events?groupBy=messageId"),
         ("POST", "/v2/workflows/dlq/resume"),
+        ("GET", "/v2/dlq?source=workflow"),
     ],
 )
 def test_workflow_endpoints_the_dev_server_lacks_answer_501(

@@ -49,6 +49,11 @@ def test_parallel_runs_each_branch_once(observed: dict[str, Any]) -> None:
     }
 
 
+def test_sleep_until_wakes_the_run_at_that_time(observed: dict[str, Any]) -> None:
+    """sleepUntil 100 s of QStash time ahead (Upstash-Not-Before): ~1 s at the scale."""
+    assert observed["sleepUntil"]["sleptAboutOneSecond"] is True, observed["sleepUntil"]
+
+
 def test_parallel_sleep_call_and_run(observed: dict[str, Any]) -> None:
     """Promise.all of sleep, call and run: the call reaches the third party once, its
     answer and the run's result come back, the step after them runs once."""

@@ -39,6 +39,13 @@ const workflows = {
     const sum = await context.run("sum", () => (ran(context, "sum"), results[0] + results[1] + results[2]));
     note(context, "result", { results, sum });
   },
+  // sleepUntil 100 s of QStash time ahead (1 s at the test's time scale), then a run.
+  until: async (context) => {
+    const at = await context.run("when", () => Math.floor(Date.now() / 1000) + 100);
+    await context.sleepUntil("until", at);
+    const woke = await context.run("woke", () => Date.now());
+    note(context, "result", { sleptMs: woke - at * 1000 + 100000 });
+  },
   // A sleep, a call and a run in parallel: the sleep's plan step is delayed, the call's
   // result comes back through its callback as the branch's result.
   parallelKinds: async (context) => {
@@ -165,6 +172,12 @@ await section("parallel", async () => {
   const result = await finished(runId, "the parallel run");
   await sleep(200); // a branch delivered twice would show here
   return { result, ran: trace[runId].ran };
+});
+
+await section("sleepUntil", async () => {
+  const runId = await start("until", {});
+  const { sleptMs } = await finished(runId, "the run sleeping until a time");
+  return { sleptAboutOneSecond: sleptMs >= 900 && sleptMs < 5000, sleptMs };
 });
 
 await section("parallelKinds", async () => {

@@ -2,7 +2,8 @@
 
 Server-rendered with Jinja2 and inline SVG; no JavaScript, nothing loaded from elsewhere.
 ``auth`` decides who may look, ``views`` gathers what is shown, ``chart`` lays out the
-chart, ``runs`` shows workflow runs and a run's timeline. Without ``SECRET_KEY`` the
+chart, ``runs`` shows workflow runs and a run's timeline, ``actions`` starts, cancels and
+resumes runs (POST forms). Without ``SECRET_KEY`` the
 session key is derived from ``DASHBOARD_TOKEN``.
 """
 
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 from flask import Blueprint, current_app
 from werkzeug.wrappers import Response as BaseResponse
 
-from app.dashboard import auth, runs, views
+from app.dashboard import actions, auth, runs, views
 from app.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -39,7 +40,8 @@ def _secure_headers(response: BaseResponse) -> BaseResponse:
 
 
 def create_blueprint() -> Blueprint:
-    """Return the dashboard blueprint: login, logout, the deliveries page, workflow runs."""
+    """Return the dashboard blueprint: login, logout, the deliveries page, workflow runs
+    and their actions."""
     bp = Blueprint(
         "dashboard",
         __name__,
@@ -50,6 +52,12 @@ def create_blueprint() -> Blueprint:
     bp.add_url_rule("/", "index", auth.login_required(views.index), methods=["GET"])
     bp.add_url_rule("/runs", "runs", auth.login_required(runs.runs), methods=["GET"])
     bp.add_url_rule("/runs/<run_id>", "run", auth.login_required(runs.run), methods=["GET"])
+    for path, name, view in (
+        ("/runs/start", "start_run", actions.start),
+        ("/runs/<run_id>/cancel", "cancel_run", actions.cancel_run),
+        ("/runs/<run_id>/resume", "resume_run", actions.resume_run),
+    ):
+        bp.add_url_rule(path, name, auth.login_required(view), methods=["POST"])
     bp.add_url_rule("/login", "login", auth.login, methods=["GET", "POST"])
     bp.add_url_rule("/logout", "logout", auth.logout, methods=["POST"])
     bp.after_request(_secure_headers)

@@ -92,6 +92,13 @@ def _same_origin() -> bool:
     return urlsplit(origin).netloc == request.host
 
 
+def form_ok() -> bool:
+    """Say whether a form post may act: from this origin, with the session's CSRF token,
+    or with the bearer token (no other site can make a browser send it, and no cookie
+    rides along with it)."""
+    return _same_origin() and (bearer_ok() or _csrf_ok())
+
+
 def _page(template: str, status: int, **context: Any) -> BaseResponse:
     response = current_app.make_response((render_template(template, **context), status))
     return response

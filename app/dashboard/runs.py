@@ -32,6 +32,8 @@ STEP_PAGE = 500
 #: How much of a result, an input or an output is shown.
 RESULT_CHARS = 300
 RUN_STATES = (*state.LIVE, *state.FINISHED)
+#: What ``?done=`` on a run's page may report (the dashboard's actions redirect there).
+DONE = ("started", "cancelled", "resumed")
 #: The timeline bars' width, in SVG units.
 BAR_WIDTH = 240
 
@@ -67,6 +69,11 @@ def _before() -> tuple[int, str] | None:
 
 def runs() -> str:
     """List runs, newest first (``?workflow=&state=&before=``), with counts per state."""
+    return runs_page()
+
+
+def runs_page(form: dict[str, str] | None = None, errors: list[str] | None = None) -> str:
+    """The runs page, its "Start a run" form filled with ``form`` and showing ``errors``."""
     registry: JobRegistry = current_app.extensions["qstash_jobs"]
     workflow, run_state = _choice("workflow"), _choice("state", RUN_STATES)
     before = _before()
@@ -75,6 +82,9 @@ def runs() -> str:
         "states": RUN_STATES,
         "workflow": workflow,
         "state": run_state,
+        "form": form or {"workflow": workflow or "", "input": "{}", "run_id": ""},
+        "errors": errors or [],
+        "max_input": int(current_app.config["QSTASH_MAX_BODY_SIZE"]),
     }
     engine = _engine()
     if engine is None:
@@ -165,8 +175,12 @@ def run(run_id: str) -> Any:
     if engine is None:
         abort(404, description="the store is off: no workflow runs")
     found = _run_text(engine, run_id)
+    done = request.args.get("done")
+    done = done if done in DONE else None
     if found is None:
-        return render_template("dashboard/run.html", run=None, run_id=run_id), 404
+        # Just started: the run exists once QStash delivers its start, which may take a moment.
+        status = 200 if done == "started" else 404
+        return render_template("dashboard/run.html", run=None, run_id=run_id, done=done), status
     start = request.args.get("from", "0")
     if not (start.isascii() and start.isdigit() and len(start) <= 9):
         abort(400, description="bad from: a step position")
@@ -188,4 +202,5 @@ def run(run_id: str) -> Any:
         abbreviate=abbreviate,
         duration=duration,
         limit=RESULT_CHARS,
+        done=done,
     )

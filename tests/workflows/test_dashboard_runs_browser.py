@@ -3,7 +3,8 @@
 Runs are made in this process on a SQLite store (the stub queue on its virtual clock),
 then gunicorn serves that store and ``tests/ops/browser/runs.mjs`` walks the pages as a
 person would: sign in, read the runs and counts, filter, follow the navigation, open a
-run's timeline and a waiting run.
+run's timeline and a waiting run, then start a run through the form (which the bundled
+dev server delivers to gunicorn) and cancel it.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from typing import Any
 import pytest
 
 from app import create_app
+from app.devserver import DevServer
 from app.jobs import JobRegistry
 from app.testing import StubQueue
 from app.workflows import notify
 from tests.conftest import TEST_CONFIG
 from tests.ops.test_dashboard_browser import BROWSER_DIR, _near, _pixels, _require_browser
 from tests.ops.test_e2e_guard import server_env
-from tests.servers import gunicorn
+from tests.servers import free_port, gunicorn
 from tests.workflows.runs import declare, deliver_due
 
 pytestmark = pytest.mark.e2e
@@ -56,17 +58,22 @@ def walk(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path
     tmp = tmp_path_factory.mktemp("runs-browser")
     database_url = f"sqlite:///{tmp / 'store.sqlite3'}"
     made = make_runs(database_url)
-    env = server_env(database_url, tmp / "effects", DASHBOARD_TOKEN=TOKEN)
-    env["JOBS_PACKAGES"] = "tests.workflows.browser_flows"
     png = tmp / "runs.png"
-    with gunicorn(tmp, env, workers=1) as server:
-        result = subprocess.run(
-            ["node", str(BROWSER_DIR / "runs.mjs"), server.url, TOKEN, str(png)],
-            capture_output=True,
-            text=True,
-            timeout=90,
-            cwd=BROWSER_DIR,
-        )
+    port = free_port()
+    # Runs started on the page are published to the dev server, which delivers them to
+    # gunicorn (APP_URL) signed with its keys.
+    with DevServer(db=tmp / "qstash.db").running(port=0) as dev:
+        env = server_env(database_url, tmp / "effects", DASHBOARD_TOKEN=TOKEN)
+        env.update(dev.env(), QSTASH_DEV="1", APP_URL=f"http://127.0.0.1:{port}")
+        env["JOBS_PACKAGES"] = "tests.workflows.browser_flows"
+        with gunicorn(tmp, env, workers=1, port=port) as server:
+            result = subprocess.run(
+                ["node", str(BROWSER_DIR / "runs.mjs"), server.url, TOKEN, str(png)],
+                capture_output=True,
+                text=True,
+                timeout=90,
+                cwd=BROWSER_DIR,
+            )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout), png, made
 
@@ -75,10 +82,11 @@ Walk = tuple[dict[str, Any], Path, dict[str, str]]
 
 
 def test_the_pages_run_clean_under_the_csp(walk: Walk) -> None:
-    """No console error (a blocked inline style or script would be one), no 4xx/5xx."""
+    """No console error (a blocked inline style or script would be one), no 4xx/5xx but
+    the bad start form's 400."""
     report, _, _ = walk
     assert report["consoleErrors"] == []
-    assert report["failedResponses"] == []
+    assert report["failedResponses"] == [["/dashboard/runs/start", 400]]
 
 
 def test_signing_in_leads_back_to_the_runs(walk: Walk) -> None:
@@ -131,3 +139,25 @@ def test_screenshot_shows_the_bars_and_the_text(walk: Walk) -> None:
         assert drawn > 20, (fill, drawn)
     dark = sum(1 for p in pixels if sum(p) < 200)
     assert dark > 300
+
+
+def test_a_bad_start_form_comes_back_with_its_error(walk: Walk) -> None:
+    """Bad JSON: the form again, saying so, with what was typed."""
+    bad = walk[0]["badStart"]
+    assert bad["errors"].strip().startswith("Input: not valid JSON")
+    assert bad["input"] == '{"order": ' and bad["runId"] == "browser-run"
+
+
+def test_a_run_started_on_the_page_runs_and_can_be_cancelled(walk: Walk) -> None:
+    """The form leads to the run's page, which shows the run once the dev server has
+    delivered its start; 'Cancel run' cancels it and the page stops offering the actions."""
+    report = walk[0]
+    assert report["started"]["path"] == "/dashboard/runs/browser-run"
+    assert report["started"]["search"] == "?done=started"
+    assert report["started"]["notice"] == "Run started."
+    assert report["started"]["state"] == "waiting"
+    cancelled = report["cancelled"]
+    assert (cancelled["path"], cancelled["search"]) == ("/dashboard/runs/browser-run",
+                                                       "?done=cancelled")  # fmt: skip
+    assert cancelled["notice"].startswith("Run cancelled")
+    assert cancelled["state"] == "cancelled" and cancelled["actions"] == 0

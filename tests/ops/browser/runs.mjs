@@ -52,6 +52,44 @@ try {
   await page.click(`#runs a[href="/dashboard/runs/${waiting}"]`);
   await page.waitForSelector("#waiting");
   report.waitingFor = await page.textContent("#waiting");
+
+  // Start a run through the form: bad JSON first (the form again, 400, with the error and
+  // what was typed), then a good input.
+  await page.goto(`${base}/dashboard/runs`);
+  await page.selectOption("#start select[name=workflow]", "order");
+  await page.fill("#start textarea[name=input]", '{"order": ');
+  await page.fill("#start input[name=run_id]", "browser-run");
+  await page.click("#start button[type=submit]");
+  await page.waitForSelector("#start-errors");
+  report.badStart = {
+    errors: await page.textContent("#start-errors"),
+    input: await page.inputValue("#start textarea[name=input]"),
+    runId: await page.inputValue("#start input[name=run_id]"),
+  };
+  await page.fill("#start textarea[name=input]", '{"order": "o-browser"}');
+  await page.click("#start button[type=submit]");
+  await page.waitForSelector("#done");
+  const startedUrl = new URL(page.url());
+  report.started = { path: startedUrl.pathname, search: startedUrl.search };
+  // The dev server delivers the start to gunicorn: reload until the run shows, waiting
+  // in its one-hour sleep.
+  for (let i = 0; i < 100 && !(await page.$("#cancel")); i++) {
+    await page.waitForTimeout(100);
+    await page.reload();
+  }
+  report.started.notice = await page.textContent("#done");
+  report.started.state = await page.textContent("h2 .state");
+
+  await page.click("#cancel button[type=submit]");
+  await page.waitForSelector("#done");
+  const cancelledUrl = new URL(page.url());
+  report.cancelled = {
+    path: cancelledUrl.pathname,
+    search: cancelledUrl.search,
+    notice: await page.textContent("#done"),
+    state: await page.textContent("h2 .state"),
+    actions: await page.$$eval("#cancel, #resume", (forms) => forms.length),
+  };
 } finally {
   await browser.close();
 }

@@ -23,6 +23,9 @@ from app.qstash.client.errors import QStashError
 from app.workflows import Run, Workflow, cancel, resume, state
 from app.workflows.engine import RUN_ID_LIMIT, check_run_id, store_engine
 
+#: Schema errors shown under the start form, at most.
+MAX_ERRORS = 20
+
 
 def _problem(status: int, title: str, message: str, run_id: str | None = None) -> BaseResponse:
     html = render_template("dashboard/problem.html", title=title, message=message, run_id=run_id)
@@ -79,6 +82,8 @@ def start() -> Any:
             payload = json.loads(form["input"])
         except ValueError as exc:
             errors.append(f"Input: not valid JSON ({exc})")
+        except RecursionError:
+            errors.append("Input: nested too deeply")
     run_id = form["run_id"].strip() or None
     if run_id is not None:
         try:
@@ -90,12 +95,14 @@ def start() -> Any:
     try:
         engine = store_engine()  # no store: the run could never be kept, so none starts
         if run_id is not None and state.get(engine, run_id, with_steps=False):
-            link = url_for("dashboard.run", run_id=run_id)
-            message = f"Run id: run {run_id} exists already ({link}); leave it empty for a new one"
+            message = f"Run id: run {run_id} exists already; leave it empty for a new one"
             return runs.runs_page(form=form, errors=[message]), 409
         started = found.start(payload, run_id=run_id)
     except ValidationError as exc:
-        return runs.runs_page(form=form, errors=_messages(exc.messages, "Input")), 400
+        lines = _messages(exc.messages, "Input")
+        if len(lines) > MAX_ERRORS:
+            lines = [*lines[:MAX_ERRORS], f"… and {len(lines) - MAX_ERRORS} more"]
+        return runs.runs_page(form=form, errors=lines), 400
     except (QStashError, ConfigurationError) as exc:
         return _publish_failed(exc, "the run was not started", None)
     return redirect(url_for("dashboard.run", run_id=started, done="started"), 303)

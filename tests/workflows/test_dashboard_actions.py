@@ -7,6 +7,7 @@ what the stub queue was given to publish.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -147,6 +148,32 @@ def test_a_bad_start_form_is_shown_again_with_its_errors(
     shown_input = form.get("input", data["input"])
     if len(shown_input) < 200:
         assert shown_input.replace('"', "&#34;") in page  # what was typed, kept
+
+
+def test_schema_errors_are_shown_twenty_at_most(
+    make_app: Callable[..., App], registry: JobRegistry
+) -> None:
+    declare(registry)
+    flask_app, queue = make_app(DASHBOARD_TOKEN=TOKEN)
+    client, csrf = signed_in(flask_app)
+    payload = json.dumps({"order": "o", **{f"extra{n}": n for n in range(50)}})
+    form = {"csrf_token": csrf, "workflow": "order", "input": payload}
+    response = client.post("/dashboard/runs/start", data=form)
+    assert response.status_code == 400
+    errors = text(response).split('id="start-errors"', 1)[1].split("</ul>", 1)[0]
+    assert errors.count("<li>") == 21 and "… and 30 more" in errors
+    assert queue.messages == []
+
+
+def test_deeply_nested_input_is_a_form_error(app: App) -> None:
+    """json.loads raises RecursionError, no ValueError, past ~1000 levels: still a 400."""
+    flask_app, queue = app
+    client, csrf = signed_in(flask_app)
+    form = {"csrf_token": csrf, "workflow": "order", "input": "[" * 100_000 + "]" * 100_000}
+    response = client.post("/dashboard/runs/start", data=form)
+    assert response.status_code == 400
+    assert "Input: nested too deeply" in text(response)
+    assert queue.messages == []
 
 
 def test_starting_an_existing_run_id_is_refused(app: App) -> None:
@@ -345,6 +372,22 @@ def test_without_a_qstash_token_starting_says_what_is_missing(
     response = client.post("/dashboard/runs/start", data=form)
     assert response.status_code == 503
     assert "QSTASH_TOKEN is not set" in text(response)
+    assert queue.messages == []
+
+
+def test_with_the_store_off_no_action_runs(
+    make_app: Callable[..., App], registry: JobRegistry
+) -> None:
+    """Runs live in the store: without it, 503 saying so, and nothing published."""
+    declare(registry)
+    flask_app, queue = make_app(DASHBOARD_TOKEN=TOKEN, DELIVERY_LOG=False, DUPLICATE_GUARD=False)
+    client = flask_app.test_client()
+    assert 'id="start"' not in text(client.get("/dashboard/runs", headers=BEARER))
+    form = {"workflow": "order", "input": '{"order": "o"}'}
+    for path in ("/dashboard/runs/start", "/dashboard/runs/r/cancel", "/dashboard/runs/r/resume"):
+        response = client.post(path, data=form, headers=BEARER)
+        assert response.status_code == 503, path
+        assert "workflows keep their runs in the store, which is off" in text(response)
     assert queue.messages == []
 
 

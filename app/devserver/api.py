@@ -105,7 +105,9 @@ class API(ResourceViews):
         self.workflows.restore(server.store.pending())
         server.on_attempt(self.workflows.on_attempt)
         self.waiters = waiters.Waiters(server, self.workflows, self._accept)
-        self.workflows.on_end.append(self.waiters.forget)
+        self.workflows.on_end.append(lambda run: self.waiters.forget({run.id}))
+        self.workflows.on_end.append(self._answer_invoker)
+        self.workflows.on_failed.append(self._answer_invoker)
         topic = r"/v2/topics/(?P<name>[^/]+)"
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = [
             ("GET", re.compile(r"/v2/keys"), self.keys),
@@ -319,6 +321,16 @@ class API(ResourceViews):
             )
         except APIError as exc:
             raise APIError(exc.status, f"batch item {index}: {exc.message}") from None
+
+    def _answer_invoker(self, run: workflows.Run) -> None:
+        """Publish the result of a run started by ``context.invoke`` to its invoker."""
+        message = self.workflows.invoker_answer(run, self.clock())
+        if message is None:
+            return
+        try:
+            self._accept([(message, None)])
+        except APIError as exc:  # the invoker ended or was cancelled meanwhile
+            self.server.log.info("invoke result of %s not delivered: %s", run.id, exc.message)
 
     # -- messages -----------------------------------------------------------------------
 

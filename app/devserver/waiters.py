@@ -144,7 +144,13 @@ class Waiters:
             "SELECT id, run_id, waiter, due FROM workflow_waiters"
         ):
             waiter = json.loads(raw)
-            runs.adopt(run_id, waiter["runUrl"], waiter["entries"], waiter["runCreated"])
+            runs.adopt(
+                run_id,
+                waiter["runUrl"],
+                waiter["entries"],
+                waiter["runCreated"],
+                waiter.get("runInvoker"),
+            )
             self._heap.append((due, waiter_id))
         heapq.heapify(self._heap)
 
@@ -246,6 +252,7 @@ class Waiters:
             "runUrl": run.url,
             "runCreated": run.created,
             "entries": list(run.entries),
+            "runInvoker": run.invoker,
         }
         with self.server.store.transaction() as db:
             kept = db.execute(

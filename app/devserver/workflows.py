@@ -22,6 +22,12 @@ SDK posts one step per call and reads the run's history back from that array.
 * ``GET /v2/workflows/logs`` lists the runs in progress and the last ``KEEP_ENDED`` ended.
 
 * ``context.waitForEvent`` / notify: ``waiters.py``; a resumed wait is a step of its run.
+* ``context.invoke``: the invoked run's first message (init, with a forwarded
+  ``Upstash-Workflow-Invoke-Count``) carries the invoke request ``{"body", "headers",
+  "workflowUrl", "step", ...}``; the run starts with its ``body``, and when it ends
+  (its result: the body of the SDK's closing ``DELETE``), is cancelled or fails (a step in
+  the DLQ), the invoker gets its Invoke step with ``out`` ``{"body", "isFailed",
+  "isCanceled"}``, published to its URL with its headers.
 * Parallel steps (``Promise.all``) need nothing more: the SDK publishes one plan step per
   branch in a batch, then each branch's result; each delivery's body is the history up to
   and including its own message, which tells the SDK which branch to run.
@@ -46,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 from werkzeug.wrappers import Request, Response
 
 from app.devserver.api_resources import json_body, json_response
-from app.devserver.publish import APIError
+from app.devserver.publish import APIError, Clock, PublishHeaders, new_message
 from app.devserver.records import Message
 
 if TYPE_CHECKING:
@@ -94,6 +100,9 @@ class Run:
     state: str = "RUN_STARTED"
     #: What the SDK's closing ``DELETE`` sent: the route function's result, as JSON text.
     response: str | None = None
+    #: The run that started this one with ``context.invoke`` and waits for its result
+    #: (``url``, ``headers``, ``step``), until it got it.
+    invoker: dict[str, Any] | None = None
 
     def log(self) -> dict[str, Any]:
         """Return the run as ``GET /v2/workflows/logs`` lists it."""
@@ -140,8 +149,10 @@ class Runs:
         self._runs: dict[str, Run] = {}
         self._ended: deque[Run] = deque(maxlen=keep)
         self._lock = threading.Lock()
-        #: Called with the ids of runs that ended (``waiters.Waiters.forget``).
-        self.on_end: list[Callable[[set[str]], None]] = []
+        #: Called with each run that ended (cancelled or not).
+        self.on_end: list[Callable[[Run], None]] = []
+        #: Called with a run whose step went to the DLQ (it is RUN_FAILED).
+        self.on_failed: list[Callable[[Run], None]] = []
 
     def get(self, run_id: str) -> Run | None:
         """Return the run ``run_id`` if it is in progress."""
@@ -159,19 +170,41 @@ class Runs:
                     entries = json.loads(message.body)
                 except ValueError:
                     continue
-                self._adopt(workflow["runId"], workflow["url"], entries, message.spec["createdAt"])
+                self._adopt(
+                    workflow["runId"],
+                    workflow["url"],
+                    entries,
+                    message.spec["createdAt"],
+                    workflow.get("invoker"),
+                )
 
-    def adopt(self, run_id: str, url: str, entries: list[dict[str, str]], at: int) -> None:
+    def adopt(
+        self,
+        run_id: str,
+        url: str,
+        entries: list[dict[str, str]],
+        at: int,
+        invoker: dict[str, Any] | None = None,
+    ) -> None:
         """Rebuild run ``run_id`` from a stored history unless a longer one is known; ``at``
         (unix ms) is when it started, or when the message holding the history was published
         (after a restart, a run rebuilt from a pending step shows that as its start)."""
         with self._lock:
-            self._adopt(run_id, url, entries, at)
+            self._adopt(run_id, url, entries, at, invoker)
 
-    def _adopt(self, run_id: str, url: str, entries: list[dict[str, str]], at: int) -> None:
+    def _adopt(
+        self,
+        run_id: str,
+        url: str,
+        entries: list[dict[str, str]],
+        at: int,
+        invoker: dict[str, Any] | None,
+    ) -> None:
         run = self._runs.get(run_id)
         if run is None or len(run.entries) < len(entries):
-            self._runs[run_id] = Run(run_id, url, list(entries), [at] * len(entries), at)
+            run = Run(run_id, url, list(entries), [at] * len(entries), at)
+            self._runs[run_id] = run
+        run.invoker = run.invoker or invoker
 
     def prepare(self, messages: list[Message]) -> list[Message]:
         """Return ``messages`` as delivered: a step gets its run's history as its body.
@@ -182,6 +215,7 @@ class Runs:
         singleton runs: the SDK's trigger throws, the running run goes on), before any run
         changes. A run id whose run ended may start again.
         """
+        invocations: dict[str, dict[str, Any]] = {}
         with self._lock:
             starting: set[str] = set()
             for message in messages:
@@ -191,18 +225,16 @@ class Runs:
                 run_id = workflow["runId"]
                 known = run_id in self._runs or run_id in starting
                 if workflow["init"] and _invoked(message):
-                    raise APIError(
-                        501, "context.invoke: the dev server does not run invoked workflows"
-                    )
+                    invocations[message.id] = _invocation(message)
                 if workflow["init"] and known:
                     raise APIError(400, f"workflow run {run_id} is already in progress")
                 if not workflow["init"] and not known:
                     raise APIError(400, f"workflow run {run_id} is not in progress")
                 if workflow["init"]:
                     starting.add(run_id)
-            return [self._add(message) for message in messages]
+            return [self._add(message, invocations.get(message.id)) for message in messages]
 
-    def _add(self, message: Message) -> Message:
+    def _add(self, message: Message, invocation: dict[str, Any] | None = None) -> Message:
         workflow = message.spec.get("workflow")
         if not workflow:
             return message
@@ -210,6 +242,13 @@ class Runs:
         if workflow["init"]:
             self._runs[run_id] = Run(run_id, workflow["url"])
         run = self._runs[run_id]
+        if invocation is not None:  # the invoked run starts with the invoke's own body
+            body = invocation["body"]
+            message = replace(message, body=body.encode() if isinstance(body, str) else b"")
+            run.invoker = {k: invocation[k] for k in ("url", "headers", "step")}
+        if run.invoker is not None:  # kept with the run's messages, for a restart
+            workflow = {**workflow, "invoker": run.invoker}
+            message = replace(message, spec={**message.spec, "workflow": workflow})
         if call_type in ("step", "toCallback"):
             run.state = "RUN_STARTED"
             run.entries.append(_entry(message.id, message.body, call_type))
@@ -229,6 +268,9 @@ class Runs:
             run = self._runs.get(workflow["runId"])
             if run is not None:
                 run.state = "RUN_FAILED"
+        if run is not None:
+            for listener in self.on_failed:
+                listener(run)
 
     def end(self, run_id: str, state: str, response: str | None = None) -> bool:
         """End run ``run_id`` in ``state``; return whether it was in progress."""
@@ -239,8 +281,37 @@ class Runs:
             run.state, run.completed, run.response = state, _ms(time.time()), response
             self._ended.append(run)
         for listener in self.on_end:
-            listener({run_id})
+            listener(run)
         return True
+
+    def invoker_answer(self, run: Run, clock: Clock) -> Message | None:
+        """Return the step that gives the run which invoked ``run`` its result, once.
+
+        ``context.invoke``'s step, its ``out`` the JSON text ``{"body": <the invoked run's
+        result, JSON text>, "isFailed", "isCanceled"}``, published to the invoker's URL
+        with its headers; None if nobody invoked ``run``, it already answered, or it is
+        still running.
+        """
+        if run.state == "RUN_STARTED":
+            return None
+        with self._lock:
+            invoker, run.invoker = run.invoker, None
+        if invoker is None:
+            return None
+        out = {
+            "body": run.response,
+            "isFailed": run.state == "RUN_FAILED",
+            "isCanceled": run.state == "RUN_CANCELED",
+        }
+        step = {**invoker["step"], "out": json.dumps(out, separators=(",", ":"))}
+        message, _ = new_message(
+            invoker["url"],
+            PublishHeaders([(name, value) for name, value in invoker["headers"]]),
+            json.dumps(step, separators=(",", ":")).encode(),
+            clock=clock,
+            caller_ip="",
+        )
+        return message
 
     def in_progress(self) -> list[Run]:
         """Return the runs in progress."""
@@ -258,6 +329,38 @@ class Runs:
 def _invoked(message: Message) -> bool:
     """Whether a run's first message is ``context.invoke``'s (it forwards an invoke count)."""
     return any(name.lower() == INVOKE_COUNT for name in message.spec["headers"])
+
+
+def _invocation(message: Message) -> dict[str, Any]:
+    """Return ``context.invoke``'s request (the invoked run's first message's body): the
+    invoked run's ``body``, and the invoker's ``url``, ``headers`` and Invoke ``step``."""
+    try:
+        request = json.loads(message.body)
+    except ValueError:
+        request = None
+    if not (
+        isinstance(request, dict)
+        and isinstance(request.get("body"), str | None)
+        and isinstance(request.get("workflowUrl"), str)
+        and isinstance(request.get("step"), dict)
+        and isinstance(request.get("headers"), dict)
+        and all(
+            isinstance(values, list) and values and isinstance(values[0], str)
+            for values in request["headers"].values()
+        )
+    ):
+        raise APIError(
+            400,
+            "a run started by context.invoke needs the invoke request as its body:"
+            ' {"body", "headers", "workflowUrl", "step", ...}',
+        )
+    headers = [(name, values[0]) for name, values in request["headers"].items()]
+    return {
+        "body": request.get("body"),
+        "url": request["workflowUrl"],
+        "headers": headers,
+        "step": request["step"],
+    }
 
 
 def run_steps(runs: Runs, request: Request, run_id: str) -> Response:

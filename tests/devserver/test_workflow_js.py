@@ -107,6 +107,22 @@ def test_client_cancel_by_ids_url_prefix_and_all(observed: dict[str, Any]) -> No
     }
 
 
+def test_context_invoke_returns_the_invoked_runs_result(observed: dict[str, Any]) -> None:
+    """context.invoke (workflows served by serveMany): the invoked run starts with the
+    invoke's body and its result comes back to the invoker; a failing invoked run comes
+    back as isFailed."""
+    assert observed["invoke"] == {
+        "squared": {
+            "body": {"squared": 16},
+            "isFailed": False,
+            "isCanceled": False,
+            "ran": {"after": 1},
+        },
+        "refusing": {"body": None, "isFailed": True, "isCanceled": False, "ran": {"after": 1}},
+        "squareRan": 1,
+    }
+
+
 def test_client_logs_list_the_run_with_its_steps_and_response(observed: dict[str, Any]) -> None:
     """client.logs (GET /v2/workflows/events?groupBy=workflowRunId): the ended call run,
     its steps in order, and the route function's result the SDK sent when it ended."""

@@ -404,17 +404,91 @@ def test_a_runs_history_can_be_fetched_until_it_ends(
     assert api.get("/v2/workflows/runs/wfr_fetch").status_code == 404
 
 
-def test_context_invoke_answers_501(endpoint: Endpoint, api: httpx.Client) -> None:
-    """A run started by context.invoke (it forwards an invoke count) would get the invoke
-    request as its payload and never answer its invoker: refused, not half done."""
+def _invoke(api: httpx.Client, endpoint: Endpoint, invoked: str, body: Any) -> httpx.Response:
     headers = {
-        "Upstash-Workflow-RunId": "wfr_invoked",
+        "Upstash-Workflow-RunId": invoked,
         "Upstash-Workflow-Init": "true",
         "Upstash-Workflow-Invoke": "true",
         "Upstash-Forward-Upstash-Workflow-Invoke-Count": "1",
+        "Upstash-Forward-Upstash-Workflow-Sdk-Version": "1",
     }
-    answer = api.post("/v2/publish/" + endpoint.url("/other"), headers=headers, content=b"{}")
-    assert answer.status_code == 501
+    url = endpoint.url("/invoked")
+    return api.post("/v2/publish/" + url, headers=headers, content=json.dumps(body))
+
+
+def test_context_invoke_starts_the_run_and_answers_the_invoker(
+    dev_server: DevServer, endpoint: Endpoint, api: httpx.Client
+) -> None:
+    """The invoke request's ``body`` is the invoked run's payload; when that run ends (the
+    SDK's DELETE carries its result), the invoker gets its Invoke step with ``out``:
+    ``{"body", "isFailed", "isCanceled"}``; a cancelled invoked run answers isCanceled."""
+    invoker = {"Upstash-Workflow-RunId": "wfr_invoker", "Upstash-Workflow-Init": "true"}
+    api.post("/v2/publish/" + endpoint.url("/invoker"), headers=invoker, content=b"{}")
+    step = {"stepId": 1, "stepName": "inv", "stepType": "Invoke", "concurrent": 1}
+    request = {
+        "body": '{"n":4}',
+        "headers": {"Upstash-Workflow-Runid": ["wfr_invoker"], "Upstash-Workflow-Init": ["false"]},
+        "workflowRunId": "wfr_invoker",
+        "workflowRunCreatedAt": 0,
+        "workflowUrl": endpoint.url("/invoker"),
+        "step": step,
+    }
+    assert _invoke(api, endpoint, "wfr_invoked", request).status_code == 201
+    (started,) = endpoint.wait_for("/invoked", 1)
+    assert json.loads(_b64(json.loads(started.body)[0]["body"])) == {"n": 4}
+    assert started.headers["Upstash-Workflow-Invoke-Count"] == "1"
+    ended = api.request("DELETE", "/v2/workflows/runs/wfr_invoked", content=b'{"squared":16}')
+    assert ended.status_code == 200
+    answer = endpoint.wait_for("/invoker", 2)[1]
+    entries = json.loads(answer.body)
+    invoke_step = json.loads(_b64(entries[-1]["body"]))
+    assert json.loads(invoke_step.pop("out")) == {
+        "body": '{"squared":16}',
+        "isFailed": False,
+        "isCanceled": False,
+    }
+    assert invoke_step == step
+
+    assert _invoke(api, endpoint, "wfr_cancelled", request).status_code == 201
+    api.delete("/v2/workflows/runs/wfr_cancelled", params={"cancel": "true"})
+    cancelled = json.loads(_b64(json.loads(endpoint.wait_for("/invoker", 3)[2].body)[-1]["body"]))
+    assert json.loads(cancelled["out"]) == {"body": None, "isFailed": False, "isCanceled": True}
+
+
+def test_an_invoked_run_answers_its_invoker_after_a_restart(
+    tmp_path: Path, endpoint: Endpoint
+) -> None:
+    """The invoker is kept with the invoked run's pending messages: rebuilt on restart."""
+    step = {"stepId": 1, "stepName": "inv", "stepType": "Invoke", "concurrent": 1}
+    request = {
+        "body": "{}",
+        "headers": {"Upstash-Workflow-Runid": ["wfr_caller"]},
+        "workflowUrl": endpoint.url("/caller"),
+        "step": step,
+    }
+    sleeping = {"Upstash-Workflow-RunId": "wfr_callee", "Upstash-Delay": "1d"}
+    db = tmp_path / "qstash.db"
+    with DevServer(db=db, time_scale=TIME_SCALE).running(port=0) as server, _client(server) as api:
+        caller = {"Upstash-Workflow-RunId": "wfr_caller", "Upstash-Workflow-Init": "true"}
+        api.post("/v2/publish/" + endpoint.url("/caller"), headers=caller, content=b"{}")
+        assert _invoke(api, endpoint, "wfr_callee", request).status_code == 201
+        nap = {"stepId": 1, "stepName": "nap", "stepType": "SleepFor", "concurrent": 1}
+        url = "/v2/publish/" + endpoint.url("/invoked")
+        assert api.post(url, headers=sleeping, content=json.dumps(nap)).status_code == 201
+    with DevServer(db=db, time_scale=TIME_SCALE).running(port=0) as server, _client(server) as api:
+        # The caller had nothing pending, so it is gone: start it again to take the answer.
+        api.post("/v2/publish/" + endpoint.url("/caller"), headers=caller, content=b"{}")
+        ended = api.request("DELETE", "/v2/workflows/runs/wfr_callee", content=b"7")
+        assert ended.status_code == 200
+        answers = [d for d in endpoint.wait_for("/caller", 3) if len(json.loads(d.body)) > 1]
+        (answer,) = answers
+        out = json.loads(json.loads(_b64(json.loads(answer.body)[-1]["body"]))["out"])
+        assert out == {"body": "7", "isFailed": False, "isCanceled": False}
+
+
+def test_an_invoke_without_its_request_is_refused(endpoint: Endpoint, api: httpx.Client) -> None:
+    answer = _invoke(api, endpoint, "wfr_bad", {"n": 4})
+    assert answer.status_code == 400
     assert "context.invoke" in answer.json()["error"]
 
 

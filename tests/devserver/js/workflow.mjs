@@ -3,6 +3,7 @@
 // Env: QSTASH_URL, QSTASH_TOKEN, QSTASH_CURRENT_SIGNING_KEY, QSTASH_NEXT_SIGNING_KEY.
 import http from "node:http";
 import { Client, WorkflowNonRetryableError, serve } from "@upstash/workflow";
+import { createWorkflow, serveMany } from "@upstash/workflow/astro";
 import { sleep, until } from "./poll.mjs";
 
 const client = new Client({ baseUrl: process.env.QSTASH_URL, token: process.env.QSTASH_TOKEN });
@@ -94,6 +95,24 @@ const workflows = {
   },
 };
 
+// context.invoke needs workflows served together (serveMany), each at /many/<its id>.
+const squared = createWorkflow(async (context) => {
+  const value = await context.run("square", () => (ran(context, "square"), context.requestPayload.n ** 2));
+  return { squared: value };
+});
+const refusing = createWorkflow(async (context) => {
+  await context.run("refuse", () => {
+    throw new WorkflowNonRetryableError("will not");
+  });
+});
+const invoker = createWorkflow(async (context) => {
+  const { workflow } = context.requestPayload;
+  const answer = await context.invoke("invoke", { workflow: { squared, refusing }[workflow], body: { n: 4 } });
+  await context.run("after", () => ran(context, "after"));
+  note(context, "result", answer);
+});
+const many = serveMany({ squared, refusing, invoker });
+
 const server = http.createServer((req, res) => {
   const chunks = [];
   req.on("data", (chunk) => chunks.push(chunk));
@@ -112,7 +131,7 @@ const server = http.createServer((req, res) => {
       headers,
       body: req.method === "GET" || req.method === "HEAD" ? undefined : body,
     });
-    const response = await handlers[name](request);
+    const response = req.url.startsWith("/many/") ? await many.POST({ request }) : await handlers[name](request);
     res.writeHead(response.status, Object.fromEntries(response.headers.entries()));
     res.end(Buffer.from(await response.arrayBuffer()));
   });
@@ -222,6 +241,16 @@ await section("failure", async () => {
     thrown: { ...(await finished(thrown, "the failed run's failure function")), ran: trace[thrown].ran },
     final: { ...(await finished(final, "the non-retryable run's failure function")), ran: trace[final].ran },
   };
+});
+
+await section("invoke", async () => {
+  const invoke = async (workflow) => {
+    const { workflowRunId } = await client.trigger({ url: `${base}/many/invoker`, body: { workflow } });
+    return { ...(await finished(workflowRunId, `the run invoking ${workflow}`)), ran: trace[workflowRunId].ran };
+  };
+  const result = { squared: await invoke("squared"), refusing: await invoke("refusing") };
+  result.squareRan = Object.values(trace).reduce((n, t) => n + (t.ran.square ?? 0), 0);
+  return result;
 });
 
 await section("logs", async () => {

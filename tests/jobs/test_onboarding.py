@@ -17,6 +17,7 @@ import pytest
 from flask import Flask
 from marshmallow import ValidationError
 
+from app.outbound import CLIENT_EXTENSION
 from app.testing import StubQueue
 from app.workflows import Run, UnknownRun, get_run, notify
 from app.workflows import state as workflow_state
@@ -40,7 +41,7 @@ def app(job_config: dict[str, Any], tmp_path: Path) -> Iterator[Flask]:
     app = make_app(config, tmp_path / "instance")
     yield app
     app.extensions["qstash_jobs.store"].close()
-    client = app.extensions.get("qstash_jobs.workflow_client")  # ctx.call's pooled client
+    client = app.extensions.get(CLIENT_EXTENSION)  # ctx.call's pooled client
     if client is not None:
         client[1].close()
 

@@ -16,6 +16,7 @@ from sqlalchemy import create_engine, text
 
 from app import create_app
 from app.jobs import JobRegistry
+from app.outbound import CLIENT_EXTENSION
 from app.testing import StubQueue
 from tests.conftest import TEST_CONFIG
 from tests.ops.conftest import postgres_url
@@ -68,7 +69,7 @@ def make_app(
     yield make
     for app in apps:
         # ctx.call's pooled client, so no kept-alive socket outlives the test.
-        client = app.extensions.get("qstash_jobs.webhook_client")
+        client = app.extensions.get(CLIENT_EXTENSION)
         if client is not None:
             client[1].close()
         store = app.extensions.get("qstash_jobs.store")

@@ -621,3 +621,23 @@ def test_a_resume_that_cannot_be_published_still_resumes_the_other_runs(
         assert states == ["completed", "completed", "waiting"]
         queue.drain(fail_fast=True)  # the third goes on at its timeout's delivery, with the event
         assert [get_run(i).output for i in ids] == ["1", "1", "1"]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_an_input_the_receiver_would_refuse_is_refused_at_start(
+    make_app: Any, registry: JobRegistry, bad: float
+) -> None:
+    from app.jobs import Job
+
+    @workflow("numbers", registry=registry)
+    def numbers(ctx: Any, payload: Any) -> Any:
+        return payload
+
+    app, queue = make_app()
+    plain = registry.add(Job("plain", lambda payload, delivery: None))
+    with app.app_context():
+        with pytest.raises(ValueError, match="not JSON-serialisable"):
+            numbers.start({"x": bad})
+        with pytest.raises(ValueError, match="not JSON-serialisable"):
+            plain.enqueue({"x": bad})
+    assert queue.messages == []

@@ -24,7 +24,9 @@ from app.qstash.client.options import Message, PublishOptions, publish_options
 
 __all__ = ["DEFAULT_BASE_URL", "QStash", "encode_json", "json_message"]
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+# No NaN or Infinity: JSON has neither, and the receiver refuses a body holding one (489),
+# so such a message could be published but never delivered.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def encode_json(payload: Any) -> bytes:

@@ -105,6 +105,8 @@ def start() -> Any:
         return runs.runs_page(form=form, errors=lines), 400
     except (QStashError, ConfigurationError) as exc:
         return _publish_failed(exc, "the run was not started", None)
+    except ValueError as exc:  # an input JSON cannot carry (NaN, Infinity)
+        return runs.runs_page(form=form, errors=[f"Input: {exc}"]), 400
     return redirect(url_for("dashboard.run", run_id=started, done="started"), 303)
 
 

@@ -120,6 +120,7 @@ def test_an_empty_run_id_starts_a_new_run(app: App) -> None:
         ({"input": '{"qty": "many"}'}, 400, "Input.order: Missing data for required field."),
         ({"input": "[1, 2]"}, 400, "Input._schema: Invalid input type."),
         ({"input": '{"order": NaN}'}, 400, "Input.order: Not a valid string."),
+        ({"workflow": "free", "input": '{"x": NaN}'}, 400, "Input: the payload is not JSON"),
         ({"run_id": "a run id"}, 400, "Run id: a run id is 1 to 200 ASCII letters"),
         ({"run_id": "x" * 201}, 400, "Run id: a run id is 1 to 200"),
         ({"workflow": "plain"}, 400, "Workflow: choose one of free, order"),

@@ -344,11 +344,13 @@ def resolve(
         return bool(conn.execute(statement).rowcount)
 
 
-def step_row(engine: Engine, run_id: str, position: int, branch: int = MAIN) -> Step | None:
+def _the_step(run_id: str, position: int, branch: int) -> tuple[Any, Any, Any]:
     steps = workflow_steps.c
-    query = select(*_STEP_COLUMNS).where(
-        steps.run_id == run_id, steps.position == position, steps.branch == branch
-    )
+    return steps.run_id == run_id, steps.position == position, steps.branch == branch
+
+
+def step_row(engine: Engine, run_id: str, position: int, branch: int = MAIN) -> Step | None:
+    query = select(*_STEP_COLUMNS).where(*_the_step(run_id, position, branch))
     with read(engine) as conn:
         row = conn.execute(query).first()
     return None if row is None else _step(row)
@@ -375,9 +377,7 @@ def claim_branch(
     statement = (
         update(workflow_steps)
         .where(
-            steps.run_id == run_id,
-            steps.position == position,
-            steps.branch == branch,
+            *_the_step(run_id, position, branch),
             or_(
                 steps.state == "pending",
                 and_(steps.state == "running", steps.lease_until_ms < now),
@@ -409,9 +409,7 @@ def end_branch(
     statement = (
         update(workflow_steps)
         .where(
-            steps.run_id == run_id,
-            steps.position == position,
-            steps.branch == branch,
+            *_the_step(run_id, position, branch),
             steps.lease_token == token,
         )
         .values(**values)

@@ -175,8 +175,13 @@ class Writer:
                 if checkpoints is not None and now - checkpointed >= CHECKPOINT_EVERY:
                     checkpointed = now
                     try:
-                        with checkpoints.connect() as connection:
+                        # Not `with`: a pooled connection is a context manager only
+                        # from SQLAlchemy 2.0.31 on, and 2.0.30 is supported.
+                        connection = checkpoints.connect()
+                        try:
                             checkpoint(connection)
+                        finally:
+                            connection.close()  # back to its pool of one, kept open
                     except Exception as exc:
                         self._warn(f"the store could not checkpoint SQLite's log ({exc})")
         finally:

@@ -136,7 +136,10 @@ def _publish(
         deduplication_id=dedup,
         **options,
     )
-    return current_publisher().send(Message(url, body, publish, workflow.queue)).message_id
+    # A timer goes around the workflow's queue: a queue delivers in order, so a message
+    # due in three days must not stand in it (nor be held behind others when it is due).
+    queue = None if at is not None else workflow.queue
+    return current_publisher().send(Message(url, body, publish, queue)).message_id
 
 
 def start(workflow: Workflow, payload: Any, *, run_id: str | None, **options: Any) -> str:

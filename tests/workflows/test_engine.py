@@ -641,3 +641,22 @@ def test_an_input_the_receiver_would_refuse_is_refused_at_start(
         with pytest.raises(ValueError, match="not JSON-serialisable"):
             plain.enqueue({"x": bad})
     assert queue.messages == []
+
+
+def test_timers_go_around_the_workflows_queue(make_app: Any, registry: JobRegistry) -> None:
+    @workflow("queued", registry=registry, queue="wf-queue")
+    def queued(ctx: Any, payload: Any) -> None:
+        ctx.run("a", lambda: 1)
+        ctx.sleep("nap", "1d")
+        ctx.parallel(("x", lambda: 1), ("y", lambda: 2))
+
+    app, queue = make_app()
+    with app.app_context():
+        run_id = queued.start()
+        queue.drain(fail_fast=True)
+        assert get_run(run_id).state == "completed"
+    by_kind = [(m.message.queue, "&branch=" in m.message.destination) for m in queue.messages]
+    timers = [m for m in queue.messages if m.message.options.not_before is not None]
+    assert [m.message.queue for m in timers] == [None]
+    assert by_kind.count(("wf-queue", True)) == 2  # the branches keep the queue
+    assert queue.messages[0].message.queue == "wf-queue"  # so does the start

@@ -44,6 +44,9 @@ __all__ = [
 
 Handler = Callable[[Any, "Delivery"], Any]
 
+#: Added to a job's own timeout in its lease (``Job.lease_seconds``).
+LEASE_MARGIN = 30
+
 #: The most retries a job may declare. Upstash publishes 3, 5 and 20 as its plans'
 #: maxima (more on request); the bundled dev server accepts up to this.
 MAX_RETRIES = 100
@@ -72,6 +75,13 @@ class Job:
     def timeout_seconds(self) -> int | None:
         """The ``timeout`` option in whole seconds, None if unset."""
         return None if self.timeout is None else duration_seconds(self.timeout, name="timeout")
+
+    def lease_seconds(self, default: float) -> float:
+        """How long a claim on one of this job's deliveries holds before another may take
+        it over: ``default`` (DUPLICATE_LEASE_SECONDS), or the job's timeout + 30 s if
+        longer, so the lease outlasts the longest legitimate run."""
+        own = self.timeout_seconds
+        return default if own is None else max(default, own + LEASE_MARGIN)
 
     @property
     def payload_schema(self) -> Schema | None:

@@ -37,8 +37,6 @@ logger = logging.getLogger(__name__)
 #: The width of ``claims.message_id``.
 MESSAGE_ID_LIMIT = 200
 _UNAVAILABLE_RETRY_AFTER = 10
-# Added to a job's own timeout: the lease must outlast the longest legitimate run.
-_LEASE_MARGIN = 30
 
 
 #: The response header the duplicate guard sets when it answered instead of the handler.
@@ -186,10 +184,7 @@ class DuplicateGuard:
         if job is not None and not job.dedupe:
             lease_ms = None
         else:
-            own = job.timeout_seconds if job else None  # validated when it was declared
-            lease = self.lease_seconds
-            if own is not None:
-                lease = max(lease, own + _LEASE_MARGIN)
+            lease = job.lease_seconds(self.lease_seconds) if job else self.lease_seconds
             lease_ms = int(lease * 1000)
         if job is not None:  # an unregistered name may be registered later: ask again
             self._leases[name] = lease_ms

@@ -62,7 +62,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_RETRIES = 3
 #: A run id: what start() accepts and a URL query carries.
 RUN_ID_LIMIT = 200
-_LEASE_MARGIN_S = 30
 
 
 class UnknownRun(LookupError):
@@ -85,9 +84,8 @@ def _config(name: str) -> Any:
 
 
 def _lease_ms(workflow: Workflow) -> int:
-    if workflow.timeout is not None:
-        return (workflow.timeout_seconds or 0) * 1000 + _LEASE_MARGIN_S * 1000
-    return int(float(_config("DUPLICATE_LEASE_SECONDS")) * 1000)
+    # The duplicate guard's own rule: a run's lease never ends before its delivery's claim.
+    return int(workflow.lease_seconds(float(_config("DUPLICATE_LEASE_SECONDS"))) * 1000)
 
 
 def _now() -> float:

@@ -660,3 +660,28 @@ def test_timers_go_around_the_workflows_queue(make_app: Any, registry: JobRegist
     assert [m.message.queue for m in timers] == [None]
     assert by_kind.count(("wf-queue", True)) == 2  # the branches keep the queue
     assert queue.messages[0].message.queue == "wf-queue"  # so does the start
+
+
+def test_a_runs_lease_is_the_duplicate_guards_lease(make_app: Any, registry: JobRegistry) -> None:
+    """Both leases follow one rule (the longer of DUPLICATE_LEASE_SECONDS and the timeout
+    + 30 s): a run's lease never ends before the claim on the delivery holding it."""
+    seen: list[int] = []
+
+    def lease_left(run_id: str) -> int:
+        run = get_run(run_id)
+        return (run.lease_until_ms or 0) - now_ms()
+
+    for timeout, expected in (("10s", 150), ("200s", 230)):
+        name = f"leased-{timeout[:-1]}"
+
+        @workflow(name, registry=registry, timeout=timeout)
+        def leased(ctx: Any, payload: Any) -> None:
+            ctx.run("look", lambda: seen.append(lease_left(ctx.run_id)))
+
+        app, queue = make_app(DUPLICATE_LEASE_SECONDS=150)
+        with app.app_context():
+            leased.start()
+            queue.drain(fail_fast=True)
+            job = app.extensions["qstash_jobs"][name]
+            assert job.lease_seconds(150) == expected
+        assert expected * 1000 - 5000 < seen[-1] <= expected * 1000

@@ -19,6 +19,7 @@ Only a retry of the holder's own message (its worker died) is told to come back 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import secrets
@@ -321,8 +322,7 @@ def deliver(workflow: Workflow, payload: Any, delivery: Delivery) -> Any:
     run_id, step, branch, started_ms = _params(delivery)
     engine = store_engine()
     if run_id is None:
-        message = delivery.message_id or uuid.uuid4().hex
-        run_id = check_run_id(f"wfr_{message}"[:RUN_ID_LIMIT].replace("/", "_"))
+        run_id = _run_id_of(delivery.message_id)
     lease = Lease(run_id, secrets.token_hex(16), delivery.message_id, _lease_ms(workflow))
     if branch is not None:
         if step is None:
@@ -342,6 +342,18 @@ def deliver(workflow: Workflow, payload: Any, delivery: Delivery) -> Any:
     elif not state.acquire(engine, lease):
         return _not_held(engine, run_id, delivery)
     return _drive(workflow, engine, lease, delivery, step)
+
+
+def _run_id_of(message_id: str | None) -> str:
+    """The run a plain publish to the endpoint starts: one per message id, so that its
+    redelivery starts nothing new. The header is not signed and may hold anything: an id
+    that cannot name a run is hashed."""
+    if message_id is None:
+        return f"wfr_{uuid.uuid4().hex}"
+    try:
+        return check_run_id(f"wfr_{message_id}")
+    except ValueError:
+        return f"wfr_{hashlib.sha256(message_id.encode('utf-8', 'surrogatepass')).hexdigest()}"
 
 
 def _not_held(engine: Engine, run_id: str, delivery: Delivery) -> dict[str, Any]:

@@ -59,3 +59,30 @@ def test_malformed_queries_and_bodies_get_clear_answers(
     with app.app_context():
         runs = list_runs(limit=1000)
     assert all(run.state in ("completed", "running", "waiting") for run in runs)
+
+
+def test_any_message_id_starts_one_run(make_app: Any, registry: JobRegistry) -> None:
+    """A plain publish starts the run named after its message id; an id that cannot name a
+    run (the header is not signed) is hashed, never a 500, and a redelivery starts nothing."""
+    calls: list[int] = []
+
+    @workflow("plain-start", registry=registry)
+    def plain_start(ctx: Any, payload: Any) -> Any:
+        return ctx.run("count", lambda: calls.append(1))
+
+    app, _ = make_app()
+    client = DeliveryClient(app)
+
+    # What an HTTP header can carry: WSGI gives its bytes as latin-1 characters.
+    latin1 = st.characters(min_codepoint=33, max_codepoint=255)
+
+    @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(message_id=st.text(alphabet=latin1, min_size=1, max_size=300))
+    def check(message_id: str) -> None:
+        before = len(calls)
+        for retried in (0, 1):
+            response = client.deliver("plain-start", {}, message_id=message_id, retried=retried)
+            assert response.status_code == 200, (message_id, response.get_data())
+        assert len(calls) == before + 1
+
+    check()

@@ -36,8 +36,8 @@ from app.workflows import (
     notify,
     resume,
 )
+from app.workflows.context import check_event_id
 from app.workflows.display import abbreviate, at, duration, step_views
-from app.workflows.endpoints import check_event_id
 from app.workflows.state import FINISHED, LIVE
 
 if TYPE_CHECKING:
@@ -388,7 +388,7 @@ def workflows_cancel(run_id: str) -> None:
 def workflows_notify(event_id: str, data: str | None) -> None:
     """Notify EVENT_ID with DATA (JSON; none: the waits get {}): print each run it resumes."""
     value = None if data is None else _json_argument(data, "DATA")
-    check_event_id(event_id)  # the HTTP endpoint's rule and message
+    check_event_id(event_id)  # the one rule: the HTTP endpoint's message too
     _needs_app_url()
     resumed = notify(event_id) if data is None else notify(event_id, value)
     for run_id in resumed:

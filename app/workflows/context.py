@@ -116,6 +116,20 @@ def _check_name(name: Any, what: str) -> str:
     return name
 
 
+def check_event_id(event_id: Any) -> str:
+    """Return ``event_id``, or raise ``NonRetryableError``: the one rule for an event id, in
+    a wait, in ``notify`` and over HTTP and the CLI (so no run waits for an id nobody can
+    notify)."""
+    if not isinstance(event_id, str) or not 0 < len(event_id) <= NAME_LIMIT or not (
+        event_id.isprintable()
+    ):
+        raise NonRetryableError(
+            f"an event id is 1 to {NAME_LIMIT} printable characters, not {event_id!r:.80}",
+            code="bad_event_id",
+        )
+    return event_id
+
+
 class Context:
     """What a workflow function uses to run steps. One per delivery; not thread-safe."""
 
@@ -180,7 +194,7 @@ class Context:
         An event notified after the run started and before it reached this wait counts.
         """
         _check_name(name, "a step's name")
-        _check_name(event_id, "an event id")
+        check_event_id(event_id)
         timeout_s = duration_seconds(timeout, name="timeout")
         recorded = self._recorded(name, "event")
         position = self._position - 1

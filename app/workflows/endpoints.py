@@ -28,7 +28,7 @@ from app.errors import ConfigurationError, NonRetryableError
 from app.payload import load_payload
 from app.qstash.protocol import public_url
 from app.receiver import with_qstash
-from app.workflows.context import NAME_LIMIT
+from app.workflows.context import check_event_id
 from app.workflows.engine import NotifyIncomplete, notify
 
 if TYPE_CHECKING:
@@ -49,16 +49,6 @@ def event_url(event_id: str, app_url: str | None = None) -> str:
     """Return the URL to publish ``event_id``'s notification to (``APP_URL`` by default)."""
     base = current_app.config["APP_URL"] if app_url is None else app_url
     return public_url(base, f"{EVENTS_PATH}/{event_id}", b"")
-
-
-def check_event_id(event_id: str) -> str:
-    """Return ``event_id``, or raise ``NonRetryableError`` if no wait could have it."""
-    if not 0 < len(event_id) <= NAME_LIMIT or not event_id.isprintable():
-        raise NonRetryableError(
-            f"an event id is 1 to {NAME_LIMIT} printable characters, not {event_id!r:.80}",
-            code="bad_event_id",
-        )
-    return event_id
 
 
 def _notified(event_id: str, body: bytes) -> dict[str, Any]:

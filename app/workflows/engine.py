@@ -46,6 +46,7 @@ from app.workflows.context import (
     Handoff,
     Suspend,
     Wait,
+    check_event_id,
     encode,
 )
 from app.workflows.definition import RunFailure
@@ -620,11 +621,9 @@ def notify(event_id: str, data: Any = NO_DATA) -> list[str]:
     timeout). A run that reaches ``wait_for_event(…, event_id)`` later (but started
     before this notification) finds it there, for ``WORKFLOW_EVENT_RETENTION_DAYS``.
     """
-    from app.workflows.context import _check_name
-
     if data is NO_DATA:
         data = {}
-    _check_name(event_id, "an event id")
+    check_event_id(event_id)
     engine = store_engine()
     text = encode(data, "the event's data", int(_config("WORKFLOW_MAX_RESULT_BYTES")))
     keep_ms = int(float(_config("WORKFLOW_EVENT_RETENTION_DAYS")) * 86_400_000)

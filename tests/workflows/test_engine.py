@@ -586,7 +586,7 @@ def test_names_the_store_cannot_keep_fail_the_run_clearly(
         run = get_run(run_id)
         assert run.state == "failed"
         assert "a step's name must be a string of 1 to 200 characters" in (run.error or "")
-        with pytest.raises(NonRetryableError, match="an event id must be"):
+        with pytest.raises(NonRetryableError, match="an event id is 1 to 200 printable"):
             notify(name)
 
 
@@ -685,3 +685,23 @@ def test_a_runs_lease_is_the_duplicate_guards_lease(make_app: Any, registry: Job
             job = app.extensions["qstash_jobs"][name]
             assert job.lease_seconds(150) == expected
         assert expected * 1000 - 5000 < seen[-1] <= expected * 1000
+
+
+def test_a_wait_takes_only_an_event_id_that_can_be_notified(
+    make_app: Any, registry: JobRegistry
+) -> None:
+    """One rule for event ids everywhere: a run never waits for an id that the HTTP
+    endpoint or the CLI would refuse to notify (here a no-break space)."""
+
+    @workflow("odd-wait", registry=registry)
+    def odd_wait(ctx: Any, payload: Any) -> Any:
+        return ctx.wait_for_event("wait", "user\u00a0confirmed", timeout="1d")
+
+    app, queue = make_app()
+    with app.app_context():
+        run_id = odd_wait.start()
+        queue.drain()
+        run = get_run(run_id)
+        with pytest.raises(NonRetryableError, match="an event id is 1 to 200 printable"):
+            notify("user\u00a0confirmed")
+    assert run.state == "failed" and "printable characters" in (run.error or "")

@@ -15,7 +15,6 @@ pairing a result with the wrong step.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -120,8 +119,10 @@ def check_event_id(event_id: Any) -> str:
     """Return ``event_id``, or raise ``NonRetryableError``: the one rule for an event id, in
     a wait, in ``notify`` and over HTTP and the CLI (so no run waits for an id nobody can
     notify)."""
-    if not isinstance(event_id, str) or not 0 < len(event_id) <= NAME_LIMIT or not (
-        event_id.isprintable()
+    if (
+        not isinstance(event_id, str)
+        or not 0 < len(event_id) <= NAME_LIMIT
+        or not (event_id.isprintable())
     ):
         raise NonRetryableError(
             f"an event id is 1 to {NAME_LIMIT} printable characters, not {event_id!r:.80}",
@@ -207,14 +208,13 @@ class Context:
             # Written before looking for the event: a notification racing this wait
             # either sees the waiting row or is seen below (app.workflows.engine.notify).
             execution.record_wait(position, name, "event", wake_ms=wake_ms, event_id=event_id)
-            recorded = state.step_row(execution.engine, self.run_id, position)
-            assert recorded is not None
-        if recorded.state == "done":
+        elif recorded.state == "done":
             return _event_value(recorded.result)
+        else:
+            wake_ms = recorded.wake_ms or 0
         data = state.latest_event(execution.engine, event_id, self._created_ms)
         if data is not None:
             return self._resolved(position, '{"event":' + data + "}")
-        wake_ms = recorded.wake_ms or 0
         if execution.now() * 1000 >= wake_ms - slack_ms:
             return self._resolved(position, '{"timeout":true}')
         until = _utc(wake_ms)
@@ -362,7 +362,3 @@ def _event_value(text: str | None) -> Any:
     if isinstance(value, dict) and "event" in value:
         return value["event"]
     return None
-
-
-def now_s() -> float:
-    return time.time()

@@ -25,7 +25,8 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -145,12 +146,11 @@ def _publish(
 def start(workflow: Workflow, payload: Any, *, run_id: str | None, **options: Any) -> str:
     """Validate ``payload`` and publish the delivery that starts a run; return the run id."""
     run_id = check_run_id(run_id) if run_id is not None else f"wfr_{uuid.uuid4().hex}"
-    if workflow.input_schema is not None:
-        try:
-            workflow.input_schema.load({} if payload is None else payload)
-        except ValidationError as exc:
-            exc.add_note(f"workflow {workflow.name!r}: no run was started")
-            raise
+    try:
+        _load_input(workflow, payload)
+    except ValidationError as exc:
+        exc.add_note(f"workflow {workflow.name!r}: no run was started")
+        raise
     body = validate_payload(workflow, payload)  # JSON (the workflow's job has no schema)
     query = {"run": run_id, "at": state.now_ms()}
     _publish(workflow, query, body=body, dedup=f"wf-start.{run_id}", **options)
@@ -195,6 +195,17 @@ class Execution:
     def now(self) -> float:
         return self._clock + (time.monotonic() - self._clock_at)
 
+    @contextmanager
+    def _stops_the_run(self) -> Iterator[None]:
+        # What fails in a step or its record (the step's error, a lost lease, the store)
+        # stops this delivery even if the workflow function catches it: it is noted here
+        # and raised again at the function's next step or return.
+        try:
+            yield
+        except BaseException as exc:
+            self.failed = exc
+            raise
+
     def check_step_count(self, position: int) -> None:
         if position >= self.max_steps:
             raise NonRetryableError(
@@ -216,7 +227,7 @@ class Execution:
         self._may_start_step(position)
         self.current_step = name
         started = state.now_ms()
-        try:
+        with self._stops_the_run():
             text = encode(call(), f"the result of step {name!r}", self.result_limit)
             step = {
                 "position": position,
@@ -229,9 +240,6 @@ class Execution:
                 "attempts": self.delivery.retried + 1,
             }
             state.record(self.engine, self.lease, step, position=position + 1)
-        except BaseException as exc:
-            self.failed = exc
-            raise
         self.new_steps += 1
         self.current_step = None
         return json.loads(text)
@@ -257,11 +265,8 @@ class Execution:
             "wake_ms": wake_ms,
             "event_id": event_id,
         }
-        try:
+        with self._stops_the_run():
             state.record(self.engine, self.lease, step, position=position + 1)
-        except LeaseLost as exc:
-            self.failed = exc
-            raise
         if not done:
             self.created_wait = position
 
@@ -274,11 +279,8 @@ class Execution:
             "state": "waiting",
             "started_ms": state.now_ms(),
         }
-        try:
+        with self._stops_the_run():
             state.record_parallel(self.engine, self.lease, parent, branches, position=position + 1)
-        except LeaseLost as exc:
-            self.failed = exc
-            raise
         self.created_wait = position
 
 
@@ -296,25 +298,36 @@ def _params(delivery: Delivery) -> tuple[str | None, int | None, int | None, int
                 f"bad workflow {name}: {exc}", code="bad_workflow_url"
             ) from None
 
-    def position(text: str) -> int:
-        if not text.isascii() or not text.isdigit() or len(text) > 9:
-            raise ValueError(f"{text!r:.20} is not a step number")
-        return int(text)
+    def digits(most: int, what: str) -> Callable[[str], int]:
+        def parse(text: str) -> int:
+            if not text.isascii() or not text.isdigit() or len(text) > most:
+                raise ValueError(f"{text!r:.20} is not {what}")
+            return int(text)
 
-    def ms(text: str) -> int:
-        if not text.isascii() or not text.isdigit() or len(text) > 15:
-            raise ValueError(f"{text!r:.20} is not a time in milliseconds")
-        return int(text)
+        return parse
 
-    return one("run", check_run_id), one("step", position), one("branch", position), one("at", ms)
+    position = digits(9, "a step number")
+    return (
+        one("run", check_run_id),
+        one("step", position),
+        one("branch", position),
+        one("at", digits(15, "a time in milliseconds")),
+    )
+
+
+def _load_input(workflow: Workflow, payload: Any) -> Any:
+    """The run's input as the function gets it: ``payload`` loaded with the workflow's
+    schema (no body: ``{}``, as for a job); raises marshmallow's ``ValidationError``."""
+    if workflow.input_schema is None:
+        return payload
+    return workflow.input_schema.load({} if payload is None else payload)
 
 
 def _start_input(workflow: Workflow, payload: Any) -> str:
-    if workflow.input_schema is not None:
-        try:
-            workflow.input_schema.load({} if payload is None else payload)
-        except ValidationError as exc:
-            raise schema_error(exc) from None
+    try:
+        _load_input(workflow, payload)
+    except ValidationError as exc:
+        raise schema_error(exc) from None
     return encode(payload, "the run's input", 1 << 62)
 
 
@@ -386,7 +399,7 @@ def _drive(
             return {"run": run.id, "state": "busy"}
         if not isinstance(outcome, Wait):
             return outcome
-        if not _ready_again(workflow, engine, lease.run_id, outcome, execution):
+        if not _ready_again(engine, run, outcome, execution):
             return {"run": run.id, "state": "waiting", "waiting_for": outcome.waiting_for}
         # The wait ended while this delivery gave the lease up: go on if it is still free.
         if not state.acquire(engine, lease):
@@ -441,11 +454,8 @@ def _replay(workflow: Workflow, execution: Execution, run: state.Run) -> Any:
 
 
 def _loaded_input(workflow: Workflow, run: state.Run) -> Any:
-    payload = json.loads(run.input)
-    if workflow.input_schema is None:
-        return payload
     try:
-        return workflow.input_schema.load({} if payload is None else payload)
+        return _load_input(workflow, json.loads(run.input))
     except ValidationError as exc:  # the schema changed under a live run
         raise schema_error(exc) from None
 
@@ -484,10 +494,9 @@ def _suspended(workflow: Workflow, execution: Execution, wait: Wait | Handoff | 
     return wait
 
 
-def _ready_again(
-    workflow: Workflow, engine: Engine, run_id: str, wait: Wait, execution: Execution
-) -> bool:
+def _ready_again(engine: Engine, run: state.Run, wait: Wait, execution: Execution) -> bool:
     """After giving the lease up: has the wait ended meanwhile (then this delivery goes on)?"""
+    run_id = run.id
     step = state.step_row(engine, run_id, wait.position)
     if step is None:
         return False
@@ -496,8 +505,7 @@ def _ready_again(
     if step.kind == "parallel":
         return all(row.state == "done" for row in state.branches(engine, run_id, wait.position))
     if step.kind == "event" and step.event_id is not None:
-        run = state.get(engine, run_id, with_steps=False)
-        if run is not None and state.latest_event(engine, step.event_id, run.created_ms):
+        if state.latest_event(engine, step.event_id, run.created_ms) is not None:
             return True
     return step.wake_ms is not None and execution.now() * 1000 >= step.wake_ms
 
@@ -556,29 +564,32 @@ def _run_branch(
             raise RetryLater(f"branch {row.name} is running", after=max(1.0, remaining))
         return {"run": run_id, "state": "busy"}
     execution = Execution(workflow, engine, lease, delivery, branch_target=(position, branch))
+    name: str | None = None  # the branch's, once the replay reached it
     try:
-        workflow.function(Context(execution, run), _loaded_input(workflow, run))  # type: ignore[misc]
-        raise NonRetryableError(
-            f"the replay for branch {branch} of step {position} finished without reaching it",
-            code="workflow_nondeterministic",
-        )
-    except Suspend as suspended:
-        call = suspended.wait
-        assert isinstance(call, BranchCall)
+        call = _branch_call(workflow, execution, run)
         name = call.name
-        try:
-            text = encode(call.call(), f"the result of branch {name!r}", execution.result_limit)
-        except BaseException as exc:
-            state.end_branch(engine, run_id, position, branch, lease.token, None)
-            _branch_failed(workflow, engine, run, exc, name, delivery)
-            raise
+        text = encode(call.call(), f"the result of branch {name!r}", execution.result_limit)
     except BaseException as exc:
         state.end_branch(engine, run_id, position, branch, lease.token, None)
-        _branch_failed(workflow, engine, run, exc, None, delivery)
+        _branch_failed(workflow, engine, run, exc, name, delivery)
         raise
     if not state.end_branch(engine, run_id, position, branch, lease.token, text):
         return {"run": run_id, "state": "busy"}  # its lease ran out and another took it
     return _join(workflow, engine, lease, delivery, position)
+
+
+def _branch_call(workflow: Workflow, execution: Execution, run: state.Run) -> BranchCall:
+    """Replay the run up to the parallel step whose branch this delivery runs."""
+    try:
+        workflow.function(Context(execution, run), _loaded_input(workflow, run))  # type: ignore[misc]
+    except Suspend as suspended:
+        assert isinstance(suspended.wait, BranchCall)
+        return suspended.wait
+    position, branch = execution.branch_target or (None, None)
+    raise NonRetryableError(
+        f"the replay for branch {branch} of step {position} finished without reaching it",
+        code="workflow_nondeterministic",
+    )
 
 
 def _branch_failed(
@@ -633,15 +644,14 @@ def notify(event_id: str, data: Any = NO_DATA) -> list[str]:
     registry = current_app.extensions["qstash_jobs"]
     resumed: list[str] = []
     unpublished: list[str] = []
-    for run_id, position in list(state.waiting_for_event(engine, event_id)):
+    for run_id, position, name in list(state.waiting_for_event(engine, event_id)):
         if not state.resolve(engine, run_id, position, '{"event":' + text + "}", kind="event"):
             continue
         resumed.append(run_id)
-        run = state.get(engine, run_id, with_steps=False)
-        if run is None or run.workflow not in registry:
+        if name not in registry:
             continue
         try:
-            _publish(registry[run.workflow], {"run": run_id, "step": position},
+            _publish(registry[name], {"run": run_id, "step": position},
                      dedup=f"wf.{run_id}.{position}.event")  # fmt: skip
         except Exception:
             # The wait has ended in the store: the run goes on at its timeout's delivery

@@ -447,13 +447,17 @@ def add_event(engine: Engine, event_id: str, data: str, *, keep_ms: int) -> None
         conn.execute(delete(workflow_events).where(events.id.in_(expired.scalar_subquery())))
 
 
-def waiting_for_event(engine: Engine, event_id: str, page: int = 500) -> Iterator[tuple[str, int]]:
-    """Yield ``(run_id, position)`` of every main-line step waiting for ``event_id``."""
+def waiting_for_event(
+    engine: Engine, event_id: str, page: int = 500
+) -> Iterator[tuple[str, int, str]]:
+    """Yield ``(run_id, position, workflow)`` of every main-line step waiting for
+    ``event_id``, in pages of ``page``."""
     steps = workflow_steps.c
     after: tuple[str, int] = ("", -1)
     while True:
         query = (
-            select(steps.run_id, steps.position)
+            select(steps.run_id, steps.position, workflow_runs.c.workflow)
+            .join(workflow_runs, workflow_runs.c.id == steps.run_id)
             .where(
                 steps.event_id == event_id,
                 steps.state == "waiting",
@@ -468,11 +472,11 @@ def waiting_for_event(engine: Engine, event_id: str, page: int = 500) -> Iterato
             .limit(page)
         )
         with read(engine) as conn:
-            rows = [(row.run_id, row.position) for row in conn.execute(query)]
+            rows = [(row.run_id, row.position, row.workflow) for row in conn.execute(query)]
         yield from rows
         if len(rows) < page:
             return
-        after = rows[-1]
+        after = rows[-1][:2]
 
 
 def expire(engine: Engine, before_ms: int, *, events_before_ms: int, limit: int = 1000) -> int:

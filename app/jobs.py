@@ -206,12 +206,14 @@ _CHECKS: dict[str, Callable[[Any, str], object]] = {
 }
 
 
-def _schema_instance(schema: type[Schema] | Schema | None, name: str) -> Schema | None:
+def schema_instance(schema: type[Schema] | Schema | None, owner: str) -> Schema | None:
+    """Return ``schema`` as an instance (a Schema class is instantiated), for ``owner``
+    (``"job 'x'"``, ``"workflow 'y'"``); anything else raises ``JobDefinitionError``."""
     if schema is None or isinstance(schema, Schema):
         return schema
     if isinstance(schema, type) and issubclass(schema, Schema):
         return schema()
-    raise JobDefinitionError(f"job {name!r}: schema must be a marshmallow Schema, not {schema!r}")
+    raise JobDefinitionError(f"{owner}: schema must be a marshmallow Schema, not {schema!r}")
 
 
 def _summary(handler: Handler) -> str:
@@ -320,7 +322,8 @@ class JobRegistry:
             )
         # A copy: one decorator may declare several jobs, and none may see another's.
         options = {"description": _summary(handler), **options}
-        job = Job(name=name, handler=handler, schema=_schema_instance(schema, name), **options)
+        instance = schema_instance(schema, f"job {name!r}")
+        job = Job(name=name, handler=handler, schema=instance, **options)
         return self.add(job)
 
     def discover(self, packages: list[str]) -> list[str]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from marshmallow import Schema
 
 from app.errors import JobDefinitionError
-from app.jobs import Job, JobRegistry
+from app.jobs import Job, JobRegistry, schema_instance
 from app.jobs import registry as default_registry
 
 if TYPE_CHECKING:
@@ -88,14 +88,6 @@ class Workflow(Job):
 _OPTIONS = frozenset({"retries", "retry_delay", "queue", "parallelism", "timeout", "description"})
 
 
-def _schema(schema: type[Schema] | Schema | None, name: str) -> Schema | None:
-    if schema is None or isinstance(schema, Schema):
-        return schema
-    if isinstance(schema, type) and issubclass(schema, Schema):
-        return schema()
-    raise JobDefinitionError(f"workflow {name!r}: schema must be a marshmallow Schema")
-
-
 def workflow(
     name: str | None = None,
     /,
@@ -130,7 +122,7 @@ def workflow(
             handler=function,  # replaced by the engine's entry in __post_init__
             description=doc.strip().split("\n")[0] if doc else "",
             function=function,
-            input_schema=_schema(schema, workflow_name),
+            input_schema=schema_instance(schema, f"workflow {workflow_name!r}"),
             on_failure=on_failure,
             **options,
         )

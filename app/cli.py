@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -31,14 +32,14 @@ from app.workflows import (
     UnknownRun,
     Workflow,
     cancel,
-    get_run,
     list_runs,
     notify,
     resume,
 )
 from app.workflows.context import check_event_id
 from app.workflows.display import abbreviate, at, duration, step_views
-from app.workflows.state import FINISHED, LIVE
+from app.workflows.engine import store_engine
+from app.workflows.state import FINISHED, LIVE, step_page, summary
 
 if TYPE_CHECKING:
     from app.jobs import Job, JobRegistry
@@ -293,11 +294,20 @@ def _needs_app_url() -> None:
         )
 
 
+#: What `workflows show` prints of an input, output or error, and of each step's result;
+#: the database cuts them, so a run of megabyte results is never read whole.
+SHOWN_CHARS = 200
+SHOWN_RESULT_CHARS = 80
+#: Step rows read at a time by `workflows show`.
+STEP_PAGE = 500
+
+
 def _get_run(run_id: str) -> Run:
-    try:
-        return get_run(run_id)
-    except UnknownRun as exc:
-        raise click.ClickException(str(exc)) from None
+    """The run without its steps, its texts cut to ``SHOWN_CHARS`` (+1) by the database."""
+    run = summary(store_engine(), run_id, SHOWN_CHARS)
+    if run is None:
+        raise click.ClickException(str(UnknownRun(f"no workflow run {run_id!r}")))
+    return run
 
 
 @workflows.command("list")
@@ -327,14 +337,24 @@ def workflows_show(run_id: str) -> None:
     click.echo(f"run {run.id}  workflow {run.workflow}  {run.state}")
     click.echo(f"  created {at(run.created_ms)}, updated {at(run.updated_ms)}", nl=False)
     click.echo(f", finished {at(run.finished_ms)}" if run.finished_ms else "")
-    click.echo(f"  input: {abbreviate(run.input, 200)}")
+    click.echo(f"  input: {abbreviate(run.input, SHOWN_CHARS)}")
     if run.output is not None:
-        click.echo(f"  output: {abbreviate(run.output, 200)}")
+        click.echo(f"  output: {abbreviate(run.output, SHOWN_CHARS)}")
     if run.error is not None:
-        click.echo(f"  failed at step {run.failed_step or '-'}: {abbreviate(run.error, 200)}")
+        error = abbreviate(run.error, SHOWN_CHARS)
+        click.echo(f"  failed at step {run.failed_step or '-'}: {error}")
     if run.waiting_for:
         click.echo(f"  waiting for: {run.waiting_for}")
-    click.echo("steps:" if run.steps else "steps: none yet")
+    start: int | None = 0
+    while start is not None:
+        page_start = start
+        rows, start = step_page(store_engine(), run.id, start, STEP_PAGE, SHOWN_RESULT_CHARS)
+        if page_start == 0:
+            click.echo("steps:" if rows else "steps: none yet")
+        _echo_steps(replace(run, steps=tuple(rows)))
+
+
+def _echo_steps(run: Run) -> None:
     for view in step_views(run):
         step = view.step
         indent = "    " if view.branch else "  "
@@ -346,7 +366,7 @@ def workflows_show(run_id: str) -> None:
         if view.wait:
             line += f"  ({view.wait})"
         if step.result is not None:
-            line += f"  -> {abbreviate(step.result, 80)}"
+            line += f"  -> {abbreviate(step.result, SHOWN_RESULT_CHARS)}"
         click.echo(line)
 
 

@@ -12,10 +12,8 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from flask import abort, current_app, render_template, request
-from sqlalchemy import func, select
 
 from app.store import get_store
-from app.store.schema import workflow_runs, workflow_steps
 from app.workflows import Workflow, state
 from app.workflows.display import StepView, abbreviate, duration, step_views
 
@@ -106,43 +104,6 @@ def runs_page(form: dict[str, str] | None = None, errors: list[str] | None = Non
 # --- one run -----------------------------------------------------------------------------
 
 
-def _steps(engine: Engine, run_id: str, start: int) -> tuple[list[state.Step], int | None]:
-    """Return up to ``STEP_PAGE`` step rows from position ``start``, results cut, and the
-    position the next page starts at (None: no more). A position's rows (a parallel
-    step and its branches) are never split between pages."""
-    steps = workflow_steps.c
-    query = (
-        select(
-            steps.position, steps.branch, steps.name, steps.kind, steps.state,
-            func.substr(steps.result, 1, RESULT_CHARS + 1).label("result"),
-            steps.started_ms, steps.finished_ms, steps.wake_ms, steps.event_id, steps.attempts,
-        )
-        .where(steps.run_id == run_id, steps.position >= start)
-        .order_by(steps.position, steps.branch)
-        .limit(STEP_PAGE + 1)
-    )  # fmt: skip
-    with state.read(engine) as conn:
-        rows = [state.Step(**row._mapping) for row in conn.execute(query)]
-    if len(rows) <= STEP_PAGE:
-        return rows, None
-    cut = rows[STEP_PAGE].position
-    kept = [row for row in rows if row.position < cut]
-    return kept, cut
-
-
-def _run_text(engine: Engine, run_id: str) -> state.Run | None:
-    """Return the run without its steps, its input, output and error cut by the database."""
-    runs_ = workflow_runs.c
-    cut = [
-        func.substr(column, 1, RESULT_CHARS + 1).label(column.name)
-        for column in (runs_.input, runs_.output, runs_.error)
-    ]
-    columns = [c for c in runs_ if c.name not in ("input", "output", "error", "lease_token")]
-    with state.read(engine) as conn:
-        row = conn.execute(select(*columns, *cut).where(runs_.id == run_id)).first()
-    return None if row is None else state.Run(**row._mapping)
-
-
 @dataclass(frozen=True)
 class Bar:
     """A step's bar on the run's timeline, in SVG units."""
@@ -174,7 +135,7 @@ def run(run_id: str) -> Any:
     engine = _engine()
     if engine is None:
         abort(404, description="the store is off: no workflow runs")
-    found = _run_text(engine, run_id)
+    found = state.summary(engine, run_id, RESULT_CHARS)
     done = request.args.get("done")
     done = done if done in DONE else None
     if found is None:
@@ -184,7 +145,7 @@ def run(run_id: str) -> Any:
     start = request.args.get("from", "0")
     if not (start.isascii() and start.isdigit() and len(start) <= 9):
         abort(400, description="bad from: a step position")
-    rows, next_from = _steps(engine, run_id, int(start))
+    rows, next_from = state.step_page(engine, run_id, int(start), STEP_PAGE, RESULT_CHARS)
     views = step_views(replace(found, steps=tuple(rows)))
     now_ms = int(time.time() * 1000)
     end_ms = found.finished_ms or max(

@@ -113,6 +113,46 @@ def get(engine: Engine, run_id: str, *, with_steps: bool = True) -> Run | None:
         return load(conn, run_id, with_steps=with_steps)
 
 
+def summary(engine: Engine, run_id: str, chars: int) -> Run | None:
+    """Return the run without its steps, its input, output and error cut to ``chars`` + 1
+    characters by the database (the one more says it was cut): what a page or a terminal
+    shows, never a megabyte read whole."""
+    runs_ = workflow_runs.c
+    cut = [
+        func.substr(column, 1, chars + 1).label(column.name)
+        for column in (runs_.input, runs_.output, runs_.error)
+    ]
+    columns = [c for c in _RUN_COLUMNS if c.name not in ("input", "output", "error")]
+    with read(engine) as conn:
+        row = conn.execute(select(*columns, *cut).where(runs_.id == run_id)).first()
+    return None if row is None else _run(row)
+
+
+def step_page(
+    engine: Engine, run_id: str, start: int, rows: int, chars: int
+) -> tuple[list[Step], int | None]:
+    """Return up to ``rows`` step rows from position ``start``, results cut to ``chars`` + 1
+    characters, and the position the next page starts at (None: no more). A position's
+    rows (a parallel step and its branches, at most 101) are never split between pages."""
+    steps = workflow_steps.c
+    columns = [
+        func.substr(steps.result, 1, chars + 1).label("result") if c.name == "result" else c
+        for c in _STEP_COLUMNS
+    ]
+    query = (
+        select(*columns)
+        .where(steps.run_id == run_id, steps.position >= start)
+        .order_by(steps.position, steps.branch)
+        .limit(rows + 1)
+    )
+    with read(engine) as conn:
+        found = [_step(row) for row in conn.execute(query)]
+    if len(found) <= rows:
+        return found, None
+    cut = found[rows].position
+    return [row for row in found if row.position < cut], cut
+
+
 def runs(
     engine: Engine,
     *,

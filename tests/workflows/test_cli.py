@@ -13,7 +13,7 @@ from flask import Flask
 from app.cli import workflows
 from app.jobs import JobRegistry
 from app.testing import DeliveryClient, StubQueue
-from app.workflows import get_run
+from app.workflows import get_run, workflow
 from tests.workflows.runs import declare, deliver_due
 
 App = tuple[Flask, StubQueue]
@@ -275,3 +275,35 @@ def test_jobs_list_shows_a_workflow_and_its_input_fields(app: App) -> None:
     at = next(i for i, line in enumerate(lines) if line.startswith("order "))
     assert "(workflow" in lines[at]
     assert any("payload: order (String, required)" in line for line in lines[at : at + 4])
+
+
+def test_show_reads_a_big_run_in_bounded_pages(
+    make_app: Callable[..., App], registry: JobRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run of many big results is shown page by page, each text cut by the database: the
+    whole run (every result, up to WORKFLOW_MAX_RESULT_BYTES each) is never loaded."""
+    import app.cli as cli_module
+    from app.workflows import state
+
+    @workflow("bulky", registry=registry)
+    def bulky(ctx: Any, payload: Any) -> None:
+        for number in range(7):
+            ctx.run(f"s{number}", lambda: "x" * 100_000)
+        ctx.parallel(("a", lambda: "y" * 100_000), ("b", lambda: "z"))
+
+    flask_app, queue = make_app()
+    with flask_app.app_context():
+        run_id = bulky.start({"blob": "i" * 100_000})
+        queue.drain(fail_fast=True)
+
+    def whole_run(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the whole run was loaded")
+
+    monkeypatch.setattr(state, "get", whole_run)
+    monkeypatch.setattr(cli_module, "STEP_PAGE", 3)  # pages of 3 rows, never splitting 7.*
+    result = cli(flask_app, "show", run_id)
+    assert result.exit_code == 0, result.output
+    labels = [line.split()[0] for line in result.output.splitlines() if line.startswith(" ")]
+    steps = [label for label in labels if label[0].isdigit()]
+    assert steps == ["0", "1", "2", "3", "4", "5", "6", "7", "7.0", "7.1"]
+    assert max(len(line) for line in result.output.splitlines()) < 400

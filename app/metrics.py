@@ -9,7 +9,6 @@ metrics live in the process. ``METRICS_TOKEN`` puts the endpoint behind a bearer
 
 from __future__ import annotations
 
-import hmac
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +32,7 @@ from prometheus_client import (  # noqa: E402 - after the environment is settled
 
 from app.answers import error_response
 from app.hooks import add_delivery_hook, outcome, refusal
+from app.receiver import bearer_matches
 from app.store.guard import guard_verdict
 
 if TYPE_CHECKING:
@@ -114,7 +114,7 @@ class Metrics:
 def render() -> Response:
     """Answer a scrape: every worker's samples in multiprocess mode, else this process's."""
     token = current_app.config.get("METRICS_TOKEN")
-    if token and not _bearer_matches(token):
+    if token and not bearer_matches(request, token):
         return error_response(401, "unauthorized", "send Authorization: Bearer <METRICS_TOKEN>")
     if os.environ.get(MULTIPROC_ENV):
         registry = CollectorRegistry()
@@ -122,14 +122,6 @@ def render() -> Response:
     else:
         registry = current_app.extensions[EXTENSION].registry
     return Response(generate_latest(registry), mimetype=None, content_type=CONTENT_TYPE_LATEST)
-
-
-def _bearer_matches(token: str) -> bool:
-    header = request.headers.get("Authorization", "")
-    scheme, _, given = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(
-        given.strip().encode(), token.encode()
-    )
 
 
 def init_app(app: Flask) -> Metrics | None:

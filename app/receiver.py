@@ -26,6 +26,7 @@ after-delivery hook runs, so the duplicate guard never keeps a claim held.
 from __future__ import annotations
 
 import functools
+import hmac
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, overload
@@ -46,7 +47,15 @@ from app.qstash.signature import verify
 if TYPE_CHECKING:
     from flask import Request
 
-__all__ = ["GuardedView", "expected_url", "guard", "with_qstash"]
+__all__ = [
+    "GuardedView",
+    "bearer_matches",
+    "bearer_token",
+    "expected_url",
+    "guard",
+    "read_body",
+    "with_qstash",
+]
 
 
 def expected_url(req: Request, app_url: str) -> str:
@@ -74,7 +83,21 @@ def _authenticate(
     )
 
 
-def _read_body(req: Request, limit: int) -> bytes:
+def bearer_token(req: Request) -> str | None:
+    """Return the token of an ``Authorization: Bearer <token>`` header, or None."""
+    scheme, _, given = req.headers.get("Authorization", "").partition(" ")
+    return given.strip() if scheme.lower() == "bearer" else None
+
+
+def bearer_matches(req: Request, token: str) -> bool:
+    """Say whether ``req`` carries ``token`` as its bearer token, in constant time."""
+    given = bearer_token(req)
+    return given is not None and hmac.compare_digest(given.encode(), token.encode())
+
+
+def read_body(req: Request, limit: int) -> bytes:
+    """Read the whole body once (cached), refusing more than ``limit`` bytes with
+    ``RequestEntityTooLarge``."""
     # werkzeug refuses a Content-Length over max_content_length before reading a byte,
     # but cuts a body without one (chunked) at it: reading one byte past the limit tells
     # such a body apart from one of exactly the limit. cache: the handler may read it too.
@@ -164,7 +187,7 @@ def _admit(job: str | None) -> Delivery | Response:
     url = expected_url(req, config["APP_URL"])
     limit = config["QSTASH_MAX_BODY_SIZE"]
     try:
-        body = _read_body(req, limit)
+        body = read_body(req, limit)
     except RequestEntityTooLarge:
         message = f"the body is larger than QSTASH_MAX_BODY_SIZE ({limit} bytes)"
         headers = {NON_RETRYABLE_HEADER: "true"}

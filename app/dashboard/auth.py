@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 from flask import current_app, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response as BaseResponse
 
+from app.receiver import bearer_token
+
 SESSION_SECONDS = 12 * 3600
 _KEY = "dashboard"
 _CSRF = "dashboard_csrf"
@@ -44,8 +46,8 @@ def fingerprint() -> str:
 
 def bearer_ok() -> bool:
     """Say whether the request carries the token as a bearer token."""
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and matches(given.strip())
+    given = bearer_token(request)
+    return given is not None and matches(given)
 
 
 def session_ok() -> bool:

@@ -17,7 +17,6 @@ when the app declares a workflow.
 
 from __future__ import annotations
 
-import hmac
 from typing import TYPE_CHECKING, Any
 
 from flask import Response, current_app, request
@@ -27,7 +26,7 @@ from app.answers import error_response, json_response
 from app.errors import ConfigurationError, NonRetryableError
 from app.payload import load_payload
 from app.qstash.protocol import public_url
-from app.receiver import with_qstash
+from app.receiver import bearer_matches, bearer_token, read_body, with_qstash
 from app.workflows.context import check_event_id
 from app.workflows.engine import NotifyIncomplete, notify
 
@@ -70,18 +69,6 @@ def _signed(payload: Any, delivery: Delivery, event_id: str) -> dict[str, Any]:
 _signed_view = with_qstash(job=NOTIFY_JOB)(_signed)
 
 
-def _bearer() -> str | None:
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    return given.strip() if scheme.lower() == "bearer" else None
-
-
-def _token_matches(given: str) -> bool:
-    token: str | None = current_app.config.get("WORKFLOW_NOTIFY_TOKEN")
-    if not token:
-        return False
-    return hmac.compare_digest(given.encode("utf-8", "replace"), token.encode())
-
-
 def _unauthorized() -> Response:
     message = (
         "send Authorization: Bearer <WORKFLOW_NOTIFY_TOKEN>"
@@ -95,11 +82,8 @@ def _unauthorized() -> Response:
 
 def _with_token(event_id: str) -> Response:
     limit = int(current_app.config["QSTASH_MAX_BODY_SIZE"])
-    request.max_content_length = limit + 1
     try:
-        body = request.get_data(cache=True)
-        if len(body) > limit:
-            raise RequestEntityTooLarge()
+        body = read_body(request, limit)
     except RequestEntityTooLarge:
         message = f"the body is larger than QSTASH_MAX_BODY_SIZE ({limit} bytes)"
         return error_response(413, "payload_too_large", message)
@@ -111,10 +95,11 @@ def _with_token(event_id: str) -> Response:
 
 def notify_view(event_id: str) -> Response:
     """Notify ``event_id`` with the JSON body, for a signed or a bearer-token caller."""
-    if "Upstash-Signature" not in request.headers:
-        given = _bearer()
-        if given is not None:
-            return _with_token(event_id) if _token_matches(given) else _unauthorized()
+    if "Upstash-Signature" not in request.headers and bearer_token(request) is not None:
+        token: str | None = current_app.config.get("WORKFLOW_NOTIFY_TOKEN")
+        if token and bearer_matches(request, token):
+            return _with_token(event_id)
+        return _unauthorized()
     return _signed_view(event_id=event_id)
 
 

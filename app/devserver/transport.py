@@ -243,7 +243,7 @@ class _Reader:
                 name = name.strip()
                 if not colon or not name:
                     raise _Failed(f"malformed answer: header line {line[:80]!r}")
-                last = _canonical(name)
+                last = canonical(name)
                 headers.setdefault(last, []).append(value.strip())
             status = int(code)
             if not 100 <= status < 200 or status == 101:
@@ -374,7 +374,9 @@ def _says_close(headers: dict[str, list[str]]) -> bool:
 
 
 @functools.lru_cache(maxsize=256)
-def _canonical(name: str) -> str:
+def canonical(name: str) -> str:
+    """Return a header name as QStash (Go) spells it: ``upstash-workflow-runid`` →
+    ``Upstash-Workflow-Runid``."""
     return "-".join(part.capitalize() for part in name.split("-"))
 
 

@@ -54,6 +54,7 @@ from app.devserver.publish import (
     new_message,
 )
 from app.devserver.records import Message, new_id
+from app.devserver.transport import canonical
 from app.qstash.timing import DurationError, parse_duration
 
 if TYPE_CHECKING:
@@ -79,12 +80,6 @@ _WAIT_FIELDS = frozenset({"url", "step", "timeout", "timeoutUrl", "timeoutBody",
 
 #: Publishes messages as the API does (``API._accept``): one answer per message.
 Accept = Callable[[list[tuple[Message, str | None]]], list[dict[str, Any]]]
-
-
-def canonical(name: str) -> str:
-    """Return a header name as QStash (Go) lists it: ``upstash-workflow-runid`` →
-    ``Upstash-Workflow-Runid``."""
-    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
 
 
 def _listed(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
